@@ -1,0 +1,112 @@
+"""The backend interface: two per-batch ops (SPEC.md A and B) with shared argument checks.
+
+Every backend subclasses :class:`Backend` and implements ``_activation_update`` and
+``_influence_update``; the public methods validate all arguments first, so a bad call raises
+a clear error before any count is written.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..convspec import ConvSpec
+from ..rules import SelectionRule
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_labels(labels: torch.Tensor, batch: int, num_classes: int, what: str = "labels") -> None:
+    """Labels must be a 1-D integer tensor of length ``batch`` with values in [0, num_classes)."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor of class indices, got {type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise TypeError(f"{what} must have an integer dtype (class indices), got {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != batch:
+        raise ValueError(f"{what} must have shape ({batch},) to match the batch, got {tuple(labels.shape)}")
+    if batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
+        raise ValueError(f"{what}: class index {bad} is out of range [0, {num_classes})")
+
+
+def _check_float4d(t: torch.Tensor, what: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{what} must be 4-D (B, C, H, W), got shape {tuple(t.shape)}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{what} must be float32, float16, bfloat16 or float64, got {t.dtype}")
+
+
+def _check_counts(counts: torch.Tensor, shape: tuple, device: torch.device) -> None:
+    if not isinstance(counts, torch.Tensor) or counts.dtype != torch.int32:
+        got = counts.dtype if isinstance(counts, torch.Tensor) else type(counts).__name__
+        raise TypeError(f"counts must be an int32 tensor, got {got}")
+    if tuple(counts.shape) != tuple(shape):
+        raise ValueError(f"counts must have shape {tuple(shape)}, got {tuple(counts.shape)}")
+    if not counts.is_contiguous():
+        raise ValueError("counts must be contiguous")
+    if counts.device != device:
+        raise ValueError(f"counts is on {counts.device} but the input is on {device}")
+
+
+class Backend:
+    """Base class of every backend; see the module docstring."""
+
+    name = "base"
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device) -> str | None:
+        """None when this backend can run on ``device``, else why not (in words)."""
+        raise NotImplementedError
+
+    def activation_update(self, acts: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
+                          rule: SelectionRule, excluded: torch.Tensor | None = None) -> None:
+        """Add one batch to the activation counts (SPEC.md A).
+
+        acts: (B, C, H, W) float tensor, any memory layout. labels: (B,) integer class indices.
+        counts: (K, C) int32, updated in place. excluded: optional (C,) bool mask of channels
+        treated as zero.
+        """
+        _check_float4d(acts, "activations")
+        b, c = acts.shape[:2]
+        _check_counts(counts, (counts.shape[0] if counts.dim() == 2 else -1, c), acts.device)
+        check_labels(labels, b, counts.shape[0])
+        if excluded is not None and (excluded.dtype != torch.bool or tuple(excluded.shape) != (c,)):
+            raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
+        if b == 0:
+            return
+        self._activation_update(acts, labels.to(acts.device), counts, rule,
+                                None if excluded is None else excluded.to(acts.device))
+
+    def influence_update(self, x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, labels: torch.Tensor,
+                         counts: torch.Tensor, k: int = 5, spatial_stride: int = 1) -> None:
+        """Add one batch to a conv edge's influence counts (SPEC.md B).
+
+        x: the conv's input (B, C_in, H, W). weight: (C_out, C_in/groups, kh, kw).
+        counts: (K, C_out, C_in) int32, updated in place.
+        """
+        _check_float4d(x, "conv input")
+        _check_float4d(weight, "conv weight")
+        b, c_in, h, w = x.shape
+        c_out, cin_g, kh, kw = weight.shape
+        if c_in % conv.groups or c_out % conv.groups or cin_g * conv.groups != c_in:
+            raise ValueError(f"conv weight {tuple(weight.shape)} with groups={conv.groups} does not fit an input with {c_in} channels")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"influence k must be a positive int, got {k!r}")
+        if isinstance(spatial_stride, bool) or not isinstance(spatial_stride, int) or spatial_stride < 1:
+            raise ValueError(f"spatial_stride must be a positive int, got {spatial_stride!r}")
+        if weight.device != x.device:
+            raise ValueError(f"conv weight is on {weight.device} but its input is on {x.device}")
+        _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, c_in), x.device)
+        check_labels(labels, b, counts.shape[0])
+        conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
+        if b == 0:
+            return
+        self._influence_update(x, weight, conv, labels.to(x.device), counts, k, spatial_stride)
+
+    # -- implemented by each backend; arguments are already validated ---------------------
+    def _activation_update(self, acts, labels, counts, rule, excluded) -> None:
+        raise NotImplementedError
+
+    def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride) -> None:
+        raise NotImplementedError
