@@ -1,3 +1,19 @@
-"""summit_fast: dataset-wide activation and influence aggregation for CNNs (a fast Summit)."""
+"""summit_fast: dataset-wide activation and influence aggregation for CNNs — a fast Summit.
+
+``summit_fast.aggregate(model, loader)`` counts, per class, which channels of each summary layer
+fire most (SPEC.md A) and which earlier channels most influence them (SPEC.md B), and returns a
+:class:`SummitResult`.
+"""
+
+from .aggregate import aggregate
+from .backends import BackendUnavailable, backend_names, get_backend, unavailable_reason
+from .discovery import ConvEdge, DiscoveryError, ModelGraph
+from .result import ResultFormatError, SummitResult
+from .rules import Mass, TopK, mass, topk
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable", "ConvEdge", "DiscoveryError", "Mass", "ModelGraph", "ResultFormatError",
+    "SummitResult", "TopK", "aggregate", "backend_names", "get_backend", "mass", "topk", "unavailable_reason",
+]

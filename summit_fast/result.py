@@ -1,0 +1,210 @@
+"""SummitResult: the additive int32 counts of one aggregation run plus what rebuilds its graphs.
+
+On disk a result is a folder with ``counts.safetensors`` (no pickle) and ``manifest.json``;
+both are written to temporary names, fsynced and renamed, manifest last, so a crash never
+leaves a folder that loads as a partial result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .discovery import ConvEdge, ModelGraph
+
+FORMAT = "summit_fast.result"
+FORMAT_VERSION = 1
+_COUNTS_FILE = "counts.safetensors"
+_MANIFEST_FILE = "manifest.json"
+
+
+class ResultFormatError(ValueError):
+    """A result folder is missing, corrupted or of another format; the message says what."""
+
+
+@dataclass
+class SummitResult:
+    """Counts of SPEC.md A and B over a dataset.
+
+    - ``activation[layer]``: int32 (K, C_layer) — images of class k that selected channel c.
+    - ``influence[conv]``: int32 (K, C_out, C_src) — images of class k for which source channel i
+      was among the top-k influences on the conv's output channel j.
+    - ``images_per_class``: int64 (K,).
+    - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
+      ``params``: the aggregation parameters; ``class_names``: optional names.
+    """
+
+    activation: dict[str, torch.Tensor]
+    influence: dict[str, torch.Tensor]
+    images_per_class: torch.Tensor
+    graph: ModelGraph
+    params: dict = field(default_factory=dict)
+    class_names: list[str] | None = None
+
+    # -- metadata views -----------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return int(self.images_per_class.shape[0])
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.graph.layers)
+
+    @property
+    def edges(self) -> list[ConvEdge]:
+        return list(self.graph.edges)
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return dict(self.graph.channels)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images_per_class.sum())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the count state."""
+        tensors = [*self.activation.values(), *self.influence.values(), self.images_per_class]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def __repr__(self) -> str:
+        return (f"SummitResult({self.num_images} images, {self.num_classes} classes, {len(self.layers)} layers, "
+                f"{len(self.influence)} conv edges, {self.nbytes / 2**20:.1f} MiB of counts)")
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def zeros(cls, graph: ModelGraph, num_classes: int, params: dict | None = None,
+              class_names: list[str] | None = None, device: torch.device | str = "cpu") -> "SummitResult":
+        """An empty result (all counts zero) for ``graph`` and ``num_classes`` classes."""
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
+        activation = {l: torch.zeros(num_classes, graph.channels[l], dtype=torch.int32, device=device)
+                      for l in graph.layers}
+        influence = {e.conv: torch.zeros(num_classes, e.out_channels, e.in_channels, dtype=torch.int32, device=device)
+                     for e in graph.edges}
+        return cls(activation, influence, torch.zeros(num_classes, dtype=torch.int64, device=device), graph,
+                   dict(params or {}), None if class_names is None else list(class_names))
+
+    def to(self, device: torch.device | str) -> "SummitResult":
+        """A copy with every count tensor on ``device``."""
+        return SummitResult({k: v.to(device) for k, v in self.activation.items()},
+                            {k: v.to(device) for k, v in self.influence.items()},
+                            self.images_per_class.to(device), self.graph, dict(self.params), self.class_names)
+
+    # -- additivity ---------------------------------------------------------------------
+    def _check_compatible(self, other: "SummitResult") -> None:
+        if not isinstance(other, SummitResult):
+            raise TypeError(f"can only add a SummitResult, got {type(other).__name__}")
+        for what, a, b in (("model graph", self.graph.to_json(), other.graph.to_json()),
+                           ("parameters", self.params, other.params),
+                           ("number of classes", self.num_classes, other.num_classes)):
+            if a != b:
+                raise ValueError(f"cannot merge results with different {what}")
+
+    def __add__(self, other: "SummitResult") -> "SummitResult":
+        """The result of the union of two disjoint shards (counts add)."""
+        self._check_compatible(other)
+        dev = self.images_per_class.device
+        return SummitResult({k: v + other.activation[k].to(dev) for k, v in self.activation.items()},
+                            {k: v + other.influence[k].to(dev) for k, v in self.influence.items()},
+                            self.images_per_class + other.images_per_class.to(dev), self.graph,
+                            dict(self.params), self.class_names or other.class_names)
+
+    @staticmethod
+    def merge(results: list["SummitResult"]) -> "SummitResult":
+        """Sum of the results of disjoint shards."""
+        if not results:
+            raise ValueError("merge needs at least one result")
+        total = results[0]
+        for r in results[1:]:
+            total = total + r
+        return total
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SummitResult):
+            return NotImplemented
+        return (self._manifest() == other._manifest()
+                and all(torch.equal(a, b) for a, b in zip(self._tensors().values(), other._tensors().values())))
+
+    # -- save / load --------------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"activation/{k}": v for k, v in self.activation.items()}
+        out.update({f"influence/{k}": v for k, v in self.influence.items()})
+        out["images_per_class"] = self.images_per_class
+        return out
+
+    def _manifest(self) -> dict:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "num_classes": self.num_classes,
+                "graph": self.graph.to_json(), "params": self.params, "class_names": self.class_names}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the result to ``directory`` (created if needed); returns its path."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self._tensors().items()}
+        _atomic_write(directory / _COUNTS_FILE, lambda path: save_file(tensors, str(path)))
+        manifest = json.dumps(self._manifest(), indent=1).encode()
+        _atomic_write(directory / _MANIFEST_FILE, lambda path: path.write_bytes(manifest))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "SummitResult":
+        """Read a result written by :meth:`save`; raises :class:`ResultFormatError` if it is incomplete or corrupted."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        manifest_path, counts_path = directory / _MANIFEST_FILE, directory / _COUNTS_FILE
+        for path in (manifest_path, counts_path):
+            if not path.is_file():
+                raise ResultFormatError(f"{directory} is not a summit_fast result: {path.name} is missing")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultFormatError(f"{manifest_path} is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ResultFormatError(f"{manifest_path} is not a summit_fast result manifest")
+        if manifest.get("version") != FORMAT_VERSION:
+            raise ResultFormatError(f"{manifest_path} has format version {manifest.get('version')}; "
+                                    f"this summit_fast reads version {FORMAT_VERSION}")
+        try:
+            tensors = load_file(str(counts_path))
+            graph = ModelGraph.from_json(manifest["graph"])
+            empty = cls.zeros(graph, int(manifest["num_classes"]), manifest["params"], manifest["class_names"])
+        except (SafetensorError, KeyError, TypeError, ValueError) as exc:
+            raise ResultFormatError(f"{directory} is corrupted: {exc}") from None
+        expected = empty._tensors()
+        if set(tensors) != set(expected):
+            raise ResultFormatError(f"{counts_path} holds tensors {sorted(set(tensors) ^ set(expected))[:5]} "
+                                    "that do not match its manifest")
+        for key, ref in expected.items():
+            if tensors[key].dtype != ref.dtype or tensors[key].shape != ref.shape:
+                raise ResultFormatError(f"{counts_path}: tensor {key!r} is {tensors[key].dtype} "
+                                        f"{tuple(tensors[key].shape)}, expected {ref.dtype} {tuple(ref.shape)}")
+        return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
+                   {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges},
+                   tensors["images_per_class"], graph, empty.params, empty.class_names)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(tmp_path)``, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
