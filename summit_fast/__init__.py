@@ -5,7 +5,7 @@ fire most (SPEC.md A) and which earlier channels most influence them (SPEC.md B)
 :class:`SummitResult`.
 """
 
-from .aggregate import aggregate
+from .aggregate import Aggregator, aggregate
 from .backends import BackendUnavailable, backend_names, get_backend, unavailable_reason
 from .discovery import ConvEdge, DiscoveryError, ModelGraph
 from .result import ResultFormatError, SummitResult
@@ -14,6 +14,6 @@ from .rules import Mass, TopK, mass, topk
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailable", "ConvEdge", "DiscoveryError", "Mass", "ModelGraph", "ResultFormatError",
+    "Aggregator", "BackendUnavailable", "ConvEdge", "DiscoveryError", "Mass", "ModelGraph", "ResultFormatError",
     "SummitResult", "TopK", "aggregate", "backend_names", "get_backend", "mass", "topk", "unavailable_reason",
 ]

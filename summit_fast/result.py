@@ -91,10 +91,13 @@ class SummitResult:
                    dict(params or {}), None if class_names is None else list(class_names))
 
     def to(self, device: torch.device | str) -> "SummitResult":
-        """A copy with every count tensor on ``device``."""
-        return SummitResult({k: v.to(device) for k, v in self.activation.items()},
-                            {k: v.to(device) for k, v in self.influence.items()},
-                            self.images_per_class.to(device), self.graph, dict(self.params), self.class_names)
+        """A copy with every count tensor on ``device`` (always new tensors)."""
+        def move(t):
+            return t.to(device, copy=True)
+        return SummitResult({k: move(v) for k, v in self.activation.items()},
+                            {k: move(v) for k, v in self.influence.items()},
+                            move(self.images_per_class), self.graph, dict(self.params),
+                            None if self.class_names is None else list(self.class_names))
 
     # -- additivity ---------------------------------------------------------------------
     def _check_compatible(self, other: "SummitResult") -> None:
