@@ -1,0 +1,58 @@
+"""Pieces shared by the Triton kernels: the per-channel spatial reduction and its tile sizes,
+and the top-k count update.
+
+Both the activation update (SPEC.md A, max only) and the 1x1 influence shortcut (SPEC.md B, max
+and min) reduce a (B, C, H, W) view with arbitrary strides over its positions. Positions are
+walked as a flat index p = y * W + x; the division happens once per position tile, not per
+element, so NCHW, channels_last and strided views (sampled grids) need no copy.
+"""
+
+import triton
+import triton.language as tl
+
+# Elements of one (channels x positions) tile of a reduction program.
+REDUCE_TILE = 4096
+
+
+@triton.jit
+def spatial_extrema(base, offs_c, mask_c, s_c, n_pos, n_w, s_y, s_x,
+                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, WITH_MIN: tl.constexpr):
+    """Max (and, if WITH_MIN, min) in float32 over the n_pos positions (rows of n_w) of the
+    channels offs_c, starting at ``base``. Empty grids give -inf / +inf."""
+    run_max = tl.full([BLOCK_C, BLOCK_P], float("-inf"), tl.float32)
+    run_min = tl.full([BLOCK_C, BLOCK_P], float("inf"), tl.float32)
+    rows = base + offs_c[:, None] * s_c
+    for p0 in range(0, n_pos, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        off_p = (p // n_w) * s_y + (p % n_w) * s_x
+        mask = mask_c[:, None] & (p < n_pos)[None, :]
+        v = tl.load(rows + off_p[None, :], mask=mask, other=float("-inf")).to(tl.float32)
+        # Elementwise running extrema; the cross-thread reduction happens once, after the loop.
+        run_max = tl.maximum(run_max, v)
+        if WITH_MIN:
+            run_min = tl.minimum(run_min, tl.where(mask, v, float("inf")))
+    return tl.max(run_max, axis=1), tl.min(run_min, axis=1)
+
+
+@triton.jit
+def count_top(scores, mask_rows, offs_s, n_valid, n_take, row_ptrs):
+    """row_ptrs[r][s] += 1 for the n_take largest scores[r, s] (s < n_valid) of every row r,
+    ties by lower s: n_take rounds of (max, lowest index holding it). Cheap for the small k
+    of top-k rules; NaN scores are never picked."""
+    avail = mask_rows[:, None] & (offs_s < n_valid)[None, :]
+    for _ in range(n_take):
+        best = tl.max(tl.where(avail, scores, float("-inf")), axis=1)
+        pick = tl.min(tl.where(avail & (scores == best[:, None]), offs_s[None, :], n_valid), axis=1)
+        tl.atomic_add(row_ptrs + pick, 1, mask=mask_rows & (pick < n_valid), sem="relaxed")
+        avail = avail & (offs_s[None, :] != pick[:, None])
+
+
+def reduce_tiles(n_c: int, n_pos: int, channels_contiguous: bool) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P) for spatial_extrema: long runs along the contiguous axis, so that
+    loads coalesce in NCHW (positions contiguous) and channels_last (channels contiguous)."""
+    n_c2, n_pos2 = triton.next_power_of_2(max(1, n_c)), triton.next_power_of_2(max(1, n_pos))
+    if channels_contiguous:
+        block_c = min(n_c2, 128)
+        return block_c, max(1, min(n_pos2, REDUCE_TILE // block_c))
+    block_p = min(n_pos2, 1024)
+    return max(1, min(n_c2, REDUCE_TILE // block_p)), block_p
