@@ -1,0 +1,43 @@
+"""The summit-fast command line: info and the built-in demo, run as a user would."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import summit_fast
+
+CLI = shutil.which("summit-fast") or f"{sys.executable} -m summit_fast.cli"
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([*CLI.split(), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_info_lists_backends_and_reasons():
+    out = run_cli("info")
+    assert out.returncode == 0, out.stderr
+    assert f"summit_fast {summit_fast.__version__}" in out.stdout
+    assert "torch   available on cpu" in out.stdout
+
+
+def test_demo_runs_end_to_end_under_two_minutes(tmp_path):
+    start = time.perf_counter()
+    out = run_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress")
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    assert elapsed < 120, f"demo took {elapsed:.0f} s"
+    result = summit_fast.SummitResult.load(tmp_path / "demo" / "result")
+    assert result.num_images == 1797 and result.num_classes == 10
+    assert result.class_names == [str(d) for d in range(10)]
+    assert all(int(result.activation[l].sum()) > 0 for l in result.layers)
+    manifest = json.loads((tmp_path / "demo" / "result" / "manifest.json").read_text())
+    assert manifest["format"] == "summit_fast.result"
+    assert str(tmp_path / "demo") in out.stdout
+
+
+def test_errors_are_reported_without_traceback(tmp_path):
+    out = run_cli("demo", "--out", str(tmp_path / "x"), "--backend", "nope", "--epochs", "1", "--no-progress")
+    assert out.returncode == 1
+    assert "error: backend 'nope' cannot run" in out.stderr and "Traceback" not in out.stderr
