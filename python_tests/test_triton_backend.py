@@ -1,0 +1,206 @@
+"""The Triton backend against the float64 torch reference: counts must be equal, exactly.
+
+Without a GPU the kernels run through the Triton interpreter on CPU tensors (conftest.py sets
+TRITON_INTERPRET=1), on small float32 shapes with few programs. On a GPU the same cases run
+compiled, plus half-precision inputs and InceptionV1-sized shapes.
+"""
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from summit_fast.backends import get_backend  # noqa: E402
+from summit_fast.backends.torch_ref import TorchBackend  # noqa: E402
+from summit_fast.backends.triton import TritonBackend  # noqa: E402
+from summit_fast.convspec import ConvSpec  # noqa: E402
+from summit_fast.rules import mass, topk  # noqa: E402
+
+GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if GPU else "cpu")
+if not GPU and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no GPU and the Triton interpreter is off (TRITON_INTERPRET != 1)", allow_module_level=True)
+gpu_only = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU: half precision and large shapes are not run "
+                                               "through the Triton interpreter")
+
+K = 4  # classes
+REF = TorchBackend(compute_dtype=torch.float64)
+RULES = [mass(0.01), mass(0.3), mass(1.0), topk(1), topk(7)]
+
+
+@pytest.fixture(scope="module")
+def triton_backend():
+    return get_backend("triton", DEVICE)
+
+
+def _layout(t, channels_last):
+    return t.to(memory_format=torch.channels_last) if channels_last else t
+
+
+def _check_activation(backend, batches, rule, excluded=None):
+    """Two batches into the same counts: also checks the kernel's per-launch state resets."""
+    c = batches[0][0].shape[1]
+    got = torch.zeros(K, c, dtype=torch.int32, device=DEVICE)
+    want = torch.zeros(K, c, dtype=torch.int32)
+    for acts, labels in batches:
+        backend.activation_update(acts, labels, got, rule, excluded)
+        REF.activation_update(acts.cpu(), labels.cpu(), want, rule, None if excluded is None else excluded.cpu())
+    assert want.sum() > 0
+    assert torch.equal(got.cpu(), want), f"{rule}: {(got.cpu() - want).abs().sum()} counts differ"
+
+
+def _check_influence(backend, x, weight, conv, labels, k, spatial_stride):
+    c_out, c_in = weight.shape[0], x.shape[1]
+    got = torch.zeros(K, c_out, c_in, dtype=torch.int32, device=DEVICE)
+    want = torch.zeros(K, c_out, c_in, dtype=torch.int32)
+    backend.influence_update(x, weight, conv, labels, got, k, spatial_stride)
+    REF.influence_update(x.cpu(), weight.cpu(), conv, labels.cpu(), want, k, spatial_stride)
+    assert int(want.sum()) == x.shape[0] * c_out * min(k, c_in // conv.groups)
+    assert torch.equal(got.cpu(), want), f"{(got.cpu() - want).abs().sum()} counts differ"
+
+
+# ------------------------------------------------------------------------------ availability
+def test_unavailable_reasons(monkeypatch):
+    assert TritonBackend.unavailable_reason(DEVICE) is None
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert TritonBackend.unavailable_reason(torch.device("cpu")) == "triton needs a CUDA device; got cpu"
+
+
+# ------------------------------------------------------------------------------ activation (SPEC.md A)
+# Several channel blocks per image: 130 channels in channels_last, 37 x 23x29 positions in NCHW.
+ACT_SHAPES = [(3, 37, 7, 9), (1, 5, 1, 1), (2, 130, 5, 3), (2, 37, 23, 29)]
+
+
+@pytest.mark.parametrize("shape", ACT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_activation_matches_reference(triton_backend, shape, channels_last):
+    g = torch.Generator().manual_seed(sum(shape))
+    batches = [(_layout(torch.randn(shape, generator=g), channels_last).to(DEVICE),
+                torch.randint(0, K, (shape[0],), generator=g).to(DEVICE)) for _ in range(2)]
+    excluded = (torch.rand(shape[1], generator=g) < 0.2).to(DEVICE)
+    for rule in RULES:
+        _check_activation(triton_backend, batches, rule)
+    _check_activation(triton_backend, batches, mass(0.05), excluded)
+    _check_activation(triton_backend, batches, topk(3), excluded)
+
+
+def test_activation_exact_ties_zero_and_negative_images(triton_backend):
+    # Small integers tie often (as ReLU6 saturation does): ties go to the lower channel.
+    g = torch.Generator().manual_seed(1)
+    acts = torch.randint(-3, 4, (4, 29, 3, 5), generator=g).float()
+    acts[1] = 0.0  # T = 0: the mass rule selects nothing
+    acts[2] = -acts[2].abs() - 1  # all negative: only top-k selects
+    labels = torch.tensor([0, 1, 1, 3], dtype=torch.int32)  # labels of any integer dtype, repeated
+    for rule in RULES:
+        _check_activation(triton_backend, [(acts.to(DEVICE), labels.to(DEVICE))], rule)
+
+
+def test_activation_strided_view(triton_backend):
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(3, 40, 9, 8, generator=g)
+    acts = base[:, 1::2, 2:, ::3]  # neither NCHW- nor channels_last-contiguous
+    labels = torch.tensor([2, 0, 2])
+    for rule in (mass(0.01), topk(4)):
+        _check_activation(triton_backend, [(acts.to(DEVICE), labels.to(DEVICE))], rule)
+
+
+# ------------------------------------------------------------------------------ influence (SPEC.md B)
+# (batch, C_in, C_out, H, W, (kh, kw), ConvSpec, k, spatial_stride)
+INFLUENCE_CASES = [
+    (3, 7, 10, 9, 11, (1, 1), ConvSpec(), 5, 1),
+    (2, 12, 18, 9, 7, (1, 1), ConvSpec(stride=(2, 2), pad=(1, 1, 1, 1), groups=3), 2, 1),
+    (2, 6, 6, 5, 5, (1, 1), ConvSpec(pad=(2, 2, 2, 2), groups=6), 5, 3),  # depthwise, padding sampled
+    (1, 5, 9, 3, 3, (1, 1), ConvSpec(stride=(2, 2), pad=(3, 3, 3, 3)), 3, 3),  # only padding sampled
+    (2, 5, 16, 8, 9, (1, 1), ConvSpec(pad=(1, 0, 2, 1), padding_mode="replicate"), 2, 2),
+    (2, 6, 20, 9, 11, (3, 3), ConvSpec(pad=(1, 1, 1, 1)), 5, 1),
+    (1, 6, 20, 9, 11, (3, 3), ConvSpec(stride=(2, 2), pad=(1, 1, 1, 1)), 5, 3),
+    (2, 8, 8, 9, 10, (3, 3), ConvSpec(pad=(1, 1, 1, 1), groups=8), 5, 1),  # depthwise
+    (2, 8, 24, 9, 10, (3, 3), ConvSpec(pad=(1, 1, 1, 1), groups=2), 3, 1),
+    (1, 4, 17, 12, 13, (5, 5), ConvSpec(pad=(2, 2, 2, 2)), 5, 1),
+    (2, 5, 6, 12, 13, (3, 3), ConvSpec(pad=(2, 2, 2, 2), dilation=(2, 2)), 2, 1),
+    (2, 5, 16, 8, 9, (3, 3), ConvSpec(pad=(1, 1, 1, 1), padding_mode="reflect"), 2, 1),
+    (2, 5, 16, 8, 9, (3, 1), ConvSpec(pad=(0, 0, 1, 1), padding_mode="circular"), 9, 1),  # k > sources
+    (2, 3, 18, 7, 8, (3, 3), ConvSpec(stride=(2, 1), pad=(0, 1, 1, 0)), 2, 1),  # asymmetric
+]
+
+
+def _influence_id(case):
+    b, c_in, c_out, h, w, (kh, kw), conv, k, r = case
+    return f"{kh}x{kw}-{c_in}to{c_out}-{h}x{w}-s{conv.stride[0]}-g{conv.groups}-{conv.padding_mode}-k{k}-r{r}"
+
+
+@pytest.mark.parametrize("case", INFLUENCE_CASES, ids=_influence_id)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_influence_matches_reference(triton_backend, case, channels_last):
+    b, c_in, c_out, h, w, (kh, kw), conv, k, r = case
+    g = torch.Generator().manual_seed(c_in * 100 + c_out)
+    x = _layout(torch.randn(b, c_in, h, w, generator=g), channels_last)
+    weight = torch.randn(c_out, c_in // conv.groups, kh, kw, generator=g)
+    labels = torch.randint(0, K, (b,), generator=g)
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), conv, labels.to(DEVICE), k, r)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3)], ids=["1x1", "3x3"])
+def test_influence_exact_ties(triton_backend, kernel):
+    # Small integers: every score is exact in any precision and ties abound; lower source wins.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-2, 3, (2, 9, 6, 7), generator=g).float()
+    weight = torch.randint(-1, 2, (18, 9, *kernel), generator=g).float()
+    labels = torch.tensor([1, 1])
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), ConvSpec(pad=(1, 1, 1, 1)),
+                     labels.to(DEVICE), 4, 1)
+
+
+# ------------------------------------------------------------------------------ GPU only
+HALF = [torch.float16, torch.bfloat16]
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [(64, 528, 14, 14), (16, 1024, 7, 7), (8, 2048, 7, 7), (32, 192, 28, 28)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_activation_half_and_large_on_gpu(triton_backend, dtype, channels_last, shape):
+    g = torch.Generator().manual_seed(4)
+    batches = [(_layout(torch.randn(shape, generator=g), channels_last).to(DEVICE, dtype),
+                torch.randint(0, K, (shape[0],), generator=g).to(DEVICE)) for _ in range(2)]
+    for rule in (mass(0.01), mass(0.03), topk(5)):
+        _check_activation(triton_backend, batches, rule)
+
+
+# InceptionV1 mixed4d's edges at 14x14 (pool_reduce has the 1x1 shape), plus a depthwise 3x3.
+GPU_INFLUENCE = [
+    (8, 512, 112, 14, 14, (1, 1), ConvSpec(), 5, 1),
+    (8, 512, 144, 14, 14, (1, 1), ConvSpec(), 5, 3),
+    (8, 144, 288, 14, 14, (3, 3), ConvSpec(pad=(1, 1, 1, 1)), 5, 1),
+    (8, 32, 64, 14, 14, (5, 5), ConvSpec(pad=(2, 2, 2, 2)), 5, 1),
+    (8, 96, 96, 28, 28, (3, 3), ConvSpec(stride=(2, 2), pad=(1, 1, 1, 1), groups=96), 5, 1),
+]
+
+
+@gpu_only
+@pytest.mark.parametrize("case", GPU_INFLUENCE, ids=_influence_id)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_influence_large_fp32_on_gpu(triton_backend, case, channels_last):
+    b, c_in, c_out, h, w, (kh, kw), conv, k, r = case
+    g = torch.Generator().manual_seed(5)
+    x = _layout(torch.randn(b, c_in, h, w, generator=g), channels_last)
+    weight = torch.randn(c_out, c_in // conv.groups, kh, kw, generator=g)
+    labels = torch.randint(0, K, (b,), generator=g)
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), conv, labels.to(DEVICE), k, r)
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("case", GPU_INFLUENCE, ids=_influence_id)
+def test_influence_half_on_gpu(triton_backend, dtype, case):
+    # Integer-valued inputs are exact in fp16/bf16 and their sums exact in the fp32 accumulator,
+    # so tensor-core products must reproduce the float64 reference exactly (ties included).
+    b, c_in, c_out, h, w, (kh, kw), conv, k, r = case
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(-4, 5, (b, c_in, h, w), generator=g).float()
+    weight = torch.randint(-4, 5, (c_out, c_in // conv.groups, kh, kw), generator=g).float()
+    labels = torch.randint(0, K, (b,), generator=g)
+    _check_influence(triton_backend, x.to(DEVICE, dtype), weight.to(DEVICE, dtype), conv, labels.to(DEVICE), k, r)
