@@ -172,7 +172,11 @@ class Aggregator:
                 graph = graph_from_edges(self.model, probe, self.layers, self.edges)
             else:
                 graph = discover(self.model, probe, self.layers)
-            num_classes = self.num_classes or _infer_num_classes(self.model(probe))
+            output = self.model(probe)
+            num_classes = self.num_classes or _infer_num_classes(output)
+        # Predictions are recorded when the output is (B, K) class scores.
+        self.record_predictions = _logits_shape(output) == (1, num_classes)
+        self.params["predictions"] = self.record_predictions
         self.excluded = _excluded_masks(self.params["excluded"], graph, self.device)
         self.convs = {e.conv: (self.modules[e.conv], e.spec) for e in graph.edges} if self.params["influence"] else {}
         self._result = SummitResult.zeros(graph, int(num_classes), self.params, self.class_names, self.device)
@@ -202,7 +206,7 @@ class Aggregator:
         if self.params["label_source"] == "prediction":
             labels = _logits(output).argmax(dim=1)
         check_labels(labels, images.shape[0], result.num_classes, what=f"batch {index}: labels")
-        labels = labels.to(self.device)
+        labels = labels.to(self.device, torch.long)
         self._check_captured(index)
         # Everything is validated: from here on the whole batch is counted.
         for layer in self.layers:
@@ -213,6 +217,8 @@ class Aggregator:
                                          result.influence[conv], self.params["influence_k"],
                                          self.params["spatial_stride"])
         result.images_per_class += torch.bincount(labels, minlength=result.num_classes)
+        if self.record_predictions:
+            _add_predictions(result, output, labels)
 
     def _check_captured(self, index: int) -> None:
         for key in [f"layer:{l}" for l in self.layers] + [f"conv:{c}" for c in self.convs]:
@@ -263,6 +269,23 @@ def _logits(output) -> torch.Tensor:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(f"the model's output must be (B, num_classes) scores to infer classes or predictions, got {shape}")
     return output
+
+
+def _logits_shape(output) -> tuple | None:
+    try:
+        return tuple(_logits(output).shape)
+    except ValueError:
+        return None
+
+
+def _add_predictions(result: SummitResult, output, labels: torch.Tensor) -> None:
+    """Confusion counts and the summed top-1 probability per true class."""
+    scores = _logits(output).float()
+    is_probability = bool((scores >= 0).all()) and torch.allclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-3)
+    probability, predicted = (scores if is_probability else scores.softmax(dim=1)).max(dim=1)
+    k = result.num_classes
+    result.confusion.view(-1).index_add_(0, labels * k + predicted, torch.ones_like(labels))
+    result.top1_probability.index_add_(0, labels, probability.double())
 
 
 def _infer_num_classes(output) -> int:

@@ -7,6 +7,7 @@ leaves a folder that loads as a partial result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ class SummitResult:
     - ``influence[conv]``: int32 (K, C_out, C_src) — images of class k for which source channel i
       was among the top-k influences on the conv's output channel j.
     - ``images_per_class``: int64 (K,).
+    - ``confusion``: int64 (K, K) — images of class k (row) whose top-1 prediction was class p
+      (column); all zero when the model's output is not (B, K) class scores.
+    - ``top1_probability``: float64 (K,) — per class, the sum over its images of the top-1
+      probability (softmax of the output, or the output itself when it already is probabilities).
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
       ``params``: the aggregation parameters; ``class_names``: optional names.
     """
@@ -41,6 +46,8 @@ class SummitResult:
     activation: dict[str, torch.Tensor]
     influence: dict[str, torch.Tensor]
     images_per_class: torch.Tensor
+    confusion: torch.Tensor
+    top1_probability: torch.Tensor
     graph: ModelGraph
     params: dict = field(default_factory=dict)
     class_names: list[str] | None = None
@@ -67,37 +74,61 @@ class SummitResult:
         return int(self.images_per_class.sum())
 
     @property
+    def top1_accuracy(self) -> torch.Tensor:
+        """Per-class top-1 accuracy (float64, NaN for classes without images)."""
+        return self.confusion.diagonal().double() / self.images_per_class.double()
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the count state."""
-        tensors = [*self.activation.values(), *self.influence.values(), self.images_per_class]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
     def __repr__(self) -> str:
         return (f"SummitResult({self.num_images} images, {self.num_classes} classes, {len(self.layers)} layers, "
                 f"{len(self.influence)} conv edges, {self.nbytes / 2**20:.1f} MiB of counts)")
 
-    # -- construction -------------------------------------------------------------------
+    # -- the flat view every operation goes through ---------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every count tensor under a flat key (``activation/<layer>``, ``influence/<conv>``, ...)."""
+        out = {f"activation/{k}": v for k, v in self.activation.items()}
+        out.update({f"influence/{k}": v for k, v in self.influence.items()})
+        out.update(images_per_class=self.images_per_class, confusion=self.confusion,
+                   top1_probability=self.top1_probability)
+        return out
+
+    @staticmethod
+    def tensor_specs(graph: ModelGraph, num_classes: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of every count tensor of a result for ``graph`` and ``num_classes``."""
+        k = num_classes
+        specs = {f"activation/{l}": ((k, graph.channels[l]), torch.int32) for l in graph.layers}
+        specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.in_channels), torch.int32) for e in graph.edges})
+        specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
+                     top1_probability=((k,), torch.float64))
+        return specs
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], graph: ModelGraph, params: dict | None = None,
+                     class_names: list[str] | None = None) -> "SummitResult":
+        """Inverse of :meth:`tensors`."""
+        return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
+                   {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges},
+                   tensors["images_per_class"], tensors["confusion"], tensors["top1_probability"], graph,
+                   dict(params or {}), None if class_names is None else list(class_names))
+
     @classmethod
     def zeros(cls, graph: ModelGraph, num_classes: int, params: dict | None = None,
               class_names: list[str] | None = None, device: torch.device | str = "cpu") -> "SummitResult":
         """An empty result (all counts zero) for ``graph`` and ``num_classes`` classes."""
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
-        activation = {l: torch.zeros(num_classes, graph.channels[l], dtype=torch.int32, device=device)
-                      for l in graph.layers}
-        influence = {e.conv: torch.zeros(num_classes, e.out_channels, e.in_channels, dtype=torch.int32, device=device)
-                     for e in graph.edges}
-        return cls(activation, influence, torch.zeros(num_classes, dtype=torch.int64, device=device), graph,
-                   dict(params or {}), None if class_names is None else list(class_names))
+        tensors = {key: torch.zeros(shape, dtype=dtype, device=device)
+                   for key, (shape, dtype) in cls.tensor_specs(graph, num_classes).items()}
+        return cls.from_tensors(tensors, graph, params, class_names)
 
     def to(self, device: torch.device | str) -> "SummitResult":
         """A copy with every count tensor on ``device`` (always new tensors)."""
-        def move(t):
-            return t.to(device, copy=True)
-        return SummitResult({k: move(v) for k, v in self.activation.items()},
-                            {k: move(v) for k, v in self.influence.items()},
-                            move(self.images_per_class), self.graph, dict(self.params),
-                            None if self.class_names is None else list(self.class_names))
+        return self.from_tensors({k: v.to(device, copy=True) for k, v in self.tensors().items()},
+                                 self.graph, self.params, self.class_names)
 
     # -- additivity ---------------------------------------------------------------------
     def _check_compatible(self, other: "SummitResult") -> None:
@@ -112,11 +143,9 @@ class SummitResult:
     def __add__(self, other: "SummitResult") -> "SummitResult":
         """The result of the union of two disjoint shards (counts add)."""
         self._check_compatible(other)
-        dev = self.images_per_class.device
-        return SummitResult({k: v + other.activation[k].to(dev) for k, v in self.activation.items()},
-                            {k: v + other.influence[k].to(dev) for k, v in self.influence.items()},
-                            self.images_per_class + other.images_per_class.to(dev), self.graph,
-                            dict(self.params), self.class_names or other.class_names)
+        theirs = other.tensors()
+        return self.from_tensors({k: v + theirs[k].to(v.device) for k, v in self.tensors().items()},
+                                 self.graph, self.params, self.class_names or other.class_names)
 
     @staticmethod
     def merge(results: list["SummitResult"]) -> "SummitResult":
@@ -131,35 +160,34 @@ class SummitResult:
     def __eq__(self, other) -> bool:
         if not isinstance(other, SummitResult):
             return NotImplemented
-        return (self._manifest() == other._manifest()
-                and all(torch.equal(a, b) for a, b in zip(self._tensors().values(), other._tensors().values())))
+        mine, theirs = self.tensors(), other.tensors()
+        return (self._manifest() == other._manifest() and mine.keys() == theirs.keys()
+                and all(torch.equal(v, theirs[k].to(v.device)) for k, v in mine.items()))
 
     # -- save / load --------------------------------------------------------------------
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"activation/{k}": v for k, v in self.activation.items()}
-        out.update({f"influence/{k}": v for k, v in self.influence.items()})
-        out["images_per_class"] = self.images_per_class
-        return out
-
     def _manifest(self) -> dict:
         return {"format": FORMAT, "version": FORMAT_VERSION, "num_classes": self.num_classes,
                 "graph": self.graph.to_json(), "params": self.params, "class_names": self.class_names}
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the result to ``directory`` (created if needed); returns its path."""
+        """Write the result to ``directory`` (created if needed); returns its path.
+
+        The counts file's SHA-256 goes into the manifest, so that corruption is detected on load.
+        """
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self._tensors().items()}
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors().items()}
         _atomic_write(directory / _COUNTS_FILE, lambda path: save_file(tensors, str(path)))
-        manifest = json.dumps(self._manifest(), indent=1).encode()
-        _atomic_write(directory / _MANIFEST_FILE, lambda path: path.write_bytes(manifest))
+        manifest = dict(self._manifest(), counts_sha256=_sha256(directory / _COUNTS_FILE))
+        _atomic_write(directory / _MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=1)))
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "SummitResult":
-        """Read a result written by :meth:`save`; raises :class:`ResultFormatError` if it is incomplete or corrupted."""
+        """Read a result written by :meth:`save`; raises :class:`ResultFormatError` if it is
+        missing, incomplete, corrupted or of another format."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -177,23 +205,32 @@ class SummitResult:
         if manifest.get("version") != FORMAT_VERSION:
             raise ResultFormatError(f"{manifest_path} has format version {manifest.get('version')}; "
                                     f"this summit_fast reads version {FORMAT_VERSION}")
+        if manifest.get("counts_sha256") != _sha256(counts_path):
+            raise ResultFormatError(f"{counts_path} is corrupted or truncated: its checksum does not match "
+                                    f"{manifest_path.name}")
         try:
-            tensors = load_file(str(counts_path))
             graph = ModelGraph.from_json(manifest["graph"])
-            empty = cls.zeros(graph, int(manifest["num_classes"]), manifest["params"], manifest["class_names"])
-        except (SafetensorError, KeyError, TypeError, ValueError) as exc:
+            specs = cls.tensor_specs(graph, int(manifest["num_classes"]))
+            params, class_names = dict(manifest["params"]), manifest["class_names"]
+            tensors = load_file(str(counts_path))
+        except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ResultFormatError(f"{directory} is corrupted: {exc}") from None
-        expected = empty._tensors()
-        if set(tensors) != set(expected):
-            raise ResultFormatError(f"{counts_path} holds tensors {sorted(set(tensors) ^ set(expected))[:5]} "
+        if set(tensors) != set(specs):
+            raise ResultFormatError(f"{counts_path} holds tensors {sorted(set(tensors) ^ set(specs))[:5]} "
                                     "that do not match its manifest")
-        for key, ref in expected.items():
-            if tensors[key].dtype != ref.dtype or tensors[key].shape != ref.shape:
+        for key, (shape, dtype) in specs.items():
+            if tensors[key].dtype != dtype or tuple(tensors[key].shape) != shape:
                 raise ResultFormatError(f"{counts_path}: tensor {key!r} is {tensors[key].dtype} "
-                                        f"{tuple(tensors[key].shape)}, expected {ref.dtype} {tuple(ref.shape)}")
-        return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
-                   {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges},
-                   tensors["images_per_class"], graph, empty.params, empty.class_names)
+                                        f"{tuple(tensors[key].shape)}, expected {dtype} {shape}")
+        return cls.from_tensors(tensors, graph, params, class_names)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:

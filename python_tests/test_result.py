@@ -1,0 +1,105 @@
+"""SummitResult: predictions, save/load integrity (no pickle, corruption detected), merging."""
+
+import json
+
+import pytest
+import torch
+
+import summit_fast
+from summit_fast import ResultFormatError, SummitResult
+
+from tiny_models import TinyInception
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return TinyInception().eval()
+
+
+@pytest.fixture(scope="module")
+def batches():
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(6, 3, 9, 9, generator=g), torch.randint(0, 5, (6,), generator=g)) for _ in range(3)]
+
+
+@pytest.fixture(scope="module")
+def result(net, batches):
+    return summit_fast.aggregate(net, batches, backend="torch", progress=False)
+
+
+def test_predictions_recorded_in_the_same_pass(net, batches, result):
+    confusion = torch.zeros(5, 5, dtype=torch.int64)
+    probability = torch.zeros(5, dtype=torch.float64)
+    with torch.no_grad():
+        for images, labels in batches:
+            p = net(images).softmax(1)
+            for label, row in zip(labels.tolist(), p):
+                confusion[label, int(row.argmax())] += 1
+                probability[label] += float(row.max())
+    assert result.params["predictions"] is True
+    assert torch.equal(result.confusion, confusion)
+    torch.testing.assert_close(result.top1_probability, probability)
+    acc = result.top1_accuracy
+    for k in range(5):
+        n = int(result.images_per_class[k])
+        assert (torch.isnan(acc[k]) and n == 0) or acc[k] == confusion[k, k] / n
+
+
+def test_saved_files_hold_no_pickle(tmp_path, result):
+    result.save(tmp_path)
+    data = (tmp_path / "counts.safetensors").read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])  # safetensors: a JSON header, then raw bytes
+    assert "activation/mix1" in header
+    assert b"\x80\x04" not in data[:2]  # not a pickle stream
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / "counts.safetensors").write_bytes((d / "counts.safetensors").read_bytes()[:100]), "corrupted or truncated"),
+    (lambda d: _flip_last_byte(d / "counts.safetensors"), "corrupted or truncated"),
+    (lambda d: (d / "manifest.json").write_text("{not json"), "not valid JSON"),
+    (lambda d: (d / "manifest.json").unlink(), "manifest.json is missing"),
+    (lambda d: (d / "counts.safetensors").unlink(), "counts.safetensors is missing"),
+    (lambda d: _edit_manifest(d, version=99), "format version 99"),
+    (lambda d: _edit_manifest(d, format="something"), "not a summit_fast result manifest"),
+    (lambda d: _edit_manifest(d, num_classes=6), "do not match|expected"),
+])
+def test_damaged_result_is_refused(tmp_path, result, damage, message):
+    result.save(tmp_path / "r")
+    damage(tmp_path / "r")
+    with pytest.raises(ResultFormatError, match=message):
+        SummitResult.load(tmp_path / "r")
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(directory, **changes):
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest.update(changes)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_save_leaves_no_temporary_files(tmp_path, result):
+    result.save(tmp_path / "r")
+    result.save(tmp_path / "r")  # overwriting is fine
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["counts.safetensors", "manifest.json"]
+
+
+def test_to_copies_and_nbytes(result):
+    copy = result.to("cpu")
+    assert copy == result and copy.activation["mix1"] is not result.activation["mix1"]
+    assert result.nbytes == sum(t.numel() * t.element_size() for t in result.tensors().values())
+    assert "18 images" in repr(result)
+
+
+def test_merge_refuses_different_graphs(net, batches, result):
+    other = summit_fast.aggregate(net, batches, layers=["mix1"], backend="torch", progress=False)
+    with pytest.raises(ValueError, match="different model graph"):
+        result + other
+    with pytest.raises(ValueError, match="at least one"):
+        SummitResult.merge([])
