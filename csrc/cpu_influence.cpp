@@ -1,0 +1,262 @@
+// Influence aggregation (SPEC.md B): L[b, j, i] = max over the sampled output grid of source
+// i's contribution to target j, top-k sources per (b, j), count update. 1x1 convs use the
+// exact max/min shortcut; kxk convs compute contributions one source plane at a time, in
+// cache-sized tiles of positions, keeping only a running max per (b, j, i).
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "cpu_extrema.h"
+#include "cpu_kernels.h"
+#include "cpu_select.h"
+
+// Vector types are used only inside always-inlined code, never across an ABI boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// The package is built for baseline x86-64-v2 (SSE4.2); the kxk kernel also gets an
+// AVX2+FMA build chosen at run time, which is about twice as fast where available.
+#define SUMMIT_AVX2_DISPATCH 1
+#endif
+
+namespace summit {
+namespace {
+
+// One 32-byte vector: an AVX register, or two SSE registers in the baseline build.
+typedef float vec_f32 __attribute__((vector_size(32)));
+typedef double vec_f64 __attribute__((vector_size(32)));
+template <class Acc> struct Vec;
+template <> struct Vec<float> { using type = vec_f32; static constexpr int lanes = 8; };
+template <> struct Vec<double> { using type = vec_f64; static constexpr int lanes = 4; };
+template <class Acc> constexpr int64_t kPositionBlock = 2 * Vec<Acc>::lanes;  // positions per micro-kernel step
+
+#define SUMMIT_ALWAYS_INLINE inline __attribute__((always_inline))
+
+// Shared, read-only description of one kxk call.
+template <class Acc>
+struct KxkPlan {
+  int64_t T;                    // taps kh*kw
+  int64_t used_h, used_w;       // extent of the padded input the sampled grid reads
+  std::vector<int64_t> row_src, col_src;  // padded coordinate -> real index, -1 for zero
+  std::vector<int64_t> pos_base;  // per sampled position (padded to kPositionBlock by repeating the last one)
+  std::vector<int64_t> tap_offset;  // per tap, offset into the padded plane
+  int64_t tile;                 // positions per tile (a multiple of kPositionBlock)
+  std::vector<Acc> panels;      // per source: its group's targets x taps weights
+  int64_t cin_g, cout_g;
+};
+
+// lmax[jj] = max(lmax[jj], max over the tile's positions p of sum_t w[jj*T + t] * P[t*np + p])
+// for JB targets; two vectors of positions per step, all sums in registers.
+template <int JB, class Acc>
+SUMMIT_ALWAYS_INLINE void tile_max(const Acc* P, int64_t np, int64_t T, const Acc* w, Acc* lmax) {
+  using V = typename Vec<Acc>::type;
+  constexpr int L = Vec<Acc>::lanes;
+  V mx[JB];
+  for (int jj = 0; jj < JB; ++jj) mx[jj] = V{} - std::numeric_limits<Acc>::infinity();
+  for (int64_t p = 0; p < np; p += 2 * L) {
+    V a0[JB], a1[JB];
+    for (int jj = 0; jj < JB; ++jj) a0[jj] = a1[jj] = V{};
+    for (int64_t t = 0; t < T; ++t) {
+      V p0, p1;
+      __builtin_memcpy(&p0, P + t * np + p, sizeof p0);
+      __builtin_memcpy(&p1, P + t * np + p + L, sizeof p1);
+      for (int jj = 0; jj < JB; ++jj) {
+        const Acc wt = w[jj * T + t];
+        a0[jj] += wt * p0;
+        a1[jj] += wt * p1;
+      }
+    }
+    for (int jj = 0; jj < JB; ++jj) {
+      const V m = a0[jj] > a1[jj] ? a0[jj] : a1[jj];
+      mx[jj] = m > mx[jj] ? m : mx[jj];
+    }
+  }
+  for (int jj = 0; jj < JB; ++jj) {
+    Acc m = lmax[jj];
+    for (int l = 0; l < L; ++l) m = mx[jj][l] > m ? mx[jj][l] : m;
+    lmax[jj] = m;
+  }
+}
+
+// Scores of one source plane (image b, source i) against all targets of its group:
+// lrow[jl] for jl < cout_g. xp and P are per-thread scratch buffers.
+template <class E, class Acc>
+SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan, int64_t b, int64_t i, Acc* xp,
+                                        Acc* P, Acc* lrow) {
+  using Raw = typename E::raw;
+  // The padded input plane, converted once; the taps below read it without branches.
+  const Raw* plane = static_cast<const Raw*>(x.data) + b * x.stride[0] + i * x.stride[1];
+  for (int64_t qr = 0; qr < plan.used_h; ++qr) {
+    const int64_t r = plan.row_src[qr];
+    Acc* out = xp + qr * plan.used_w;
+    for (int64_t qc = 0; qc < plan.used_w; ++qc) {
+      const int64_t c = plan.col_src[qc];
+      out[qc] = r < 0 || c < 0 ? Acc(0) : Acc(E::to_float(plane[r * x.stride[2] + c * x.stride[3]]));
+    }
+  }
+  const int64_t T = plan.T, cout_g = plan.cout_g, npos = static_cast<int64_t>(plan.pos_base.size());
+  const Acc* panel = plan.panels.data() + i * cout_g * T;
+  std::fill(lrow, lrow + cout_g, -std::numeric_limits<Acc>::infinity());
+  for (int64_t p0 = 0; p0 < npos; p0 += plan.tile) {
+    const int64_t np = std::min(plan.tile, npos - p0);
+    for (int64_t t = 0; t < T; ++t) {  // im2col of this tile: P[t][p]
+      const int64_t off = plan.tap_offset[t];
+      for (int64_t p = 0; p < np; ++p) P[t * np + p] = xp[plan.pos_base[p0 + p] + off];
+    }
+    int64_t j = 0;
+    for (; j + 4 <= cout_g; j += 4) tile_max<4>(P, np, T, panel + j * T, lrow + j);
+    switch (cout_g - j) {
+      case 3: tile_max<3>(P, np, T, panel + j * T, lrow + j); break;
+      case 2: tile_max<2>(P, np, T, panel + j * T, lrow + j); break;
+      case 1: tile_max<1>(P, np, T, panel + j * T, lrow + j); break;
+      default: break;
+    }
+  }
+}
+
+template <class E, class Acc>
+void source_scores_baseline(const View4& x, const KxkPlan<Acc>& plan, int64_t b, int64_t i, Acc* xp, Acc* P, Acc* lrow) {
+  source_scores<E, Acc>(x, plan, b, i, xp, P, lrow);
+}
+
+#ifdef SUMMIT_AVX2_DISPATCH
+template <class E, class Acc>
+__attribute__((target("avx2,fma"))) void source_scores_avx2(const View4& x, const KxkPlan<Acc>& plan, int64_t b,
+                                                             int64_t i, Acc* xp, Acc* P, Acc* lrow) {
+  source_scores<E, Acc>(x, plan, b, i, xp, P, lrow);
+}
+#endif
+
+template <class E, class Acc>
+auto pick_source_scores() {
+#ifdef SUMMIT_AVX2_DISPATCH
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &source_scores_avx2<E, Acc>;
+#endif
+  return &source_scores_baseline<E, Acc>;
+}
+
+template <class Acc>
+KxkPlan<Acc> make_plan(const InfluenceArgs& a) {
+  const ConvGeometry& g = a.geo;
+  KxkPlan<Acc> plan;
+  plan.T = g.kh * g.kw;
+  plan.cin_g = a.x.shape[1] / a.groups;
+  plan.cout_g = a.c_out / a.groups;
+  plan.used_h = (g.out_h - 1) * g.step_h + (g.kh - 1) * g.dil_h + 1;
+  plan.used_w = (g.out_w - 1) * g.step_w + (g.kw - 1) * g.dil_w + 1;
+  for (int64_t q = 0; q < plan.used_h; ++q) plan.row_src.push_back(padded_source(q, a.x.shape[2], g.pad_top, g.mode));
+  for (int64_t q = 0; q < plan.used_w; ++q) plan.col_src.push_back(padded_source(q, a.x.shape[3], g.pad_left, g.mode));
+  const int64_t npos = g.out_h * g.out_w, block = kPositionBlock<Acc>;
+  for (int64_t p = 0; p < (npos + block - 1) / block * block; ++p) {
+    const int64_t q = std::min(p, npos - 1);  // repeating a position leaves the max unchanged
+    plan.pos_base.push_back((q / g.out_w) * g.step_h * plan.used_w + (q % g.out_w) * g.step_w);
+  }
+  for (int64_t u = 0; u < g.kh; ++u)
+    for (int64_t v = 0; v < g.kw; ++v) plan.tap_offset.push_back(u * g.dil_h * plan.used_w + v * g.dil_w);
+  // A tile of im2col values of about 16 KiB stays in L1 while every target block reads it.
+  plan.tile = std::max(block, (16384 / static_cast<int64_t>(sizeof(Acc)) / plan.T) / block * block);
+  // Weight panels: source i = (group, s) -> its targets' T taps, contiguous.
+  const Acc* w = static_cast<const Acc*>(a.weight);
+  plan.panels.resize(static_cast<size_t>(a.c_out * plan.cin_g * plan.T));
+  for (int64_t i = 0; i < a.x.shape[1]; ++i) {
+    const int64_t grp = i / plan.cin_g, s = i % plan.cin_g;
+    for (int64_t jl = 0; jl < plan.cout_g; ++jl)
+      std::copy_n(w + ((grp * plan.cout_g + jl) * plan.cin_g + s) * plan.T, plan.T,
+                  plan.panels.data() + (i * plan.cout_g + jl) * plan.T);
+  }
+  return plan;
+}
+
+// For every target j (threads own whole targets, so no two threads touch one count) and
+// image b in [b0, b1): keep the top k of j's scores over its group's sources.
+// scores(b, j, buffer) returns a pointer to the cin_g scores, filling buffer if it needs to.
+template <class V, class F>
+void count_top_sources(const InfluenceArgs& a, int64_t b0, int64_t b1, F&& scores) {
+  const int64_t c_in = a.x.shape[1], cin_g = c_in / a.groups, cout_g = a.c_out / a.groups;
+  std::vector<V> buffer(cin_g);
+  std::vector<int64_t> chosen(cin_g);
+  SelectScratch scratch;
+#pragma omp for schedule(dynamic, 4)
+  for (int64_t j = 0; j < a.c_out; ++j) {
+    const int64_t group_start = (j / cout_g) * cin_g;
+    for (int64_t b = b0; b < b1; ++b) {
+      const V* v = scores(b, j, buffer.data());
+      const int64_t m = select_top_k(v, cin_g, a.k, chosen.data(), scratch);
+      int32_t* row = a.counts + (a.labels[b] * a.c_out + j) * c_in + group_start;
+      for (int64_t n = 0; n < m; ++n) row[chosen[n]] += 1;
+    }
+  }
+}
+
+// 1x1: L = W * max(x) where W >= 0, W * min(x) otherwise, in double (exact for float32 inputs).
+template <class E, class Acc>
+void influence_1x1(const InfluenceArgs& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t B = a.x.shape[0], c_in = a.x.shape[1], cin_g = c_in / a.groups, cout_g = a.c_out / a.groups;
+  const AxisSamples rows = AxisSamples::sampled(g.out_h, g.step_h, a.x.shape[2], g.pad_top, g.mode);
+  const AxisSamples cols = AxisSamples::sampled(g.out_w, g.step_w, a.x.shape[3], g.pad_left, g.mode);
+  std::vector<double> mx(static_cast<size_t>(B * c_in)), mn(mx.size());
+  const Acc* wa = static_cast<const Acc*>(a.weight);
+  const std::vector<double> w(wa, wa + a.c_out * cin_g);
+#pragma omp parallel
+  {
+    all_channel_extrema<E>(a.x, rows, cols, mx.data(), mn.data());
+    count_top_sources<double>(a, 0, B, [&](int64_t b, int64_t j, double* v) {
+      const double* wj = w.data() + j * cin_g;
+      const double* hi = mx.data() + b * c_in + (j / cout_g) * cin_g;
+      const double* lo = mn.data() + b * c_in + (j / cout_g) * cin_g;
+      // Both loads unconditional: a select instead of a branch on random weight signs.
+#pragma omp simd
+      for (int64_t s = 0; s < cin_g; ++s) {
+        const double h = hi[s], l = lo[s];
+        v[s] = wj[s] * (wj[s] >= 0.0 ? h : l);
+      }
+      return static_cast<const double*>(v);
+    });
+  }
+}
+
+template <class E, class Acc>
+void influence_kxk(const InfluenceArgs& a) {
+  const int64_t B = a.x.shape[0], c_in = a.x.shape[1];
+  const KxkPlan<Acc> plan = make_plan<Acc>(a);
+  const int64_t cin_g = plan.cin_g, cout_g = plan.cout_g;
+  // Scores of a chunk of images: (images, C_out, cin_g), bounded to ~32 MiB.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 23) / (a.c_out * cin_g));
+  std::vector<Acc> L(static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g));
+  const auto scores_fn = pick_source_scores<E, Acc>();
+#pragma omp parallel
+  {
+    std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile * plan.T), lrow(cout_g);
+    for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+      const int64_t b1 = std::min(B, b0 + chunk);
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t task = 0; task < (b1 - b0) * c_in; ++task) {
+        const int64_t b = b0 + task / c_in, i = task % c_in;
+        scores_fn(a.x, plan, b, i, xp.data(), P.data(), lrow.data());
+        const int64_t grp = i / cin_g, s = i % cin_g;
+        Acc* out = L.data() + ((b - b0) * a.c_out + grp * cout_g) * cin_g + s;
+        for (int64_t jl = 0; jl < cout_g; ++jl) out[jl * cin_g] = lrow[jl];
+      }
+      count_top_sources<Acc>(a, b0, b1, [&](int64_t b, int64_t j, Acc*) {
+        return static_cast<const Acc*>(L.data() + ((b - b0) * a.c_out + j) * cin_g);
+      });
+    }
+  }
+}
+
+}  // namespace
+
+void influence_update(const InfluenceArgs& a) {
+  dispatch_dtype(a.x.dtype, [&](auto e) {
+    using E = decltype(e);
+    const bool one_by_one = a.geo.kh == 1 && a.geo.kw == 1;
+    if (a.weight_f64) {
+      if (one_by_one) influence_1x1<E, double>(a); else influence_kxk<E, double>(a);
+    } else {
+      if (one_by_one) influence_1x1<E, float>(a); else influence_kxk<E, float>(a);
+    }
+  });
+}
+
+}  // namespace summit

@@ -1,0 +1,36 @@
+// The two native CPU per-batch ops (SPEC.md A and B). Arguments are raw pointers and
+// geometry, already validated by the binding (cpu_ops.cpp); both run without the GIL.
+#pragma once
+#include <cstdint>
+
+#include "cpu_common.h"
+
+namespace summit {
+
+struct ActivationArgs {
+  View4 acts;                         // (B, C, H, W), any layout and float dtype
+  const int64_t* labels = nullptr;    // (B,), each in [0, num_classes)
+  int32_t* counts = nullptr;          // (num_classes, C), contiguous
+  int64_t num_classes = 0;
+  bool topk = false;                  // rule: top-k (k) or mass (tau)
+  int64_t k = 0;
+  double tau = 0.0;
+  const uint8_t* excluded = nullptr;  // (C,) bool mask or null
+};
+
+struct InfluenceArgs {
+  View4 x;                          // conv input (B, C_in, H, W), any layout and float dtype
+  const void* weight = nullptr;     // (C_out, C_in/groups, kh, kw), contiguous
+  bool weight_f64 = false;          // weight dtype: float64 (compute in double) or float32
+  int64_t c_out = 0, groups = 1;
+  ConvGeometry geo{};
+  const int64_t* labels = nullptr;  // (B,)
+  int32_t* counts = nullptr;        // (num_classes, C_out, C_in), contiguous
+  int64_t num_classes = 0;
+  int64_t k = 0;                    // sources kept per (image, target)
+};
+
+void activation_update(const ActivationArgs& a);
+void influence_update(const InfluenceArgs& a);
+
+}  // namespace summit

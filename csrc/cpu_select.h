@@ -1,0 +1,95 @@
+// Deterministic selections shared by both ops: top-k (SPEC.md A topk and B step 3) and the
+// mass rule (SPEC.md A). Order is by value descending, ties by ascending index.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+namespace summit {
+
+// Reusable buffers of the selections (one per thread, to avoid allocations per row).
+struct SelectScratch {
+  std::vector<int64_t> idx;
+  std::vector<double> block_max;
+};
+
+// Inserts v[i0..i1) into out[0..m), kept sorted by value descending, capacity k. A strict
+// '>' against the k-th keeps the earlier index on ties (indices arrive in ascending order).
+template <class V>
+void insert_top_k(const V* v, int64_t i0, int64_t i1, int64_t k, int64_t* out, int64_t& m) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const V x = v[i];
+    if (m == k && !(x > v[out[k - 1]])) continue;
+    int64_t pos = m < k ? m++ : k - 1;
+    while (pos > 0 && v[out[pos - 1]] < x) {
+      out[pos] = out[pos - 1];
+      --pos;
+    }
+    out[pos] = i;
+  }
+}
+
+// The k largest of v[0..n) (ties: lower index first) into out; returns how many (min(k, n)).
+// The order within out is unspecified.
+template <class V>
+int64_t select_top_k(const V* v, int64_t n, int64_t k, int64_t* out, SelectScratch& s) {
+  if (k >= n) {
+    std::iota(out, out + n, int64_t{0});
+    return n;
+  }
+  constexpr int64_t kBlock = 16, kSmallK = 16;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  if (k > kSmallK || blocks <= k) {
+    s.idx.resize(n);
+    std::iota(s.idx.begin(), s.idx.end(), int64_t{0});
+    std::nth_element(s.idx.begin(), s.idx.begin() + (k - 1), s.idx.end(),
+                     [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+    std::copy(s.idx.begin(), s.idx.begin() + k, out);
+    return k;
+  }
+  // The k-th largest block max is at most the k-th largest value (k blocks reach it), so
+  // only blocks whose max reaches it can hold a selected element: usually about k blocks.
+  s.block_max.resize(blocks);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
+    V m = v[i0];
+#pragma omp simd reduction(max : m)
+    for (int64_t i = i0; i < i1; ++i) m = v[i] > m ? v[i] : m;
+    s.block_max[b] = m;
+  }
+  int64_t top_blocks[kSmallK], m = 0;
+  insert_top_k(s.block_max.data(), 0, blocks, k, top_blocks, m);
+  const double threshold = s.block_max[top_blocks[k - 1]];
+  m = 0;
+  for (int64_t b = 0; b < blocks; ++b)
+    if (s.block_max[b] >= threshold) insert_top_k(v, b * kBlock, std::min(n, b * kBlock + kBlock), k, out, m);
+  return k;
+}
+
+// The mass rule on q >= 0: channel c is selected iff the sum of q over the channels before it
+// in the order is < tau * sum(q) (float64). Sorts only as far as the selection reaches
+// (usually a few channels for small tau). Returns how many indices were written to out.
+inline int64_t select_mass(const double* q, int64_t n, double tau, int64_t* out, SelectScratch& s) {
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += q[i];
+  const double threshold = tau * total;
+  std::vector<int64_t>& order = s.idx;
+  order.resize(n);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  auto before = [q](int64_t a, int64_t b) { return q[a] > q[b] || (q[a] == q[b] && a < b); };
+  int64_t sorted = 0, m = 0;
+  double sum_before = 0.0;
+  for (int64_t pos = 0; pos < n && sum_before < threshold; ++pos) {
+    if (pos == sorted) {  // extend the sorted prefix: 32, 128, 512, ... elements
+      const int64_t next = std::min(n, std::max<int64_t>(32, sorted * 4));
+      std::partial_sort(order.begin() + sorted, order.begin() + next, order.end(), before);
+      sorted = next;
+    }
+    out[m++] = order[pos];
+    sum_before += q[order[pos]];
+  }
+  return m;
+}
+
+}  // namespace summit
