@@ -7,13 +7,15 @@ fire most (SPEC.md A) and which earlier channels most influence them (SPEC.md B)
 
 from .aggregate import Aggregator, aggregate
 from .backends import BackendUnavailable, backend_names, get_backend, unavailable_reason
+from .checkpoint import CheckpointMismatch
 from .discovery import ConvEdge, DiscoveryError, ModelGraph
+from .distributed import ShardSampler
 from .result import ResultFormatError, SummitResult
 from .rules import Mass, TopK, mass, topk
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Aggregator", "BackendUnavailable", "ConvEdge", "DiscoveryError", "Mass", "ModelGraph", "ResultFormatError",
-    "SummitResult", "TopK", "aggregate", "backend_names", "get_backend", "mass", "topk", "unavailable_reason",
+    "Aggregator", "BackendUnavailable", "CheckpointMismatch", "ConvEdge", "DiscoveryError", "Mass", "ModelGraph", "ResultFormatError",
+    "ShardSampler", "SummitResult", "TopK", "aggregate", "backend_names", "get_backend", "mass", "topk", "unavailable_reason",
 ]

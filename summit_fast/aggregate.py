@@ -8,6 +8,7 @@ fused ops add the batch to the int32 counts. Nothing of one batch is counted unl
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -17,14 +18,18 @@ from tqdm.auto import tqdm
 
 from .backends import get_backend
 from .backends.base import Backend, check_labels
+from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
+from .distributed import all_reduce_result, rank_directory
 from .result import SummitResult
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
 
 
-def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True, **options) -> SummitResult:
+def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
+              checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
+              **options) -> SummitResult:
     """Aggregate activations and influences of ``model`` over every batch of ``loader``.
 
     ``loader`` yields ``(images, labels)`` (images (B, C, H, W), labels (B,) class indices); with
@@ -32,14 +37,45 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True, **op
     counting images. Every other keyword is an option of :class:`Aggregator` (layers, num_classes,
     selection, influence, influence_k, spatial_stride, excluded, label_source, backend, device,
     amp_dtype, channels_last, edges, class_names, input_shape).
+
+    With ``checkpoint_dir`` the counts and the position in the loader are saved atomically every
+    ``checkpoint_every`` batches, when the run ends, and when it fails; a later call with the
+    same configuration resumes after the last checkpoint (the loader must yield the same batches
+    in the same order; skipped batches are still iterated). A checkpoint of a different
+    configuration (model weights, layers, parameters, dataset length) is refused.
+
+    Under ``torch.distributed`` (e.g. ``torchrun``) every rank aggregates the batches its loader
+    yields — shard the data with :class:`summit_fast.ShardSampler` — and the counts are summed
+    across ranks at the end; every rank returns the total.
     """
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive int (batches), got {checkpoint_every!r}")
     aggregator = Aggregator(model, **options)
-    with tqdm(total=_dataset_length(loader), unit="img", desc="summit_fast", disable=not progress) as bar:
-        for index, batch in enumerate(loader):
-            images, labels = aggregator.unpack(batch, index)
-            aggregator.update(images, labels, batch_index=index)
-            bar.update(images.shape[0])
-    return aggregator.result
+    checkpoints, start = None, 0
+    if checkpoint_dir is not None:
+        checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(_dataset_length(loader)))
+        found = checkpoints.load()
+        if found is not None:
+            aggregator.resume(found.result)
+            start = found.batches_done
+    done = start
+    initial = aggregator.result.num_images if start else 0
+    with tqdm(total=_dataset_length(loader), initial=initial, unit="img", desc="summit_fast",
+              disable=not progress) as bar:
+        try:
+            for index, batch in enumerate(loader):
+                if index < start:
+                    continue
+                images, labels = aggregator.unpack(batch, index)
+                aggregator.update(images, labels, batch_index=index)
+                done = index + 1
+                bar.update(images.shape[0])
+                if checkpoints is not None and (done - start) % checkpoint_every == 0:
+                    checkpoints.save(aggregator.result, done)
+        finally:  # on success and on failure alike, keep what was counted (if it is consistent)
+            if checkpoints is not None and done > start and not aggregator.interrupted:
+                checkpoints.save(aggregator.result, done)
+    return all_reduce_result(aggregator.result)
 
 
 class Aggregator:
@@ -101,6 +137,7 @@ class Aggregator:
         self.modules = dict(model.named_modules())
         self.captured: dict[str, torch.Tensor] = {}
         self._result: SummitResult | None = None
+        self.interrupted = False  # True if an update failed half-way through adding its counts
         self._warned_train_mode = False
         if channels_last:
             model.to(memory_format=torch.channels_last)
@@ -115,6 +152,20 @@ class Aggregator:
             with self._model_in_eval(), torch.inference_mode():
                 self._setup(torch.zeros(1, *shape, device=self.device))
         return self._result
+
+    def fingerprint(self, dataset_length: int | None = None) -> dict:
+        """What identifies this run's configuration (compared when resuming from a checkpoint)."""
+        return {"model weights": model_digest(self.model), "layers": self.layers, "parameters": self.params,
+                "number of classes": self.num_classes, "edges": _edges_json(self.edges),
+                "dataset length": dataset_length}
+
+    def resume(self, result: SummitResult) -> None:
+        """Continue counting on top of ``result`` (e.g. a checkpoint) made with the same options."""
+        mine = {k: v for k, v in self.params.items() if k != "predictions"}
+        theirs = {k: v for k, v in result.params.items() if k != "predictions"}
+        if mine != theirs or result.layers != self.layers:
+            raise ValueError("cannot resume from a result made with different layers or parameters")
+        self._adopt(result.to(self.device))
 
     # -- one batch ----------------------------------------------------------------------
     def unpack(self, batch, index: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -135,6 +186,9 @@ class Aggregator:
             raise ValueError(f"batch {batch_index}: labels are required with label_source='target'")
         if labels is not None and not isinstance(labels, torch.Tensor):
             labels = torch.as_tensor(labels)
+        if self.interrupted:
+            raise RuntimeError("an earlier update was interrupted while adding its counts; this Aggregator's "
+                               "counts are incomplete (resume from a checkpoint instead)")
         if images.shape[0] == 0:
             return
         images = images.to(self.device, non_blocking=True)
@@ -175,11 +229,17 @@ class Aggregator:
             output = self.model(probe)
             num_classes = self.num_classes or _infer_num_classes(output)
         # Predictions are recorded when the output is (B, K) class scores.
-        self.record_predictions = _logits_shape(output) == (1, num_classes)
-        self.params["predictions"] = self.record_predictions
-        self.excluded = _excluded_masks(self.params["excluded"], graph, self.device)
-        self.convs = {e.conv: (self.modules[e.conv], e.spec) for e in graph.edges} if self.params["influence"] else {}
-        self._result = SummitResult.zeros(graph, int(num_classes), self.params, self.class_names, self.device)
+        params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes))
+        self._adopt(SummitResult.zeros(graph, int(num_classes), params, self.class_names, self.device))
+
+    def _adopt(self, result: SummitResult) -> None:
+        """Continue counting into ``result``."""
+        self.params = dict(result.params)
+        self.record_predictions = bool(self.params.get("predictions"))
+        self.excluded = _excluded_masks(self.params["excluded"], result.graph, self.device)
+        self.convs = ({e.conv: (self.modules[e.conv], e.spec) for e in result.graph.edges}
+                      if self.params["influence"] else {})
+        self._result = result
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -209,6 +269,7 @@ class Aggregator:
         labels = labels.to(self.device, torch.long)
         self._check_captured(index)
         # Everything is validated: from here on the whole batch is counted.
+        self.interrupted = True
         for layer in self.layers:
             self.engine.activation_update(self.captured[f"layer:{layer}"], labels, result.activation[layer],
                                           self.rule, self.excluded.get(layer))
@@ -219,6 +280,7 @@ class Aggregator:
         result.images_per_class += torch.bincount(labels, minlength=result.num_classes)
         if self.record_predictions:
             _add_predictions(result, output, labels)
+        self.interrupted = False
 
     def _check_captured(self, index: int) -> None:
         for key in [f"layer:{l}" for l in self.layers] + [f"conv:{c}" for c in self.convs]:
@@ -293,6 +355,12 @@ def _infer_num_classes(output) -> int:
         return int(_logits(output).shape[1])
     except ValueError as exc:
         raise ValueError(f"{exc}; pass num_classes=") from None
+
+
+def _edges_json(edges) -> list | None:
+    if edges is None:
+        return None
+    return [e.to_json() if hasattr(e, "to_json") else dict(e) for e in edges]
 
 
 def _dataset_length(loader) -> int | None:

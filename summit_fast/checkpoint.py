@@ -1,0 +1,91 @@
+"""Checkpoint and resume for long aggregation runs.
+
+A checkpoint is a saved :class:`SummitResult` plus ``state.json`` (batches consumed, a
+fingerprint of the run's configuration) in a folder ``ckpt-<batches>``. It is written under a
+temporary name, fsynced and renamed; then the file ``LATEST`` is atomically replaced to point
+at it, and older checkpoints are removed. A process killed at any moment leaves ``LATEST``
+pointing at a complete checkpoint (or no ``LATEST`` at all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .result import ResultFormatError, SummitResult, _atomic_write
+
+_LATEST = "LATEST"
+_STATE = "state.json"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was made by a run with a different configuration."""
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    result: SummitResult
+    batches_done: int
+
+
+class Checkpointer:
+    """Saves and finds the checkpoints of one run in ``directory``.
+
+    ``fingerprint`` is a JSON-able dict describing the run (model digest, layers, parameters,
+    dataset length, ...); a checkpoint whose fingerprint differs is refused, naming what differs.
+    """
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: dict):
+        self.directory = Path(directory)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # normalise tuples to lists
+
+    def load(self) -> Checkpoint | None:
+        """The latest checkpoint, or None if the folder holds none."""
+        latest = self.directory / _LATEST
+        if not latest.is_file():
+            return None
+        folder = self.directory / latest.read_text().strip()
+        try:
+            state = json.loads((folder / _STATE).read_text())
+            batches_done, fingerprint = int(state["batches_done"]), state["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ResultFormatError(f"checkpoint {folder} is damaged ({exc}); delete {self.directory} to start over") from None
+        different = sorted(k for k in set(fingerprint) | set(self.fingerprint) if fingerprint.get(k) != self.fingerprint.get(k))
+        if different:
+            raise CheckpointMismatch(f"the checkpoint in {self.directory} was made by a run with a different "
+                                     f"{', '.join(different)}; use another checkpoint_dir or delete it to start over")
+        return Checkpoint(SummitResult.load(folder), batches_done)
+
+    def save(self, result: SummitResult, batches_done: int) -> Path:
+        """Write a checkpoint after ``batches_done`` batches and make it the latest."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{batches_done:09d}"
+        final, tmp = self.directory / name, self.directory / f".{name}.tmp-{os.getpid()}"
+        if not final.exists():  # an existing one at the same position holds the same counts
+            shutil.rmtree(tmp, ignore_errors=True)
+            result.save(tmp)
+            state = json.dumps({"batches_done": batches_done, "fingerprint": self.fingerprint})
+            _atomic_write(tmp / _STATE, lambda path: path.write_text(state))
+            os.replace(tmp, final)
+        _atomic_write(self.directory / _LATEST, lambda path: path.write_text(name))
+        for old in self.directory.iterdir():
+            if old.name != name and old.name != _LATEST and old.name.startswith(("ckpt-", ".ckpt-")):
+                shutil.rmtree(old, ignore_errors=True)
+        return final

@@ -1,0 +1,64 @@
+"""Multi-process aggregation with ``torch.distributed`` (``torchrun``; gloo on CPU, NCCL on GPUs).
+
+The sharding rule: rank r of w processes the dataset items r, r + w, r + 2w, ... (see
+:class:`ShardSampler`; unlike ``DistributedSampler`` it never pads or drops items, so every
+image is counted exactly once). Counts are additive, so the ranks' results are summed with
+``all_reduce``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from .result import SummitResult
+
+
+def is_distributed() -> bool:
+    """True inside an initialised ``torch.distributed`` process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class ShardSampler(Sampler[int]):
+    """Items ``rank, rank + world_size, ...`` of a dataset of ``length`` items, in order.
+
+    ``rank``/``world_size`` default to the initialised process group (or 0 / 1 without one).
+    """
+
+    def __init__(self, length, rank: int | None = None, world_size: int | None = None):
+        self.length = length if isinstance(length, int) else len(length)
+        in_group = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if in_group else 0)
+        self.world_size = world_size if world_size is not None else (dist.get_world_size() if in_group else 1)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"ShardSampler: rank {self.rank} is not in [0, {self.world_size})")
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def all_reduce_result(result: SummitResult) -> SummitResult:
+    """Sum every count tensor across ranks (in place); a no-op outside a multi-rank group."""
+    if not is_distributed():
+        return result
+    backend = dist.get_backend()
+    for tensor in result.tensors().values():
+        if backend == "nccl" and tensor.device.type != "cuda":
+            raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return result
+
+
+def rank_directory(directory: str | os.PathLike) -> Path:
+    """``directory`` itself, or one sub-folder per rank under ``torch.distributed``."""
+    directory = Path(directory)
+    if is_distributed():
+        return directory / f"rank-{dist.get_rank()}-of-{dist.get_world_size()}"
+    return directory
