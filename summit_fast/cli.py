@@ -10,6 +10,7 @@ import sys
 _COMMAND_MODULES = (
     "summit_fast.cli_demo",
     "summit_fast.cli_info",
+    "summit_fast.cli_view",
 )
 
 

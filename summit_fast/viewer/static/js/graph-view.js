@@ -1,0 +1,145 @@
+/* The attribution graph view: the selected class's graph in layers (last layer on top), node area by
+ * count, edge width by influence, feature visualisations inside nodes where they exist. Hovering a
+ * node lights it and its neighbours and fills the details panel. Sliders filter nodes by count and
+ * set the layout's width and height; scroll zooms, drag pans. Layer labels select the layer. */
+(function (SF) {
+  "use strict";
+
+  const MARGIN = { top: 40, right: 40, bottom: 40, left: 90 };  // left: room for the layer labels
+  const ROW_GAP = 90;            // default vertical distance between layers
+  const NODE_SPACING = 46;       // default horizontal room per node in the widest row
+  const RADIUS = [4, 20];
+  const EDGE_WIDTH = [0.6, 7];
+  const DURATION = 300;
+
+  SF.createGraphView = function ({ data, store, details }) {
+    const canvas = document.getElementById("graph-canvas");
+    const title = document.getElementById("graph-title");
+    const stats = document.getElementById("graph-stats");
+    const widthInput = document.getElementById("graph-width");
+    const heightInput = document.getElementById("graph-height");
+    const countInput = document.getElementById("count-filter");
+    const countOutput = document.getElementById("count-filter-value");
+
+    const svg = d3.select("#graph-svg");
+    svg.append("defs").append("clipPath")
+      .attr("id", "node-clip")
+      .attr("clipPathUnits", "objectBoundingBox")
+      .append("circle").attr("cx", 0.5).attr("cy", 0.5).attr("r", 0.5);
+    const viewport = svg.append("g").attr("class", "viewport");
+    const bands = viewport.append("g").attr("class", "layer-bands");
+    const edgeGroup = viewport.append("g").attr("class", "edges");
+    const nodeGroup = viewport.append("g").attr("class", "nodes");
+    const zoom = d3.zoom().scaleExtent([0.1, 8]).on("zoom", (event) => viewport.attr("transform", event.transform));
+    svg.call(zoom).on("dblclick.zoom", null);
+
+    let model = null;
+    let nodes = d3.select(null), edges = d3.select(null), layerBands = d3.select(null);
+    const link = d3.linkVertical().x((p) => p.x).y((p) => p.y);
+
+    function render({ c, ag }) {
+      model = SF.graphModel.build(ag, data.index.layers);
+      const radius = d3.scaleSqrt().domain([0, d3.max(model.nodes, (n) => n.count) || 1]).range(RADIUS);
+      const edgeWidth = d3.scaleLinear().domain([0, d3.max(model.edges, (e) => e.inf) || 1]).range(EDGE_WIDTH);
+      const widest = d3.max(model.byRow, (row) => row.length) || 1;
+      widthInput.value = Math.max(canvas.clientWidth - MARGIN.left - MARGIN.right - detailsWidth(), widest * NODE_SPACING);
+      heightInput.value = Math.max(ROW_GAP * (model.rows.length - 1), 300);
+      countInput.max = d3.max(model.nodes, (n) => n.count) || 0;
+      countInput.value = 0;
+
+      layerBands = bands.selectAll("g.layer-band").data(model.rows, (layer) => layer)
+        .join((enter) => {
+          const band = enter.append("g").attr("class", "layer-band").on("click", (event, layer) => store.set({ layer }));
+          band.append("rect").attr("class", "band");
+          band.append("text").attr("class", "layer-label").attr("x", -MARGIN.left + 8).attr("dy", "0.35em").text((layer) => layer);
+          return band;
+        });
+      layerBands.order();
+
+      edges = edgeGroup.selectAll("path").data(model.edges).join("path")
+        .attr("class", "edge")
+        .attr("stroke-width", (e) => edgeWidth(e.inf));
+
+      nodeGroup.selectAll("g.node").remove();
+      nodes = nodeGroup.selectAll("g.node").data(model.nodes).join("g")
+        .attr("class", "node")
+        .attr("data-layer", (n) => n.layer)
+        .attr("data-channel", (n) => n.channel)
+        .on("mouseenter", (event, n) => focus(n))
+        .on("mouseleave", () => focus(null));
+      nodes.append("circle").attr("class", "disc").attr("r", (n) => radius(n.count));
+      nodes.filter((n) => data.featureVisUrl(n.layer, n.channel))
+        .append("image")
+        .attr("clip-path", "url(#node-clip)")
+        .attr("preserveAspectRatio", "xMidYMid slice")
+        .attr("x", (n) => -radius(n.count)).attr("y", (n) => -radius(n.count))
+        .attr("width", (n) => 2 * radius(n.count)).attr("height", (n) => 2 * radius(n.count))
+        .on("error", function () { this.remove(); })
+        .attr("href", (n) => data.featureVisUrl(n.layer, n.channel));
+      nodes.append("circle").attr("class", "ring").attr("r", (n) => radius(n.count));
+      nodes.append("text").attr("class", "channel-label").attr("dy", (n) => radius(n.count) + 11).text((n) => n.channel);
+
+      title.textContent = data.classes[c].name;
+      place(false);
+      fit();
+      applyFilter();
+      showCurrentLayer();
+      details.showClass(c, model);
+    }
+
+    function detailsWidth() {
+      return document.getElementById("details").offsetWidth;
+    }
+
+    function place(animate) {
+      const width = Number(widthInput.value), height = Number(heightInput.value);
+      SF.graphModel.position(model, width, height);
+      const move = (selection) => (animate ? selection.transition().duration(DURATION) : selection);
+      move(nodes).attr("transform", (n) => `translate(${n.x},${n.y})`);
+      move(edges).attr("d", (e) => link({ source: e.source, target: e.target }));
+      const gap = model.rows.length > 1 ? height / (model.rows.length - 1) : 0;
+      move(layerBands).attr("transform", (layer, row) => `translate(0,${row * gap})`);
+      layerBands.select("rect")
+        .attr("x", -MARGIN.left).attr("y", -gap / 2)
+        .attr("width", width + MARGIN.left + MARGIN.right).attr("height", gap);
+    }
+
+    /* Zooms so that the whole layout fits the view, at most at 1:1. */
+    function fit() {
+      const width = Number(widthInput.value) + MARGIN.left + MARGIN.right;
+      const height = Number(heightInput.value) + MARGIN.top + MARGIN.bottom;
+      const viewWidth = canvas.clientWidth - detailsWidth(), viewHeight = canvas.clientHeight;
+      const k = Math.min(1, viewWidth / width, viewHeight / height);
+      const x = (viewWidth - width * k) / 2 + MARGIN.left * k, y = (viewHeight - height * k) / 2 + MARGIN.top * k;
+      svg.call(zoom.transform, d3.zoomIdentity.translate(x, y).scale(k));
+    }
+
+    function applyFilter() {
+      const min = Number(countInput.value);
+      countOutput.textContent = d3.format(",")(min);
+      nodes.classed("filtered", (n) => n.count < min);
+      edges.classed("filtered", (e) => e.source.count < min || e.target.count < min);
+      const shownNodes = model.nodes.filter((n) => n.count >= min).length;
+      const shownEdges = model.edges.filter((e) => e.source.count >= min && e.target.count >= min).length;
+      stats.textContent = `${shownNodes} of ${model.nodes.length} channels · ${shownEdges} of ${model.edges.length} connections`;
+    }
+
+    function focus(node) {
+      svg.classed("focused", Boolean(node));
+      nodes.classed("lit", (n) => node !== null && (n === node || node.above.includes(n) || node.below.includes(n)));
+      edges.classed("lit", (e) => node !== null && (e.source === node || e.target === node));
+      if (node) details.showNode(node);
+      else details.showClass(store.get("graph").c, model);
+    }
+
+    function showCurrentLayer() {
+      layerBands.classed("current", (layer) => layer === store.get("layer"));
+    }
+
+    widthInput.addEventListener("input", () => model && place(true));
+    heightInput.addEventListener("input", () => model && place(true));
+    countInput.addEventListener("input", () => model && applyFilter());
+    store.on("graph", render);
+    store.on("layer", showCurrentLayer);
+  };
+})(window.SF = window.SF || {});
