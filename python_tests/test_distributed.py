@@ -1,0 +1,57 @@
+"""Two processes with the gloo backend give exactly the single-process counts."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import summit_fast
+from summit_fast import ShardSampler, SummitResult
+
+from tiny_models import TinyInception
+
+
+def dataset():
+    g = torch.Generator().manual_seed(11)
+    return torch.utils.data.TensorDataset(torch.randn(27, 3, 9, 9, generator=g), torch.randint(0, 5, (27,), generator=g))
+
+
+def net():
+    torch.manual_seed(0)
+    return TinyInception().eval()
+
+
+def worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        data = dataset()
+        loader = torch.utils.data.DataLoader(data, batch_size=4, sampler=ShardSampler(data))
+        result = summit_fast.aggregate(net(), loader, backend="torch", progress=False,
+                                       checkpoint_dir=os.path.join(out_dir, "ckpt"))
+        if rank == 0:
+            result.save(os.path.join(out_dir, "result"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    mp.start_processes(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    single = summit_fast.aggregate(net(), torch.utils.data.DataLoader(dataset(), batch_size=4), backend="torch",
+                                   progress=False)
+    assert SummitResult.load(tmp_path / "result") == single
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank-0-of-2", "rank-1-of-2"]
+
+
+def test_shard_sampler_covers_every_item_once():
+    shards = [list(ShardSampler(10, rank=r, world_size=3)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(10))
+    assert [len(ShardSampler(10, rank=r, world_size=3)) for r in range(3)] == [4, 3, 3]

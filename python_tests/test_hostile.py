@@ -1,0 +1,49 @@
+"""Hostile and unusual input: bounded memory over many batches, varying image sizes,
+duplicate layer names."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import summit_fast
+
+from tiny_models import TinyInception
+
+HERE = Path(__file__).resolve().parent
+
+
+def net():
+    torch.manual_seed(0)
+    return TinyInception().eval()
+
+
+def test_peak_memory_stays_flat_over_many_batches():
+    proc = subprocess.run([sys.executable, str(HERE / "memory_child.py"), "torch", "80"], cwd=HERE,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    at_10th, at_end = map(int, proc.stdout.split())
+    assert at_end - at_10th < 16 * 1024, f"peak RSS grew by {(at_end - at_10th) / 1024:.1f} MiB after the 10th batch"
+
+
+def test_images_of_varying_size_across_batches():
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(3, 3, s, s, generator=g), torch.randint(0, 5, (3,), generator=g)) for s in (9, 13, 11, 9)]
+    whole = summit_fast.aggregate(net(), batches, backend="torch", progress=False)
+    parts = [summit_fast.aggregate(net(), [b], backend="torch", progress=False) for b in batches]
+    assert whole == summit_fast.SummitResult.merge(parts)
+
+
+def test_duplicate_layer_names_are_refused():
+    with pytest.raises(ValueError, match=r"duplicate layer name\(s\) \['mix1'\]"):
+        summit_fast.aggregate(net(), [], layers=["mix1", "mix2", "mix1"], progress=False)
+
+
+def test_labels_given_as_a_list_are_accepted_and_checked():
+    images = torch.randn(2, 3, 9, 9)
+    result = summit_fast.aggregate(net(), [(images, [1, 3])], backend="torch", progress=False)
+    assert result.images_per_class.tolist() == [0, 1, 0, 1, 0]
+    with pytest.raises(TypeError, match="integer dtype"):
+        summit_fast.aggregate(net(), [(images, [1.5, 3.0])], backend="torch", progress=False)
