@@ -1,0 +1,347 @@
+# Test dependencies: networkx (the PageRank reference), numpy, torch.
+"""Attribution graphs (SPEC.md C): summit_fast.graph against a brute-force oracle and networkx."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from summit_fast.convspec import ConvSpec
+from summit_fast.discovery import ConvEdge, ModelGraph
+from summit_fast.graph import build_graphs, class_graph, pagerank
+from summit_fast.result import SummitResult
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-made model graphs
+# ---------------------------------------------------------------------------------------------
+def make_graph(layers: dict[str, int], convs: list[tuple], input_node: str = "input",
+               input_channels: int = 3) -> ModelGraph:
+    """convs: (name, source, target, offset, in, out[, groups]); a conv whose target is its own
+    name produces an intermediate tensor."""
+    edges, channels = [], {input_node: input_channels}
+    for name, source, target, offset, c_in, c_out, *groups in convs:
+        spec = ConvSpec(groups=groups[0] if groups else 1)
+        edges.append(ConvEdge(name, source, target, offset, c_in, c_out, (1, 1), spec))
+        if target == name:
+            channels[name] = c_out
+    channels.update(layers)
+    return ModelGraph(list(layers), input_node, channels, edges)
+
+
+INCEPTION_LIKE = make_graph(  # direct branches, a two-conv chain and a three-conv chain (expand, depthwise, project)
+    {"L0": 6, "L1": 7, "L2": 9},
+    [("a0", "input", "L0", 0, 3, 6),
+     ("d1", "L0", "L1", 0, 6, 3), ("b1", "L0", "b1", 0, 6, 4), ("c1", "b1", "L1", 3, 4, 4),
+     ("d2", "L1", "L2", 0, 7, 2), ("e2", "L1", "e2", 0, 7, 5), ("f2", "e2", "f2", 0, 5, 5, 5),
+     ("g2", "f2", "L2", 2, 5, 4), ("h2", "L1", "L2", 6, 7, 3)])
+
+RESIDUAL_LIKE = make_graph(  # two convs summed into the same channels (a ResNet downsample block)
+    {"R0": 5, "R1": 6},
+    [("stem", "input", "R0", 0, 3, 5), ("main", "R0", "R1", 0, 5, 6), ("down", "R0", "R1", 0, 5, 6)])
+
+CHAIN_ONLY = make_graph(  # no direct branch: n comes from the chain's last conv
+    {"M0": 5, "M1": 4},
+    [("stem", "input", "M0", 0, 3, 5), ("exp", "M0", "exp", 0, 5, 8), ("proj", "exp", "M1", 0, 8, 4)])
+
+
+def random_result(graph: ModelGraph, num_classes: int, seed: int, density: float = 0.45,
+                  excluded: dict | None = None) -> SummitResult:
+    gen = torch.Generator().manual_seed(seed)
+    result = SummitResult.zeros(graph, num_classes, {"excluded": excluded or {}})
+    for a in result.activation.values():
+        a.copy_(torch.randint(0, 60, a.shape, generator=gen) * (torch.rand(a.shape, generator=gen) < 0.6))
+    for e in graph.edges:
+        t = result.influence[e.conv]
+        counts = torch.randint(1, 40, t.shape, generator=gen) * (torch.rand(t.shape, generator=gen) < density)
+        if e.spec.groups > 1:  # depthwise: only the channel's own source
+            counts *= torch.eye(t.shape[1], t.shape[2], dtype=torch.int64)
+        t.copy_(counts)
+    result.images_per_class.fill_(50)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracle: SPEC.md C written out with dense loops and networkx
+# ---------------------------------------------------------------------------------------------
+def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: float = 0.005):
+    graph = result.graph
+    layers = graph.layers
+    excluded = {l: set(v) for l, v in result.params.get("excluded", {}).items()}
+    by_name = {e.conv: e for e in graph.edges}
+    counts = {name: t[c].numpy().astype(np.int64) for name, t in result.influence.items()}
+
+    def widest(conv, prev):  # (out, C_prev): max over paths of the min along the path
+        e = by_name[conv]
+        if e.source == prev:
+            return counts[conv]
+        inner = widest(e.source, prev)
+        return np.max(np.minimum(counts[conv][:, :, None], inner[None, :, :]), axis=1)
+
+    g = nx.Graph()
+    for li in range(1, len(layers)):
+        layer, prev = layers[li], layers[li - 1]
+        writers = [e for e in graph.edges if e.target == layer]
+        direct = [e for e in writers if e.source == prev]
+        basis = direct or writers
+        n = max(1, math.floor(np.mean([np.count_nonzero(counts[e.conv][j]) for e in basis
+                                       for j in range(e.out_channels)])))
+        weights = {}
+        for e in writers:
+            w = widest(e.conv, prev)
+            for jp in range(e.out_channels):
+                j = e.target_offset + jp
+                if j in excluded.get(layer, ()):
+                    continue
+                row = [(int(w[jp, i]), i) for i in range(w.shape[1])
+                       if w[jp, i] > 0 and i not in excluded.get(prev, ())]
+                if e.source != prev:
+                    row = sorted(row, key=lambda t: (-t[0], t[1]))[:n]
+                for wt, i in row:
+                    weights[(j, i)] = max(weights.get((j, i), 0), wt)
+        for (j, i), wt in weights.items():
+            g.add_edge((li, j), (li - 1, i), weight=wt)
+    if not len(g):
+        return {}, {}
+    pers = {}
+    for li, ch in g.nodes:
+        a = result.activation[layers[li]][c].numpy().astype(float)
+        a[list(excluded.get(layers[li], ()))] = 0.0
+        pers[(li, ch)] = a[ch] / a.max() if a.max() > 0 else 0.0
+    pr = nx.pagerank(g, alpha=0.85, personalization=pers, weight="weight")
+    n_layers = len(layers)
+    max_steps = math.ceil((1.0 - tau0) / step - 1e-9)
+    steps = [0] * n_layers
+    while True:
+        tau = [min(1.0, tau0 + step * s) for s in steps]
+        kept = set()
+        for li in range(n_layers):
+            nodes = sorted((v for v in g if v[0] == li), key=lambda v: (-pr[v], v[1]))
+            total, before = sum(pr[v] for v in nodes), 0.0
+            for v in nodes:
+                if before >= tau[li] * total:
+                    break
+                kept.add(v)
+                before += pr[v]
+        unlinked = [li for li in range(1, n_layers)
+                    if not any(u[0] == li and w[0] == li - 1 and u in kept and w in kept for u, w in
+                               ((a, b) if a[0] > b[0] else (b, a) for a, b in g.edges))
+                    and (steps[li] < max_steps or steps[li - 1] < max_steps)]
+        if not unlinked:
+            break
+        for li in unlinked:
+            steps[li] = min(max_steps, steps[li] + 1)
+            steps[li - 1] = min(max_steps, steps[li - 1] + 1)
+    nodes = {}
+    for li, ch in kept:
+        prev = sorted(((p[1], g.edges[(li, ch), p]["weight"]) for p in g[(li, ch)] if p[0] == li - 1 and p in kept),
+                      key=lambda t: (-t[1], t[0]))
+        nodes[(layers[li], ch)] = (pr[(li, ch)], prev, int(result.activation[layers[li]][c, ch]))
+    return nodes, dict(zip(layers, tau))
+
+
+def attr_reference(result: SummitResult, c: int, layer: str, ch: int) -> list[tuple[int, int]]:
+    e = next(e for e in result.graph.edges if e.target == layer and e.target_offset <= ch < e.target_offset + e.out_channels)
+    row = result.influence[e.conv][c, ch - e.target_offset].numpy()
+    order = sorted(range(len(row)), key=lambda i: (-row[i], i))[:3]
+    return [(i, int(row[i])) for i in order if row[i] > 0]
+
+
+def assert_matches_reference(result: SummitResult, graphs: dict, tau0: float = 0.075):
+    for c, graph in graphs.items():
+        expected, tau = reference_graph(result, c, tau0)
+        got = {(n.layer, n.channel): n for nodes in graph.nodes.values() for n in nodes}
+        assert set(got) == set(expected), f"class {c}"
+        for key, (pr, prev, count) in expected.items():
+            node = got[key]
+            assert abs(node.pagerank - pr) < 1e-6
+            assert node.prev_channels == prev, f"class {c} node {key}"
+            assert node.count == count
+            assert node.attr_channels == attr_reference(result, c, *key)
+        if expected:
+            assert graph.tau == pytest.approx(tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# PageRank
+# ---------------------------------------------------------------------------------------------
+def test_pagerank_matches_networkx_on_random_graphs():
+    rng = np.random.default_rng(0)
+    sizes = [40, 1, 25, 9, 60]
+    offsets = np.cumsum([0] + sizes)
+    rows, cols, weights, graphs = [], [], [], []
+    for gi, size in enumerate(sizes):
+        g = nx.Graph()
+        g.add_nodes_from(range(size))  # isolated nodes are dangling
+        for u, v in zip(rng.integers(0, size, 2 * size), rng.integers(0, size, 2 * size)):
+            if u != v:
+                g.add_edge(int(u), int(v), weight=float(rng.integers(1, 50)))
+        graphs.append(g)
+        for u, v, d in g.edges(data=True):
+            rows += [offsets[gi] + u, offsets[gi] + v]
+            cols += [offsets[gi] + v, offsets[gi] + u]
+            weights += [d["weight"]] * 2
+    n = offsets[-1]
+    personalization = rng.random(n) * (rng.random(n) < 0.7)
+    personalization[offsets[1]] = 1.0  # the one-node graph needs a nonzero personalisation for networkx
+    adjacency = sp.csr_matrix((weights, (rows, cols)), shape=(n, n))
+    ranks, iterations = pagerank(adjacency, personalization, np.repeat(np.arange(len(sizes)), sizes), len(sizes))
+    for gi, g in enumerate(graphs):
+        p = {u: personalization[offsets[gi] + u] for u in g}
+        expected = nx.pagerank(g, alpha=0.85, personalization=p, weight="weight")
+        for u in g:
+            assert abs(ranks[offsets[gi] + u] - expected[u]) < 1e-6
+    assert (iterations >= 1).all() and ranks[offsets[-2]:].sum() == pytest.approx(1.0)
+
+
+def test_pagerank_non_nodes_and_zero_personalisation():
+    adjacency = sp.csr_matrix(np.array([[0, 2, 0], [2, 0, 0], [0, 0, 0]], dtype=float))
+    ranks, _ = pagerank(adjacency, np.zeros(3), np.array([0, 0, -1]), 1)  # all-zero personalisation: uniform
+    assert ranks == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_two_node_graph_has_the_closed_form_pagerank():
+    graph = make_graph({"A": 2, "B": 2}, [("s", "input", "A", 0, 3, 2), ("ab", "A", "B", 0, 2, 2)])
+    result = SummitResult.zeros(graph, 1)
+    result.influence["ab"][0, 0, 0] = 3  # one edge: B0 - A0, weight 3
+    result.activation["A"][0] = torch.tensor([10, 0], dtype=torch.int32)  # p(A0) = 1, p(B0) = 0
+    g = class_graph(result, 0)
+    alpha = 0.85
+    (a0,), (b0,) = g.nodes["A"], g.nodes["B"]
+    assert (a0.channel, b0.channel) == (0, 0)
+    assert a0.pagerank == pytest.approx(1 / (1 + alpha), abs=1e-5)  # x_A = (1-a) + a x_B, x_B = a x_A
+    assert b0.pagerank == pytest.approx(alpha / (1 + alpha), abs=1e-5)
+    assert b0.prev_channels == [(0, 3)] and a0.prev_channels == []
+    assert (a0.count, b0.count) == (10, 0)
+    assert g.num_candidates == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole graphs against the oracle
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("graph", [INCEPTION_LIKE, RESIDUAL_LIKE, CHAIN_ONLY], ids=["inception", "residual", "chain"])
+@pytest.mark.parametrize("tau", [0.075, 0.3])
+def test_graphs_match_the_reference(graph, tau):
+    result = random_result(graph, num_classes=5, seed=len(graph.edges))
+    assert_matches_reference(result, build_graphs(result, tau=tau, chunk_size=2), tau0=tau)
+
+
+def test_sparse_counts_and_non_contiguous_classes():
+    result = random_result(INCEPTION_LIKE, num_classes=6, seed=3, density=0.15)
+    result.influence["d1"][4].zero_()  # a class with fewer edges
+    graphs = build_graphs(result, classes=[5, 1, 4])
+    assert list(graphs) == [5, 1, 4]
+    assert_matches_reference(result, graphs)
+
+
+def test_class_without_counts_has_an_empty_graph():
+    result = random_result(INCEPTION_LIKE, num_classes=2, seed=1)
+    for t in result.influence.values():
+        t[1].zero_()
+    g = class_graph(result, 1)
+    assert all(nodes == [] for nodes in g.nodes.values()) and g.num_candidates == 0
+    assert g.to_summit() == {"L2": [], "L1": [], "L0": []}
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules, one at a time
+# ---------------------------------------------------------------------------------------------
+def test_widest_path_and_top_n_rule():
+    graph = make_graph({"P": 4, "Q": 3},
+                       [("s", "input", "P", 0, 3, 4), ("dir", "P", "Q", 0, 4, 1),
+                        ("neck", "P", "neck", 0, 4, 2), ("out", "neck", "Q", 1, 2, 2)])
+    result = SummitResult.zeros(graph, 1)
+    result.activation["P"][0] = torch.tensor([5, 5, 5, 5], dtype=torch.int32)
+    result.activation["Q"][0] = torch.tensor([5, 5, 5], dtype=torch.int32)
+    result.influence["dir"][0, 0] = torch.tensor([7, 0, 2, 0])  # 2 nonzero sources: n = 2
+    result.influence["neck"][0] = torch.tensor([[9, 1, 4, 0], [2, 6, 0, 3]])  # neck <- P
+    result.influence["out"][0] = torch.tensor([[5, 3], [1, 8]])  # Q1, Q2 <- neck
+    g = class_graph(result, 0, tau=1.0)  # keep every node, so every edge shows
+    prev = {n.channel: n.prev_channels for n in g.nodes["Q"]}
+    # Q1 (out row 0): P0 max(min(5,9), min(3,2)) = 5; P1 max(1, 3) = 3; P2 4; P3 3 -> top 2: (P0 5), (P2 4)
+    assert prev[1] == [(0, 5), (2, 4)]
+    # Q2 (out row 1): P0 max(1, 2) = 2; P1 max(1, 6) = 6; P2 1; P3 3 -> (P1 6), (P3 3)
+    assert prev[2] == [(1, 6), (3, 3)]
+    assert prev[0] == [(0, 7), (2, 2)]  # a direct branch keeps every nonzero source
+    # attr_channels of a chain's channel are in the intermediate's index space
+    attr = {n.channel: n.attr_channels for n in g.nodes["Q"]}
+    assert attr[2] == [(1, 8), (0, 1)]
+    assert g.to_summit()["Q"][0]["attr_channels"][0]["prev_channel"] in {"0", "1"}
+
+
+def test_three_conv_chain_widest_path():
+    graph = make_graph({"X": 3, "Y": 2},
+                       [("s", "input", "X", 0, 3, 3), ("exp", "X", "exp", 0, 3, 3),
+                        ("dw", "exp", "dw", 0, 3, 3, 3), ("proj", "dw", "Y", 0, 3, 2)])
+    result = SummitResult.zeros(graph, 1)
+    result.activation["X"][0] = torch.tensor([1, 1, 1], dtype=torch.int32)
+    result.activation["Y"][0] = torch.tensor([1, 1], dtype=torch.int32)
+    result.influence["exp"][0] = torch.tensor([[9, 0, 0], [0, 4, 7], [2, 2, 2]])
+    result.influence["dw"][0] = torch.diag(torch.tensor([3, 8, 5]))
+    result.influence["proj"][0] = torch.tensor([[6, 6, 0], [0, 9, 1]])
+    g = class_graph(result, 0, tau=1.0)
+    prev = {n.channel: n.prev_channels for n in g.nodes["Y"]}
+    # paths X -> exp -> dw -> Y; n = floor(mean nonzero of proj rows) = 2
+    # Y0: via dw0 (min 3 with exp row0: X0 9) -> X0 3; via dw1 (min 6, 8, exp row1: X1 4, X2 7) -> X1 4, X2 6
+    assert prev[0] == [(2, 6), (1, 4)]
+    # Y1: via dw1 (9, 8): X1 4, X2 7; via dw2 (1, 5): X0 1, X1 1, X2 1 -> X2 7, X1 4
+    assert prev[1] == [(2, 7), (1, 4)]
+
+
+def test_relaxation_grows_tau_until_layers_connect():
+    graph = make_graph({"A": 4, "B": 4}, [("s", "input", "A", 0, 3, 4), ("ab", "A", "B", 0, 4, 4)])
+    result = SummitResult.zeros(graph, 1)
+    # The heaviest nodes are A0 and B0, which are not joined: B0 - A1, B1 - A0, B2 - A2, B3 - A3
+    result.activation["A"][0] = torch.tensor([100, 30, 20, 10], dtype=torch.int32)
+    result.activation["B"][0] = torch.tensor([100, 30, 20, 10], dtype=torch.int32)
+    for j, i in [(0, 1), (1, 0), (2, 2), (3, 3)]:
+        result.influence["ab"][0, j, i] = 5
+    g = class_graph(result, 0)
+    kept_a = {n.channel for n in g.nodes["A"]}
+    kept_b = {n.channel for n in g.nodes["B"]}
+    assert g.tau["A"] > 0.075 and g.tau["B"] > 0.075
+    assert any(i in kept_a for n in g.nodes["B"] for i, _ in n.prev_channels)
+    assert kept_b >= {0} and kept_a >= {0}
+    assert_matches_reference(result, {0: g})
+
+
+def test_excluded_channels_are_never_kept():
+    excluded = {"L0": [0, 1, 2], "L1": [0, 4], "L2": [2, 3, 4, 5]}
+    result = random_result(INCEPTION_LIKE, num_classes=4, seed=7, density=0.7, excluded=excluded)
+    graphs = build_graphs(result, tau=1.0)
+    for g in graphs.values():
+        for layer, nodes in g.nodes.items():
+            assert nodes, "tau=1 keeps every non-excluded node"
+            layers = INCEPTION_LIKE.layers
+            prev_layer = layers[layers.index(layer) - 1] if layer != layers[0] else None
+            for n in nodes:
+                assert n.channel not in excluded[layer]
+                assert all(p not in excluded.get(prev_layer, []) for p, _ in n.prev_channels)
+    assert_matches_reference(result, graphs, tau0=1.0)
+
+
+def test_summit_json_shape():
+    result = random_result(INCEPTION_LIKE, num_classes=1, seed=11)
+    summit = class_graph(result, 0).to_summit()
+    assert list(summit) == ["L2", "L1", "L0"]
+    for layer, nodes in summit.items():
+        for node in nodes:
+            assert set(node) == {"channel", "count", "layer", "pagerank", "prev_channels", "attr_channels"}
+            assert node["layer"] == layer
+            assert isinstance(node["channel"], int) and isinstance(node["count"], int)
+            assert isinstance(node["pagerank"], float)
+            assert all(isinstance(p["prev_channel"], int) and isinstance(p["inf"], int) for p in node["prev_channels"])
+            assert all(isinstance(p["prev_channel"], str) and isinstance(p["inf"], int) for p in node["attr_channels"])
+
+
+def test_invalid_arguments():
+    result = random_result(INCEPTION_LIKE, num_classes=2, seed=0)
+    with pytest.raises(ValueError, match="out of range"):
+        build_graphs(result, classes=[2])
+    with pytest.raises(ValueError, match="tau"):
+        build_graphs(result, tau=0.0)

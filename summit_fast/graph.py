@@ -1,0 +1,507 @@
+"""Per-class attribution graphs (SPEC.md C) from the counts of a :class:`SummitResult`.
+
+For class c, the nodes are the summary-layer channels with at least one edge; an edge joins
+channel i of layer l-1 and channel j of layer l with weight
+
+- ``I_e[c, j', i]`` through a conv ``e`` that reads layer l-1 and writes j (a direct branch), or
+- the widest path through intermediate tensors (a chain of convs ``l-1 -> mid -> ... -> l``):
+  the max over paths of the min of the counts along the path; per target j only the top ``n``
+  sources are kept (ties by ascending source), ``n = max(1, floor(mean over the direct-branch
+  channels of layer l of their number of nonzero sources))`` (Summit's rule). A layer without
+  a direct branch takes the mean over the channels written by the last conv of its chains, of
+  their nonzero sources in that conv's own source space.
+
+Where two convs write the same channel (a residual sum of two branches), the larger weight wins.
+Excluded channels (``result.params["excluded"]``) are removed before anything else: they are
+never nodes, never edges, never kept.
+
+Importance is personalised PageRank on the undirected weighted graph (alpha 0.85,
+personalisation from A_l[c] normalised per layer by its max over non-excluded channels, dangling
+nodes redistribute by the personalisation, at most 100 iterations, stop when the L1 change is
+below N * 1e-6: the conventions of ``networkx.pagerank``, which the tests compare against). A
+class whose nodes all have zero activation counts gets a uniform personalisation (networkx
+would raise ZeroDivisionError).
+
+Selection, per layer: the shortest prefix of the channels by PageRank (descending, ties by
+channel) whose sum reaches ``tau_l`` times the layer's sum, ``tau_l = 0.075`` to begin with;
+while some layer l > 0 has no kept edge to a kept node of layer l-1, ``tau_l`` and ``tau_{l-1}``
+grow by 0.005 for every such l (capped at 1.0), and selection runs again.
+
+Everything is vectorised over a chunk of classes (one block-diagonal sparse matrix per chunk
+for PageRank); chunks bound memory and keep each chunk's graph in cache.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .discovery import ModelGraph
+from .result import SummitResult
+
+ALPHA = 0.85
+MAX_ITER = 100
+TOL = 1.0e-6
+TAU = 0.075
+TAU_STEP = 0.005
+ATTR_TOP = 3
+CHUNK = 32  # classes per vectorised chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Public result types
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Node:
+    """One kept channel of a class graph.
+
+    ``prev_channels``: (channel of the previous layer, edge weight) for every kept edge to a kept
+    node of the previous layer, by weight descending then channel. ``attr_channels``: the top
+    ``ATTR_TOP`` (source channel, count) of the raw influence counts of the conv that writes this
+    channel, in that conv's source index space (an intermediate's channels for a chain).
+    """
+
+    layer: str
+    channel: int
+    count: int
+    pagerank: float
+    prev_channels: list[tuple[int, int]] = field(default_factory=list)
+    attr_channels: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_summit(self) -> dict:
+        """The node as in Summit's ``ag-{c}.json`` (attr_channels' source is a string there)."""
+        return {"channel": self.channel, "count": self.count, "layer": self.layer, "pagerank": self.pagerank,
+                "prev_channels": [{"prev_channel": ch, "inf": w} for ch, w in self.prev_channels],
+                "attr_channels": [{"prev_channel": str(ch), "inf": w} for ch, w in self.attr_channels]}
+
+
+@dataclass
+class ClassGraph:
+    """The attribution graph of one class: kept nodes per layer (first layer first), each layer's
+    nodes by PageRank descending, and the final selection threshold of every layer."""
+
+    target_class: int
+    nodes: dict[str, list[Node]]
+    tau: dict[str, float]
+    num_candidates: int  # nodes of the full graph before selection
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.nodes)
+
+    def to_summit(self) -> dict:
+        """``{layer: [node, ...]}`` with layers from last to first, as Summit's ``ag-{c}.json``."""
+        return {layer: [n.to_summit() for n in self.nodes[layer]] for layer in reversed(self.nodes)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------
+def build_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, tau: float = TAU,
+                 tau_step: float = TAU_STEP, chunk_size: int = CHUNK) -> dict[int, ClassGraph]:
+    """Attribution graphs of ``classes`` (default: all), as ``{class: ClassGraph}``."""
+    return {g.target_class: g for g in iter_graphs(result, classes, tau=tau, tau_step=tau_step,
+                                                   chunk_size=chunk_size)}
+
+
+def class_graph(result: SummitResult, c: int, *, tau: float = TAU, tau_step: float = TAU_STEP) -> ClassGraph:
+    """The attribution graph of class ``c``."""
+    return next(iter_graphs(result, [c], tau=tau, tau_step=tau_step))
+
+
+def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, tau: float = TAU,
+                tau_step: float = TAU_STEP, chunk_size: int = CHUNK) -> Iterator[ClassGraph]:
+    """Yield the graphs of ``classes`` in order, ``chunk_size`` classes computed at a time
+    (bounded memory: use this to stream thousands of classes)."""
+    if not 0.0 < tau <= 1.0 or not tau_step > 0.0:
+        raise ValueError(f"need 0 < tau <= 1 and tau_step > 0, got tau={tau}, tau_step={tau_step}")
+    k_total = result.num_classes
+    classes = list(range(k_total)) if classes is None else [int(c) for c in classes]
+    bad = [c for c in classes if not 0 <= c < k_total]
+    if bad:
+        raise ValueError(f"class index(es) {bad[:5]} out of range for {k_total} classes")
+    layout = _Layout(result.graph, result.params.get("excluded", {}))
+    for start in range(0, len(classes), chunk_size):
+        yield from _Chunk(result, layout, classes[start:start + chunk_size], tau, tau_step).graphs()
+
+
+def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.ndarray, num_groups: int, *,
+             alpha: float = ALPHA, max_iter: int = MAX_ITER, tol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
+    """Personalised PageRank of many independent graphs at once, as ``networkx.pagerank``.
+
+    Args:
+        adjacency: (n, n) weighted adjacency, row = from (symmetric for an undirected graph);
+            entries never join two groups.
+        personalization: (n,) nonnegative; normalised to sum 1 within each group (uniform within a
+            group whose sum is 0).
+        groups: (n,) the graph each node belongs to, or -1 for a slot that is not a node.
+        num_groups: number of graphs.
+
+    Returns (ranks (n,), 0 for non-nodes; iterations used per group). Each group starts from the
+    uniform vector and stops on its own when its L1 change falls below ``N_group * tol``; a
+    group that does not converge in ``max_iter`` iterations keeps its last iterate (with a
+    warning) where networkx would raise.
+    """
+    adjacency = sp.csr_matrix(adjacency, dtype=np.float64)
+    groups = np.asarray(groups)
+    is_node = groups >= 0
+    g = np.where(is_node, groups, num_groups)  # non-nodes go to a spare last bin
+
+    def per_group(values=None):  # sums over each group's nodes, and the spare bin
+        return np.bincount(g, weights=values, minlength=num_groups + 1)
+
+    sizes = per_group()
+    sizes[-1] = 0
+    p = np.where(is_node, np.asarray(personalization, dtype=np.float64), 0.0)
+    p = np.where(is_node & (per_group(p) == 0)[g], 1.0, p)  # an all-zero group: uniform
+    p_sum = per_group(p)
+    p /= np.where(p_sum > 0, p_sum, 1.0)[g]
+    out_weight = np.asarray(adjacency.sum(axis=1)).ravel()
+    inv_out = np.divide(1.0, out_weight, out=np.zeros_like(out_weight), where=out_weight != 0)
+    dangling = np.where(is_node & (out_weight == 0), 1.0, 0.0)
+    transposed = adjacency.T.tocsr()  # x @ A as a CSR matvec
+    x = np.where(is_node, 1.0 / np.maximum(sizes, 1)[g], 0.0)
+    active = sizes > 0
+    iterations = np.zeros(num_groups + 1, dtype=np.int64)
+    for _ in range(max_iter):
+        if not active.any():
+            break
+        new = alpha * (transposed @ (x * inv_out) + per_group(x * dangling)[g] * p) + (1.0 - alpha) * p
+        err = per_group(np.abs(new - x))
+        x = np.where(active[g], new, x)
+        iterations += active
+        active &= err >= sizes * tol
+    if active.any():
+        warnings.warn(f"pagerank: {int(active.sum())} graph(s) did not converge in {max_iter} iterations "
+                      f"(groups {np.flatnonzero(active)[:5].tolist()}); keeping the last iterate", stacklevel=2)
+    return x, iterations[:num_groups]
+
+
+# ---------------------------------------------------------------------------------------------
+# Static layout: which convs connect which layers
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Branch:
+    """Convs from the one writing summary layer channels [offset, offset+out) back to the one
+    reading the previous summary layer (``chain[0]`` writes the layer; length 1 = direct)."""
+
+    chain: tuple[str, ...]
+    offset: int
+    out: int
+
+
+class _Layout:
+    """The static structure of a model graph that every class shares."""
+
+    def __init__(self, graph: ModelGraph, excluded: dict):
+        self.layers = list(graph.layers)
+        self.channels = [graph.channels[l] for l in self.layers]
+        self.offsets = np.concatenate([[0], np.cumsum(self.channels)]).astype(np.int64)
+        self.width = int(self.offsets[-1])  # node slots per class
+        self.layer_of_slot = np.repeat(np.arange(len(self.layers)), self.channels)
+        self.excluded = []
+        for layer, c in zip(self.layers, self.channels):
+            mask = np.zeros(c, dtype=bool)
+            mask[list(excluded.get(layer, []))] = True
+            self.excluded.append(mask)
+        producer = {e.conv: e for e in graph.edges if e.target == e.conv}
+        self.writers: list[list[tuple[str, int, int]]] = [[] for _ in self.layers]  # (conv, offset, out)
+        self.branches: list[list[_Branch]] = [[] for _ in self.layers]
+        for e in graph.edges:
+            if e.target == e.conv:
+                continue
+            if e.target not in self.layers:
+                raise ValueError(f"conv {e.conv!r} writes {e.target!r}, which is neither a summary layer nor "
+                                 "its own intermediate")
+            li = self.layers.index(e.target)
+            self.writers[li].append((e.conv, e.target_offset, e.out_channels))
+            if li == 0:
+                continue  # the input node is not part of the graph: attr_channels only
+            chain, source = [e.conv], e.source
+            while source in producer:
+                chain.append(source)
+                source = producer[source].source
+            if source != self.layers[li - 1]:
+                raise ValueError(f"conv {chain[-1]!r} on the way into layer {e.target!r} reads {source!r}, "
+                                 f"not the previous summary layer {self.layers[li - 1]!r}")
+            self.branches[li].append(_Branch(tuple(chain), e.target_offset, e.out_channels))
+        self.overlapping = [_overlaps([(b.offset, b.out) for b in bs]) for bs in self.branches]
+        self.sources = {e.conv: e.in_channels for e in graph.edges}
+
+
+def _overlaps(ranges: list[tuple[int, int]]) -> bool:
+    covered = np.zeros(max((o + n for o, n in ranges), default=0), dtype=np.int64)
+    for o, n in ranges:
+        covered[o:o + n] += 1
+    return bool((covered > 1).any())
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse helpers (a chunk's counts as flat coordinate lists)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Coo:
+    """Nonzero entries of a (classes, rows, cols) tensor, sorted by (class, row, col)."""
+
+    k: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def from_dense(cls, t: np.ndarray) -> "_Coo":
+        flat = np.flatnonzero(t)
+        val = t.reshape(-1)[flat].astype(np.int64)
+        rows, cols = t.shape[1:]
+        k, rc = np.divmod(flat, rows * cols)
+        row, col = np.divmod(rc, cols)
+        return cls(k, row, col, val)
+
+    def select(self, mask: np.ndarray) -> "_Coo":
+        return _Coo(self.k[mask], self.row[mask], self.col[mask], self.val[mask])
+
+
+def _max_dedupe(k, row, col, val, shape) -> _Coo:
+    """Unique (k, row, col) with the max of their values, sorted."""
+    buf = np.zeros(int(np.prod(shape)), dtype=np.int64)
+    np.maximum.at(buf, (k * shape[1] + row) * shape[2] + col, val)
+    return _Coo.from_dense(buf.reshape(shape))
+
+
+def _widest(a: np.ndarray, b: _Coo) -> tuple[np.ndarray, ...]:
+    """Candidates of the max-min product of dense ``a`` (K, J, M) and sparse ``b`` (K, M, I): for
+    every path j <- m <- i, ``(k, j, i, min(a[k, j, m], b[k, m, i]))``, not yet deduplicated."""
+    kc, _, m_dim = a.shape
+    ca = _Coo.from_dense(a)
+    row_counts = np.bincount(b.k * m_dim + b.row, minlength=kc * m_dim)
+    row_start = np.cumsum(row_counts) - row_counts
+    g = ca.k * m_dim + ca.col
+    src, pos = _expand(row_start[g], row_counts[g])
+    return ca.k[src], ca.row[src], b.col[pos], np.minimum(ca.val[src], b.val[pos])
+
+
+def _expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ranges [start, start + length): (index of the range, position) of every element."""
+    which = np.repeat(np.arange(len(start)), length)
+    pos = np.arange(len(which)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(start, length)
+    return which, pos
+
+
+def _rank_in_row(k, row, col, val, n_rows) -> np.ndarray:
+    """Rank of each entry within its (k, row) by value descending, then col ascending."""
+    key = k * n_rows + row
+    order = np.lexsort((col, -val, key))
+    sorted_key = key[order]
+    first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - starts
+    return rank
+
+
+def _top_sources(rows: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of counts (n, C): the ``top`` largest (index, count), count descending then index
+    ascending; entries with count 0 come back with count 0 (the caller drops them)."""
+    n, c = rows.shape
+    t = min(top, c)
+    key = rows.astype(np.int64) * c + (c - 1 - np.arange(c))  # one total order: count desc, index asc
+    part = np.argpartition(-key, t - 1, axis=1)[:, :t]
+    idx = np.take_along_axis(part, np.argsort(-np.take_along_axis(key, part, axis=1), axis=1), axis=1)
+    return idx, np.take_along_axis(rows, idx, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# One chunk of classes
+# ---------------------------------------------------------------------------------------------
+class _Chunk:
+    """The graphs of a few classes, computed together: node slot ``k * width + offset[l] + ch``
+    is channel ch of layer l for the chunk's k-th class."""
+
+    def __init__(self, result: SummitResult, layout: _Layout, classes: list[int], tau: float, tau_step: float):
+        self.result, self.layout, self.classes = result, layout, classes
+        self.tau0, self.tau_step = tau, tau_step
+        self.kc = len(classes)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _counts(self, name: str, activation: bool = False) -> np.ndarray:
+        """This chunk's slice of a count tensor, as numpy (a view when the classes are contiguous)."""
+        key = ("A:" if activation else "I:") + name
+        if key not in self._cache:
+            t = (self.result.activation if activation else self.result.influence)[name]
+            lo, hi = self.classes[0], self.classes[-1] + 1
+            part = t[lo:hi] if self.classes == list(range(lo, hi)) else t[torch.as_tensor(self.classes)]
+            self._cache[key] = part.detach().cpu().numpy()
+        return self._cache[key]
+
+    # -- edges ------------------------------------------------------------------------------
+    def _layer_edges(self, li: int) -> _Coo:
+        """Edges into layer li for every class of the chunk: (k, j in li, i in li-1, weight)."""
+        lay = self.layout
+        shape = (self.kc, lay.channels[li], lay.channels[li - 1])
+        excl_src, excl_tgt = lay.excluded[li - 1], lay.excluded[li]
+        parts, merged = [], []
+        nonzero = {True: np.zeros(self.kc, np.int64), False: np.zeros(self.kc, np.int64)}  # by "direct"
+        channels = {True: 0, False: 0}
+        for br in lay.branches[li]:
+            direct = len(br.chain) == 1
+            last = self._counts(br.chain[0])
+            nonzero[direct] += np.count_nonzero(last.reshape(self.kc, -1), axis=1)
+            channels[direct] += br.out
+            if direct:
+                e = _Coo.from_dense(last)
+                e.row += br.offset
+                parts.append(e.select(~excl_src[e.col] & ~excl_tgt[e.row]))
+            else:
+                merged.append(br)
+        if merged:
+            basis = bool(channels[True])  # Summit's rule counts the direct branches when there are any
+            n = np.maximum(1, nonzero[basis] // channels[basis])
+        for br in merged:
+            k, j, i, w = self._chain_widest(br, li)
+            j = j + br.offset
+            keep = ~excl_src[i] & ~excl_tgt[j]
+            e = _max_dedupe(k[keep], j[keep], i[keep], w[keep], shape)
+            parts.append(e.select(_rank_in_row(e.k, e.row, e.col, e.val, shape[1]) < n[e.k]))
+        if not parts:
+            return _Coo(*(np.zeros(0, np.int64) for _ in range(4)))
+        edges = _Coo(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("k", "row", "col", "val")))
+        if lay.overlapping[li]:
+            edges = _max_dedupe(edges.k, edges.row, edges.col, edges.val, shape)
+        return edges
+
+    def _chain_widest(self, br: _Branch, li: int) -> tuple[np.ndarray, ...]:
+        """Widest-path candidates (k, j', i, w) from layer li-1 to the outputs of ``br.chain[0]``."""
+        path = _Coo.from_dense(self._counts(br.chain[-1]))  # the conv that reads layer li-1
+        for conv in reversed(br.chain[1:-1]):  # longer chains: intermediates in between
+            a = self._counts(conv)
+            path = _max_dedupe(*_widest(a, path), (self.kc, a.shape[1], self.layout.channels[li - 1]))
+        return _widest(self._counts(br.chain[0]), path)
+
+    # -- graphs -----------------------------------------------------------------------------
+    def graphs(self) -> list[ClassGraph]:
+        lay = self.layout
+        width, n_slots = lay.width, self.kc * lay.width
+        tgt, src, weight = [], [], []
+        for li in range(1, len(lay.layers)):
+            e = self._layer_edges(li)
+            tgt.append(e.k * width + lay.offsets[li] + e.row)
+            src.append(e.k * width + lay.offsets[li - 1] + e.col)
+            weight.append(e.val)
+        tgt, src = np.concatenate([np.zeros(0, np.int64), *tgt]), np.concatenate([np.zeros(0, np.int64), *src])
+        weight = np.concatenate([np.zeros(0), *weight]).astype(np.float64)
+        adjacency = sp.csr_matrix((np.r_[weight, weight], (np.r_[tgt, src], np.r_[src, tgt])), shape=(n_slots, n_slots))
+        groups = np.where(np.diff(adjacency.indptr) > 0, np.repeat(np.arange(self.kc), width), -1)
+        ranks, _ = pagerank(adjacency, self._personalization(), groups, self.kc)
+        kept, tau = self._select(adjacency, ranks, groups)
+        return self._assemble(adjacency, ranks, kept, tau, groups)
+
+    def _personalization(self) -> np.ndarray:
+        """Per slot: A_l[c, ch] / max over non-excluded channels of A_l[c, :] (0 when that is 0)."""
+        parts = []
+        for li, layer in enumerate(self.layout.layers):
+            a = self._counts(layer, activation=True).astype(np.float64)
+            a[:, self.layout.excluded[li]] = 0.0
+            top = a.max(axis=1, keepdims=True)
+            parts.append(np.divide(a, top, out=np.zeros_like(a), where=top > 0))
+        return np.concatenate(parts, axis=1).reshape(-1)
+
+    def _select(self, adjacency, ranks, groups) -> tuple[np.ndarray, np.ndarray]:
+        """Per-layer mass selection with relaxation: (kept mask over slots, tau (kc, L))."""
+        lay = self.layout
+        n_layers = len(lay.layers)
+        slots = np.flatnonzero(groups >= 0)
+        k = groups[slots]
+        layer = lay.layer_of_slot[slots % lay.width]
+        r = ranks[slots]
+        # channel order within a layer is slot order, so a stable sort by (k, layer, -rank) breaks
+        # ties by channel; `before` = PageRank mass ahead of the node in its (class, layer)
+        order = np.lexsort((-r, layer, k))
+        seg = (k * n_layers + layer)[order]
+        csum = np.cumsum(r[order])
+        first = np.r_[True, seg[1:] != seg[:-1]]
+        seg_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        base = np.where(seg_start > 0, csum[seg_start - 1], 0.0)
+        before = np.empty(len(order))
+        before[order] = csum - r[order] - base
+        total = np.zeros(self.kc * n_layers)
+        np.maximum.at(total, seg, csum - base)
+        total = total[k * n_layers + layer]
+        max_steps = int(np.ceil((1.0 - self.tau0) / self.tau_step - 1e-9))  # tau reaches 1.0
+        steps = np.zeros((self.kc, n_layers), dtype=np.int64)
+        while True:
+            tau = np.minimum(1.0, self.tau0 + self.tau_step * steps)
+            kept = np.zeros(len(ranks), dtype=bool)
+            kept[slots] = before < tau[k, layer] * total
+            unlinked = ~self._linked(adjacency, kept)
+            unlinked[:, 0] = False
+            unlinked[:, 1:] &= (steps[:, 1:] < max_steps) | (steps[:, :-1] < max_steps)
+            if not unlinked.any():
+                return kept, tau
+            steps[:, 1:] += unlinked[:, 1:]
+            steps[:, :-1] += unlinked[:, 1:]
+            np.minimum(steps, max_steps, out=steps)
+
+    def _kept_prev_edges(self, adjacency, kept) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges from kept slots u to kept slots of the previous layer: (u, neighbour, weight)."""
+        lay = self.layout
+        u = np.flatnonzero(kept)
+        which, pos = _expand(adjacency.indptr[u], np.diff(adjacency.indptr)[u])
+        u, nbr = u[which], adjacency.indices[pos]
+        ok = kept[nbr] & (lay.layer_of_slot[nbr % lay.width] == lay.layer_of_slot[u % lay.width] - 1)
+        return u[ok], nbr[ok], adjacency.data[pos][ok]
+
+    def _linked(self, adjacency, kept) -> np.ndarray:
+        """(kc, L): whether layer l of class k has a kept edge to a kept node of layer l-1."""
+        u, _, _ = self._kept_prev_edges(adjacency, kept)
+        linked = np.zeros((self.kc, len(self.layout.layers)), dtype=bool)
+        linked[u // self.layout.width, self.layout.layer_of_slot[u % self.layout.width]] = True
+        return linked
+
+    def _assemble(self, adjacency, ranks, kept, tau, groups) -> list[ClassGraph]:
+        lay = self.layout
+        width = lay.width
+        kept_slots = np.flatnonzero(kept)
+        attr = self._attr_channels(kept_slots)
+        u, nbr, w = self._kept_prev_edges(adjacency, kept)
+        order = np.lexsort((nbr, -w, u))
+        prev: dict[int, list[tuple[int, int]]] = {}
+        for s, t, wt in zip(u[order].tolist(), nbr[order].tolist(), w[order].tolist()):
+            prev.setdefault(s, []).append((t % width - int(lay.offsets[lay.layer_of_slot[t % width]]), int(wt)))
+        counts = [self._counts(layer, activation=True) for layer in lay.layers]
+        candidates = np.bincount(groups[groups >= 0], minlength=self.kc)
+        graphs = []
+        for k, c in enumerate(self.classes):
+            nodes: dict[str, list[Node]] = {layer: [] for layer in lay.layers}
+            block = kept_slots[(kept_slots >= k * width) & (kept_slots < (k + 1) * width)]
+            for s in block[np.lexsort((block, -ranks[block]))].tolist():
+                li = int(lay.layer_of_slot[s % width])
+                ch = s % width - int(lay.offsets[li])
+                nodes[lay.layers[li]].append(Node(lay.layers[li], ch, int(counts[li][k, ch]), float(ranks[s]),
+                                                  prev.get(s, []), attr.get(s, [])))
+            graphs.append(ClassGraph(c, nodes, {l: float(t) for l, t in zip(lay.layers, tau[k])}, int(candidates[k])))
+        return graphs
+
+    def _attr_channels(self, kept_slots: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+        """Per kept slot: the top raw sources of the first conv that writes its channel."""
+        lay = self.layout
+        width = lay.width
+        k, local = kept_slots // width, kept_slots % width
+        li = lay.layer_of_slot[local]
+        ch = local - lay.offsets[li]
+        out: dict[int, list[tuple[int, int]]] = {}
+        claimed = np.zeros(len(kept_slots), dtype=bool)
+        for layer_index, writers in enumerate(lay.writers):
+            for conv, offset, n_out in writers:
+                sel = np.flatnonzero(~claimed & (li == layer_index) & (ch >= offset) & (ch < offset + n_out))
+                if not len(sel):
+                    continue
+                claimed[sel] = True
+                idx, val = _top_sources(self._counts(conv)[k[sel], ch[sel] - offset], ATTR_TOP)
+                for s, i_row, v_row in zip(kept_slots[sel].tolist(), idx.tolist(), val.tolist()):
+                    out[int(s)] = [(i, v) for i, v in zip(i_row, v_row) if v > 0]
+        return out
