@@ -12,7 +12,7 @@ void activation_update(const ActivationArgs& a) {
   const int64_t B = a.acts.shape[0], C = a.acts.shape[1];
   const AxisSamples rows = AxisSamples::full(a.acts.shape[2]), cols = AxisSamples::full(a.acts.shape[3]);
   std::vector<double> z(static_cast<size_t>(B * C));
-#pragma omp parallel
+#pragma omp parallel if (B * C * a.acts.shape[2] * a.acts.shape[3] >= kParallelWork)
   {
     dispatch_dtype(a.acts.dtype, [&](auto e) {
       all_channel_extrema<decltype(e)>(a.acts, rows, cols, z.data(), nullptr);

@@ -107,6 +107,10 @@ inline int64_t padded_source(int64_t q, int64_t n, int64_t lo, PadMode mode) {
   return -1;
 }
 
+// Below about this many element operations a call runs on one thread: waking the OpenMP
+// team costs more than it saves, and far more when the cores are busy with other work.
+constexpr int64_t kParallelWork = int64_t{1} << 17;
+
 // Geometry of one conv edge's sampled output grid (SPEC.md B with spatial_stride folded
 // into the step): output (y, x) reads padded input (y*step_h + u*dil_h, x*step_w + v*dil_w).
 struct ConvGeometry {

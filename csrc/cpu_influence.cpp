@@ -198,7 +198,7 @@ void influence_1x1(const InfluenceArgs& a) {
   std::vector<double> mx(static_cast<size_t>(B * c_in)), mn(mx.size());
   const Acc* wa = static_cast<const Acc*>(a.weight);
   const std::vector<double> w(wa, wa + a.c_out * cin_g);
-#pragma omp parallel
+#pragma omp parallel if (B * (c_in * g.out_h * g.out_w + a.c_out * cin_g) >= kParallelWork)
   {
     all_channel_extrema<E>(a.x, rows, cols, mx.data(), mn.data());
     count_top_sources<double>(a, 0, B, [&](int64_t b, int64_t j, double* v) {
@@ -225,7 +225,7 @@ void influence_kxk(const InfluenceArgs& a) {
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 23) / (a.c_out * cin_g));
   std::vector<Acc> L(static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g));
   const auto scores_fn = pick_source_scores<E, Acc>();
-#pragma omp parallel
+#pragma omp parallel if (B * a.c_out * cin_g * plan.T * static_cast<int64_t>(plan.pos_base.size()) >= kParallelWork)
   {
     std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile * plan.T), lrow(cout_g);
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
