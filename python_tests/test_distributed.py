@@ -29,7 +29,7 @@ def worker(rank, world_size, port, out_dir):
     try:
         data = dataset()
         loader = torch.utils.data.DataLoader(data, batch_size=4, sampler=ShardSampler(data))
-        result = summit_fast.aggregate(net(), loader, backend="torch", progress=False,
+        result = summit_fast.aggregate(net(), loader, backend="torch", progress=False, examples=3,
                                        checkpoint_dir=os.path.join(out_dir, "ckpt"))
         if rank == 0:
             result.save(os.path.join(out_dir, "result"))
@@ -46,8 +46,14 @@ def free_port() -> int:
 def test_two_gloo_processes_equal_one_process(tmp_path):
     mp.start_processes(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     single = summit_fast.aggregate(net(), torch.utils.data.DataLoader(dataset(), batch_size=4), backend="torch",
-                                   progress=False)
-    assert SummitResult.load(tmp_path / "result") == single
+                                   progress=False, examples=3)
+    mine, theirs = SummitResult.load(tmp_path / "result").tensors(), single.tensors()
+    assert mine.keys() == theirs.keys()
+    for key, t in mine.items():  # example values: conv outputs may differ in the last bit between batchings
+        if key.endswith("/value"):
+            torch.testing.assert_close(t, theirs[key])
+        else:
+            assert torch.equal(t, theirs[key]), key
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank-0-of-2", "rank-1-of-2"]
 
 

@@ -103,3 +103,60 @@ def test_merge_refuses_different_graphs(net, batches, result):
         result + other
     with pytest.raises(ValueError, match="at least one"):
         SummitResult.merge([])
+
+
+# ------------------------------------------------------------------ dataset examples
+def brute_force_examples(net, batches, layer, n):
+    """Per channel: all (value, image id, y, x) sorted by value desc, then id; the first n."""
+    rows, image_id = {}, 0
+    seen = {}
+    hook = dict(net.named_modules())[layer].register_forward_hook(lambda m, i, o: seen.__setitem__("o", o))
+    with torch.no_grad():
+        for images, _ in batches:
+            net(images)
+            out = seen["o"]
+            for b in range(out.shape[0]):
+                for c in range(out.shape[1]):
+                    plane = out[b, c]
+                    flat = int(plane.flatten().argmax())
+                    rows.setdefault(c, []).append((float(plane.max()), image_id, flat // plane.shape[1], flat % plane.shape[1]))
+                image_id += 1
+    hook.remove()
+    return {c: sorted(r, key=lambda t: (-t[0], t[1]))[:n] for c, r in rows.items()}
+
+
+def test_dataset_examples_track_the_top_n_per_channel(net, batches):
+    result = summit_fast.aggregate(net, batches, backend="torch", progress=False, examples=4)
+    expected = brute_force_examples(net, batches, "mix2", 4)
+    state = result.examples["mix2"]
+    for c, rows in expected.items():
+        assert state["image"][c].tolist() == [r[1] for r in rows]
+        assert state["y"][c].tolist() == [r[2] for r in rows] and state["x"][c].tolist() == [r[3] for r in rows]
+        torch.testing.assert_close(state["value"][c], torch.tensor([r[0] for r in rows]))
+
+
+def test_dataset_examples_do_not_depend_on_batching_and_survive_save(tmp_path, net, batches):
+    whole = summit_fast.aggregate(net, batches, backend="torch", progress=False, examples=3)
+    images = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches])
+    one_by_one = summit_fast.aggregate(net, [(images[i:i + 1], labels[i:i + 1]) for i in range(len(images))],
+                                       backend="torch", progress=False, examples=3)
+    mine, theirs = one_by_one.tensors(), whole.tensors()
+    for key, t in mine.items():  # conv outputs may differ in the last bit between batch sizes
+        if key.endswith("/value"):
+            torch.testing.assert_close(t, theirs[key])
+        else:
+            assert torch.equal(t, theirs[key]), key
+    whole.save(tmp_path / "r")
+    assert SummitResult.load(tmp_path / "r") == whole
+
+
+def test_dataset_examples_merge_across_shards_with_global_ids(net, batches):
+    whole = summit_fast.aggregate(net, batches, backend="torch", progress=False, examples=3)
+    agg = summit_fast.Aggregator(net, backend="torch", examples=3)
+    agg.update(*batches[0])
+    first = agg.result
+    agg2 = summit_fast.Aggregator(net, backend="torch", examples=3)
+    for images, labels in batches[1:]:
+        agg2.update(images, labels, image_ids=6 + agg2.images_counted + torch.arange(len(images)))
+    assert first + agg2.result == whole

@@ -20,7 +20,8 @@ from .backends import get_backend
 from .backends.base import Backend, check_labels
 from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
-from .distributed import all_reduce_result, rank_directory
+from .examples import batch_candidates, merge_examples
+from .distributed import ShardIds, all_reduce_result, rank_directory
 from .result import SummitResult
 from .rules import Mass, SelectionRule, TopK, mass
 
@@ -51,6 +52,7 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive int (batches), got {checkpoint_every!r}")
     aggregator = Aggregator(model, **options)
+    shard = ShardIds.of(loader)
     checkpoints, start = None, 0
     if checkpoint_dir is not None:
         checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(_dataset_length(loader)))
@@ -59,15 +61,14 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
             aggregator.resume(found.result)
             start = found.batches_done
     done = start
-    initial = aggregator.result.num_images if start else 0
-    with tqdm(total=_dataset_length(loader), initial=initial, unit="img", desc="summit_fast",
+    with tqdm(total=_dataset_length(loader), initial=aggregator.images_counted, unit="img", desc="summit_fast",
               disable=not progress) as bar:
         try:
             for index, batch in enumerate(loader):
                 if index < start:
                     continue
                 images, labels = aggregator.unpack(batch, index)
-                aggregator.update(images, labels, batch_index=index)
+                aggregator.update(images, labels, batch_index=index, image_ids=shard.image_ids(aggregator, images))
                 done = index + 1
                 bar.update(images.shape[0])
                 if checkpoints is not None and (done - start) % checkpoint_every == 0:
@@ -104,6 +105,7 @@ class Aggregator:
         class_names: optional names of the K classes, stored in the result.
         input_shape: (C, H, W) used to discover the layers when no batch was seen;
             default ``model.INPUT_SHAPE`` if present.
+        examples: track the top-N dataset examples per channel of each summary layer (0: off).
     """
 
     def __init__(self, model: nn.Module, *, layers: Sequence[str] | None = None, num_classes: int | None = None,
@@ -111,15 +113,17 @@ class Aggregator:
                  spatial_stride: int = 1, excluded: Mapping[str, Sequence[int]] | None = None,
                  label_source: str = "target", backend: str = "auto", device: torch.device | str | None = None,
                  amp_dtype: torch.dtype | None = None, channels_last: bool = False, edges: Sequence | None = None,
-                 class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None):
+                 class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
+                 examples: int = 0):
         if label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
         selection = mass(0.01) if selection is None else selection
         if not isinstance(selection, (Mass, TopK)):
             raise TypeError(f"selection must be summit_fast.mass(tau) or summit_fast.topk(k), got {selection!r}")
-        for name, value in (("influence_k", influence_k), ("spatial_stride", spatial_stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, value, low in (("influence_k", influence_k, 1), ("spatial_stride", spatial_stride, 1),
+                                 ("examples", examples, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         self.model = model
         self.layers = _resolve_layers(model, layers)
         unknown = [l for l in (excluded or {}) if l not in self.layers]
@@ -130,7 +134,8 @@ class Aggregator:
         self.rule = selection
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
                        "spatial_stride": int(spatial_stride), "label_source": label_source,
-                       "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()}}
+                       "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()},
+                       "examples": examples}
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.num_classes, self.edges, self.input_shape = num_classes, edges, input_shape
         self.class_names = None if class_names is None else list(class_names)
@@ -167,6 +172,11 @@ class Aggregator:
             raise ValueError("cannot resume from a result made with different layers or parameters")
         self._adopt(result.to(self.device))
 
+    @property
+    def images_counted(self) -> int:
+        """Images counted so far."""
+        return 0 if self._result is None else self._result.num_images
+
     # -- one batch ----------------------------------------------------------------------
     def unpack(self, batch, index: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Split a loader item into (images, labels), with a clear error for anything else."""
@@ -177,8 +187,13 @@ class Aggregator:
         length = f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""
         raise TypeError(f"the loader must yield (images, labels) pairs; batch {index} is {type(batch).__name__}{length}")
 
-    def update(self, images: torch.Tensor, labels=None, batch_index: int = 0) -> None:
-        """Add one batch; on any error nothing of this batch is counted."""
+    def update(self, images: torch.Tensor, labels=None, batch_index: int = 0,
+               image_ids: torch.Tensor | None = None) -> None:
+        """Add one batch; on any error nothing of this batch is counted.
+
+        ``image_ids`` (B,) name the images in dataset examples; default: their position in the
+        stream of images this Aggregator has counted.
+        """
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise TypeError(f"batch {batch_index}: images must be a 4-D tensor (B, C, H, W), got {shape}")
@@ -197,9 +212,11 @@ class Aggregator:
         with self._model_in_eval(), torch.inference_mode():
             if self._result is None:
                 self._setup(images[:1])
+            if image_ids is None:
+                image_ids = self.images_counted + torch.arange(images.shape[0])
             handles = self._hooks()
             try:
-                self._process(images, labels, batch_index)
+                self._process(images, labels, batch_index, image_ids.to(self.device, torch.long))
             finally:
                 for h in handles:
                     h.remove()
@@ -259,7 +276,7 @@ class Aggregator:
         handles += [self.modules[c].register_forward_hook(capture(f"conv:{c}")) for c in self.convs]
         return handles
 
-    def _process(self, images: torch.Tensor, labels: torch.Tensor | None, index: int) -> None:
+    def _process(self, images: torch.Tensor, labels: torch.Tensor | None, index: int, image_ids: torch.Tensor) -> None:
         result = self._result
         with self._autocast():
             output = self.model(images)
@@ -280,6 +297,9 @@ class Aggregator:
         result.images_per_class += torch.bincount(labels, minlength=result.num_classes)
         if self.record_predictions:
             _add_predictions(result, output, labels)
+        for layer, state in result.examples.items():
+            candidates = batch_candidates(self.captured[f"layer:{layer}"], image_ids)
+            state.update(merge_examples(state, candidates, self.params["examples"]))
         self.interrupted = False
 
     def _check_captured(self, index: int) -> None:

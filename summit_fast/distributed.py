@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .examples import merge_examples
 from .result import SummitResult
 
 
@@ -44,15 +45,45 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
+class ShardIds:
+    """Dataset indices of the images a loader yields, for naming dataset examples: with a
+    :class:`ShardSampler` (no shuffling), local image i of rank r is dataset item r + i * w."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1):
+        self.rank, self.world_size = rank, world_size
+
+    @classmethod
+    def of(cls, loader) -> "ShardIds":
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, ShardSampler):
+            return cls(sampler.rank, sampler.world_size)
+        return cls()
+
+    def image_ids(self, aggregator, images: torch.Tensor) -> torch.Tensor:
+        seen = aggregator.images_counted
+        return self.rank + self.world_size * (seen + torch.arange(images.shape[0]))
+
+
 def all_reduce_result(result: SummitResult) -> SummitResult:
-    """Sum every count tensor across ranks (in place); a no-op outside a multi-rank group."""
+    """Sum every count tensor across ranks and merge dataset examples (in place); a no-op
+    outside a multi-rank group. Every rank ends with the total."""
     if not is_distributed():
         return result
     backend = dist.get_backend()
-    for tensor in result.tensors().values():
+    for key, tensor in result.tensors().items():
         if backend == "nccl" and tensor.device.type != "cuda":
             raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if not key.startswith("examples/"):
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    n = int(result.params.get("examples", 0))
+    for state in result.examples.values():
+        gathered = {f: [torch.empty_like(t) for _ in range(dist.get_world_size())] for f, t in state.items()}
+        for f, t in state.items():
+            dist.all_gather(gathered[f], t)
+        merged = {f: gathered[f][0] for f in state}
+        for r in range(1, dist.get_world_size()):
+            merged = merge_examples(merged, {f: gathered[f][r] for f in state}, n)
+        state.update(merged)
     return result
 
 

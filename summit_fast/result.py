@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .discovery import ConvEdge, ModelGraph
+from .examples import FIELDS as EXAMPLE_FIELDS, empty_examples, merge_examples
 
 FORMAT = "summit_fast.result"
 FORMAT_VERSION = 1
@@ -39,6 +40,8 @@ class SummitResult:
       (column); all zero when the model's output is not (B, K) class scores.
     - ``top1_probability``: float64 (K,) — per class, the sum over its images of the top-1
       probability (softmax of the output, or the output itself when it already is probabilities).
+    - ``examples[layer]``: when dataset examples were tracked (``params["examples"]`` = N > 0),
+      the top-N images per channel (see :mod:`summit_fast.examples`); otherwise empty.
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
       ``params``: the aggregation parameters; ``class_names``: optional names.
     """
@@ -51,6 +54,7 @@ class SummitResult:
     graph: ModelGraph
     params: dict = field(default_factory=dict)
     class_names: list[str] | None = None
+    examples: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     # -- metadata views -----------------------------------------------------------------
     @property
@@ -94,26 +98,36 @@ class SummitResult:
         out.update({f"influence/{k}": v for k, v in self.influence.items()})
         out.update(images_per_class=self.images_per_class, confusion=self.confusion,
                    top1_probability=self.top1_probability)
+        out.update({f"examples/{l}/{f}": t for l, fields in self.examples.items() for f, t in fields.items()})
         return out
 
     @staticmethod
-    def tensor_specs(graph: ModelGraph, num_classes: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Shape and dtype of every count tensor of a result for ``graph`` and ``num_classes``."""
+    def tensor_specs(graph: ModelGraph, num_classes: int,
+                     examples: int = 0) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of every tensor of a result for ``graph``, ``num_classes`` and
+        ``examples`` dataset examples per channel."""
         k = num_classes
         specs = {f"activation/{l}": ((k, graph.channels[l]), torch.int32) for l in graph.layers}
         specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.in_channels), torch.int32) for e in graph.edges})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
                      top1_probability=((k,), torch.float64))
+        if examples:
+            for layer in graph.layers:
+                for f in EXAMPLE_FIELDS:
+                    specs[f"examples/{layer}/{f}"] = ((graph.channels[layer], examples),
+                                                      torch.float32 if f == "value" else torch.int64)
         return specs
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], graph: ModelGraph, params: dict | None = None,
                      class_names: list[str] | None = None) -> "SummitResult":
         """Inverse of :meth:`tensors`."""
+        examples = {l: {f: tensors[f"examples/{l}/{f}"] for f in EXAMPLE_FIELDS}
+                    for l in graph.layers if f"examples/{l}/value" in tensors}
         return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
                    {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges},
                    tensors["images_per_class"], tensors["confusion"], tensors["top1_probability"], graph,
-                   dict(params or {}), None if class_names is None else list(class_names))
+                   dict(params or {}), None if class_names is None else list(class_names), examples)
 
     @classmethod
     def zeros(cls, graph: ModelGraph, num_classes: int, params: dict | None = None,
@@ -121,8 +135,13 @@ class SummitResult:
         """An empty result (all counts zero) for ``graph`` and ``num_classes`` classes."""
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
+        n = int((params or {}).get("examples", 0))
         tensors = {key: torch.zeros(shape, dtype=dtype, device=device)
                    for key, (shape, dtype) in cls.tensor_specs(graph, num_classes).items()}
+        if n:
+            for layer in graph.layers:
+                tensors.update({f"examples/{layer}/{f}": t
+                                for f, t in empty_examples(graph.channels[layer], n, device).items()})
         return cls.from_tensors(tensors, graph, params, class_names)
 
     def to(self, device: torch.device | str) -> "SummitResult":
@@ -141,11 +160,16 @@ class SummitResult:
                 raise ValueError(f"cannot merge results with different {what}")
 
     def __add__(self, other: "SummitResult") -> "SummitResult":
-        """The result of the union of two disjoint shards (counts add)."""
+        """The result of the union of two disjoint shards: counts add, dataset examples merge
+        (image ids must then be global, e.g. dataset indices)."""
         self._check_compatible(other)
         theirs = other.tensors()
-        return self.from_tensors({k: v + theirs[k].to(v.device) for k, v in self.tensors().items()},
-                                 self.graph, self.params, self.class_names or other.class_names)
+        total = {k: v + theirs[k].to(v.device) for k, v in self.tensors().items() if not k.startswith("examples/")}
+        n = int(self.params.get("examples", 0))
+        for layer, mine in self.examples.items():
+            merged = merge_examples(mine, other.examples[layer], n)
+            total.update({f"examples/{layer}/{f}": t for f, t in merged.items()})
+        return self.from_tensors(total, self.graph, self.params, self.class_names or other.class_names)
 
     @staticmethod
     def merge(results: list["SummitResult"]) -> "SummitResult":
@@ -210,8 +234,8 @@ class SummitResult:
                                     f"{manifest_path.name}")
         try:
             graph = ModelGraph.from_json(manifest["graph"])
-            specs = cls.tensor_specs(graph, int(manifest["num_classes"]))
             params, class_names = dict(manifest["params"]), manifest["class_names"]
+            specs = cls.tensor_specs(graph, int(manifest["num_classes"]), int(params.get("examples", 0)))
             tensors = load_file(str(counts_path))
         except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ResultFormatError(f"{directory} is corrupted: {exc}") from None
