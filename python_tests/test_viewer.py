@@ -259,12 +259,14 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A page that records dialogs and script errors; the test fails on any of either."""
+    """A page that records dialogs, script errors and Content-Security-Policy violations; the test
+    fails on any of them. (Other console errors are expected: pictures absent for some layers.)"""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     opened = context.new_page()
     opened.dialogs, opened.errors = [], []
     opened.on("dialog", lambda dialog: (opened.dialogs.append(dialog.message), dialog.dismiss()))
     opened.on("pageerror", lambda error: opened.errors.append(str(error)))
+    opened.on("console", lambda message: "Content Security Policy" in message.text and opened.errors.append(message.text))
     yield opened
     context.close()
     assert opened.dialogs == [] and opened.errors == []
@@ -299,6 +301,20 @@ def switch_layer_and_check_points_move(page, layer: str) -> None:
     assert sum(a != b for a, b in zip(after, before)) > len(before) // 2
 
 
+def sidebar_order(page) -> list[int]:
+    return [int(c) for c in page.eval_on_selector_all("#class-list li", "rows => rows.map(r => r.dataset.class)")]
+
+
+def by_similarity(classes: list[dict], layer: str, target: int) -> list[int]:
+    """Class indices by cosine similarity of their topChannels rows to the target's, as the sidebar sorts."""
+    rows = [{e["c"]: e["i"] for e in cls["topChannels"][layer]} for cls in classes]
+
+    def cosine(a: dict, b: dict) -> float:
+        norm = (sum(v * v for v in a.values()) * sum(v * v for v in b.values())) ** 0.5
+        return sum(v * b.get(c, 0) for c, v in a.items()) / norm if norm else 0.0
+    return sorted(range(len(rows)), key=lambda c: (-round(cosine(rows[c], rows[target]), 12), c))
+
+
 def search_and_select(page, text: str, name: str) -> None:
     page.fill("#class-search", text)
     rows = page.locator("#class-list li:not([hidden])")
@@ -320,6 +336,13 @@ def test_page_on_an_export(page, export_dir, serve, tmp_path):
 
     switch_layer_and_check_points_move(page, "conv1")
     assert page.locator(".layer-band.current .layer-label").text_content() == "conv1"
+    assert sidebar_order(page) == by_similarity(json.loads((export_dir / "classes.json").read_text()), "conv1", 3)
+    page.select_option("#class-sort", "instances")
+    assert sidebar_order(page) == [4, 3, 2, 1, 0]
+    page.select_option("#class-sort", "accuracy")
+    assert sidebar_order(page) == [4, 3, 2, 1, 0]
+    assert page.text_content("#class-list li[data-class='4'] .value") == "90.0%"
+    page.select_option("#class-sort", "similarity")
 
     node = graphs[3]["conv3"][0]
     page.hover(f"#graph-svg g.node[data-layer='conv3'][data-channel='{node['channel']}']")
@@ -383,6 +406,8 @@ def test_page_on_summit_data(page, serve, tmp_path):
         return json.loads((SUMMIT_DATA / "ag" / f"ag-{c}.json").read_text())
     open_viewer(page, url, graph(0))
     assert page.locator("#class-list li").count() == 1000
+    assert page.locator("#class-sort option:disabled").all_text_contents() == [
+        "accuracy (not in this data)", "instances (not in this data)"]
 
     search_and_select(page, names[207], names[207])
     wait_for_graph(page, graph(207))

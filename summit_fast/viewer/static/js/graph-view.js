@@ -6,9 +6,9 @@
   "use strict";
 
   const MARGIN = { top: 40, right: 40, bottom: 40, left: 90 };  // left: room for the layer labels
-  const ROW_GAP = 90;            // default vertical distance between layers
-  const NODE_SPACING = 46;       // default horizontal room per node in the widest row
-  const RADIUS = [4, 20];
+  const MAX_ROW_GAP = 110;       // default vertical distance between layers, at most
+  const MIN_NODE_SPACING = 30;   // horizontal room per node in the widest row, at least
+  const RADIUS = [4, 20];        // node radius range; the largest shrinks to fit crowded rows
   const EDGE_WIDTH = [0.6, 7];
   const DURATION = 300;
 
@@ -39,27 +39,51 @@
 
     function render({ c, ag }) {
       model = SF.graphModel.build(ag, data.index.layers);
-      const radius = d3.scaleSqrt().domain([0, d3.max(model.nodes, (n) => n.count) || 1]).range(RADIUS);
-      const edgeWidth = d3.scaleLinear().domain([0, d3.max(model.edges, (e) => e.inf) || 1]).range(EDGE_WIDTH);
-      const widest = d3.max(model.byRow, (row) => row.length) || 1;
-      widthInput.value = Math.max(canvas.clientWidth - MARGIN.left - MARGIN.right - detailsWidth(), widest * NODE_SPACING);
-      heightInput.value = Math.max(ROW_GAP * (model.rows.length - 1), 300);
+      const radius = setDefaultSize();
       countInput.max = d3.max(model.nodes, (n) => n.count) || 0;
       countInput.value = 0;
+      drawBands();
+      drawEdges(d3.scaleLinear().domain([0, d3.max(model.edges, (e) => e.inf) || 1]).range(EDGE_WIDTH));
+      drawNodes(radius);
+      title.textContent = data.classes[c].name;
+      place(false);
+      fit();
+      applyFilter();
+      showCurrentLayer();
+      details.showClass(c, model);
+    }
 
+    /* Sets the size sliders to the free view, wider where the widest row needs it (fit() then zooms
+     * out); returns the node radius scale, whose largest radius fits that row. */
+    function setDefaultSize() {
+      const view = viewSize();
+      const widest = d3.max(model.byRow, (row) => row.length) || 1;
+      widthInput.value = Math.max(view.width - MARGIN.left - MARGIN.right, widest * MIN_NODE_SPACING);
+      heightInput.value = Math.min(view.height - MARGIN.top - MARGIN.bottom, MAX_ROW_GAP * (model.rows.length - 1));
+      const largest = Math.max(RADIUS[0] + 2, Math.min(RADIUS[1], Number(widthInput.value) / widest / 2 - 3));
+      return d3.scaleSqrt().domain([0, d3.max(model.nodes, (n) => n.count) || 1]).range([RADIUS[0], largest]);
+    }
+
+    function drawBands() {
       layerBands = bands.selectAll("g.layer-band").data(model.rows, (layer) => layer)
         .join((enter) => {
           const band = enter.append("g").attr("class", "layer-band").on("click", (event, layer) => store.set({ layer }));
           band.append("rect").attr("class", "band");
           band.append("text").attr("class", "layer-label").attr("x", -MARGIN.left + 8).attr("dy", "0.35em").text((layer) => layer);
           return band;
-        });
-      layerBands.order();
+        })
+        .order();
+    }
 
+    function drawEdges(edgeWidth) {
       edges = edgeGroup.selectAll("path").data(model.edges).join("path")
         .attr("class", "edge")
         .attr("stroke-width", (e) => edgeWidth(e.inf));
+    }
 
+    /* A node: a disc, its feature visualisation clipped to a circle (removed if it fails to load),
+     * a ring on top, and its channel number below. */
+    function drawNodes(radius) {
       nodeGroup.selectAll("g.node").remove();
       nodes = nodeGroup.selectAll("g.node").data(model.nodes).join("g")
         .attr("class", "node")
@@ -78,17 +102,12 @@
         .attr("href", (n) => data.featureVisUrl(n.layer, n.channel));
       nodes.append("circle").attr("class", "ring").attr("r", (n) => radius(n.count));
       nodes.append("text").attr("class", "channel-label").attr("dy", (n) => radius(n.count) + 11).text((n) => n.channel);
-
-      title.textContent = data.classes[c].name;
-      place(false);
-      fit();
-      applyFilter();
-      showCurrentLayer();
-      details.showClass(c, model);
     }
 
-    function detailsWidth() {
-      return document.getElementById("details").offsetWidth;
+    /* The part of the canvas not covered by the details panel. */
+    function viewSize() {
+      const detailsWidth = document.getElementById("details").offsetWidth + 12;
+      return { width: canvas.clientWidth - detailsWidth, height: canvas.clientHeight };
     }
 
     function place(animate) {
@@ -108,20 +127,21 @@
     function fit() {
       const width = Number(widthInput.value) + MARGIN.left + MARGIN.right;
       const height = Number(heightInput.value) + MARGIN.top + MARGIN.bottom;
-      const viewWidth = canvas.clientWidth - detailsWidth(), viewHeight = canvas.clientHeight;
-      const k = Math.min(1, viewWidth / width, viewHeight / height);
-      const x = (viewWidth - width * k) / 2 + MARGIN.left * k, y = (viewHeight - height * k) / 2 + MARGIN.top * k;
+      const view = viewSize();
+      const k = Math.min(1, view.width / width, view.height / height);
+      const x = (view.width - width * k) / 2 + MARGIN.left * k, y = (view.height - height * k) / 2 + MARGIN.top * k;
       svg.call(zoom.transform, d3.zoomIdentity.translate(x, y).scale(k));
     }
 
     function applyFilter() {
       const min = Number(countInput.value);
       countOutput.textContent = d3.format(",")(min);
-      nodes.classed("filtered", (n) => n.count < min);
-      edges.classed("filtered", (e) => e.source.count < min || e.target.count < min);
-      const shownNodes = model.nodes.filter((n) => n.count >= min).length;
-      const shownEdges = model.edges.filter((e) => e.source.count >= min && e.target.count >= min).length;
-      stats.textContent = `${shownNodes} of ${model.nodes.length} channels · ${shownEdges} of ${model.edges.length} connections`;
+      const shown = (n) => n.count >= min;
+      const edgeShown = (e) => shown(e.source) && shown(e.target);
+      nodes.classed("filtered", (n) => !shown(n));
+      edges.classed("filtered", (e) => !edgeShown(e));
+      stats.textContent = `${model.nodes.filter(shown).length} of ${model.nodes.length} channels · `
+        + `${model.edges.filter(edgeShown).length} of ${model.edges.length} connections`;
     }
 
     function focus(node) {
