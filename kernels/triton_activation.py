@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import count_top, reduce_tiles, spatial_extrema
+from .triton_common import NUM_WARPS, count_top, reduce_tiles, spatial_extrema
 
 # Completion counters per (device, stream): zeroed once, and reset to 0 by the kernel itself.
 _done_counters: dict = {}
@@ -30,7 +30,8 @@ def _mass_key(q, idx):
     return (q.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (2147483647 - idx).to(tl.int64)
 
 
-@triton.jit
+# Sizes are left unspecialised (fewer compiled variants per network); strides are not, so loads vectorise.
+@triton.jit(do_not_specialize=["C", "n_pos", "n_w", "n_top"])
 def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_ptr,
                        C, n_pos, n_w, s_b, s_c, s_y, s_x, n_top,
                        HAS_EXCLUDED: tl.constexpr, MASS: tl.constexpr, TAU: tl.constexpr,
@@ -95,4 +96,4 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
         _done_counter(acts.device, b),
         c, h * w, w, s_b, s_c, s_y, s_x, min(topk or 0, c),
         HAS_EXCLUDED=excluded is not None, MASS=tau is not None, TAU=float(tau or 0.0),
-        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)))
+        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=NUM_WARPS)

@@ -12,6 +12,9 @@ import triton.language as tl
 
 # Elements of one (channels x positions) tile of a reduction program.
 REDUCE_TILE = 4096
+# Warps per program: 16 tile elements per thread keeps registers near 64-110 (sm_90, ptxas),
+# so several programs share an SM and enough loads are in flight.
+NUM_WARPS = 8
 
 
 @triton.jit

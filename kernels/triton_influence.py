@@ -19,14 +19,15 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .triton_common import count_top, reduce_tiles, spatial_extrema
+from .triton_common import NUM_WARPS, count_top, reduce_tiles, spatial_extrema
 
 # Elements of a program's (targets x sources) score block, and of its product tile.
 _SCORE_TILE = 8192
 _PRODUCT_TILE = 8192
 
 
-@triton.jit
+# Sizes are left unspecialised (fewer compiled variants per network); strides are not, so loads vectorise.
+@triton.jit(do_not_specialize=["C", "n_pos", "n_w"])
 def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x,
                     PAD_SAMPLED: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """ext[b, 0, c] = max, ext[b, 1, c] = min of x[b, c] over the in-bounds sampled positions."""
@@ -44,7 +45,7 @@ def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x,
     tl.store(out + C, lo, mask=mask_c)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["C_in", "C_out", "cin_g", "cout_g", "n_take"])
 def _pointwise_kernel(ext_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g, cout_g,
                       s_wo, s_wi, n_take, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr):
     """1x1 convs: score the sources of BLOCK_J targets (any groups) and count the top n_take."""
@@ -65,7 +66,8 @@ def _pointwise_kernel(ext_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g
     count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * C_in + src0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["C_in", "C_out", "cin_g", "cout_g", "H", "W", "n_pos", "n_w",
+                                "pad_t", "pad_l", "n_take"])
 def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g, cout_g,
                  H, W, n_pos, n_w, s_b, s_c, s_h, s_w, step_h, step_w, pad_t, pad_l, dil_h, dil_w,
                  s_wo, s_wi, s_wh, s_ww, KW, KK, n_take,
@@ -153,11 +155,11 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         ext = torch.empty((b, 2, c_in), dtype=torch.float32, device=x.device)
         _extrema_kernel[(triton.cdiv(c_in, block_c), b)](
             view, ext, c_in, n_rows * n_cols, max(1, n_cols), s_b, s_c, s_y, s_x,
-            PAD_SAMPLED=n_rows < n_h or n_cols < n_w, BLOCK_C=block_c, BLOCK_P=block_p)
+            PAD_SAMPLED=n_rows < n_h or n_cols < n_w, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=NUM_WARPS)
         block_j = max(1, min(triton.next_power_of_2(c_out), _SCORE_TILE // n_s))
         _pointwise_kernel[(triton.cdiv(c_out, block_j), b)](
             ext, weight, labels, counts, c_in, c_out, cin_g, cout_g, weight.stride(0), weight.stride(1),
-            n_take, BLOCK_J=block_j, BLOCK_S=n_s)
+            n_take, BLOCK_J=block_j, BLOCK_S=n_s, num_warps=NUM_WARPS)
         return
 
     n_pos = n_h * n_w
@@ -174,4 +176,4 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         h, w, n_pos, n_w, *x.stride(), step_h, step_w, top, left, *conv.dilation,
         *weight.stride(), kw, kh * kw, n_take,
         DOT_DTYPE=_dot_dtype(x, weight), USE_DOT=use_dot, BLOCK_P=block_p, BLOCK_K=block_k,
-        BLOCK_J=block_j, BLOCK_S=n_s)
+        BLOCK_J=block_j, BLOCK_S=n_s, num_warps=NUM_WARPS)
