@@ -9,6 +9,7 @@ import sys
 
 _COMMAND_MODULES = (
     "summit_fast.cli_demo",
+    "summit_fast.cli_export",
     "summit_fast.cli_info",
     "summit_fast.cli_view",
 )

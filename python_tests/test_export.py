@@ -1,0 +1,230 @@
+# Test dependencies: jsonschema (validates the export against summit_fast/schema/export.schema.json).
+"""The viewer export (SPEC.md D): folder layout, schema, Summit's formats, atomic writes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+
+import summit_fast
+from summit_fast.cli import main as cli_main
+from summit_fast.export import class_embedding, export, schema
+from summit_fast.graph import build_graphs
+from summit_fast.models import digits_cnn
+
+K = 10
+
+
+@pytest.fixture(scope="module")
+def digits_result():
+    """A small real aggregate: the digits CNN (random weights) on a few synthetic batches."""
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(16, 1, 8, 8, generator=gen), torch.randint(0, K - 1, (16,), generator=gen))
+               for _ in range(4)]  # class 9 gets no images
+    torch.manual_seed(0)
+    model = digits_cnn().eval()
+    return summit_fast.aggregate(model, batches, selection=summit_fast.topk(4), backend="torch", progress=False)
+
+
+@pytest.fixture(scope="module")
+def exported(digits_result, tmp_path_factory):
+    return export(digits_result, tmp_path_factory.mktemp("export") / "out", embedding="pca")
+
+
+def validator(definition: str | None = None):
+    s = schema()
+    target = s if definition is None else {"$ref": f"#/$defs/{definition}", "$defs": s["$defs"]}
+    return jsonschema.Draft202012Validator(target)
+
+
+def read(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_layout_and_schema(exported, digits_result):
+    assert sorted(p.name for p in exported.iterdir()) == ["ag", "classes.json", "summit_fast.json"]
+    assert sorted(p.name for p in (exported / "ag").iterdir()) == sorted(f"ag-{c}.json" for c in range(K))
+    index = read(exported / "summit_fast.json")
+    validator().validate(index)
+    validator("classes").validate(read(exported / "classes.json"))
+    for c in range(K):
+        validator("graph").validate(read(exported / "ag" / f"ag-{c}.json"))
+    assert index["layers"] == ["block1", "block2", "block3"]
+    assert index["channels"] == {"block1": 16, "block2": 32, "block3": 48}
+    assert index["num_classes"] == K and index["num_images"] == 64
+    assert index["class_names"] == [f"class {k}" for k in range(K)]
+    assert index["embedding"]["method"] == "pca"
+    assert index["params"] == digits_result.params
+    assert index["graphs"] == "ag/ag-{c}.json" and index["classes"] == "classes.json"
+    assert index["images"] == {"feature_vis": None, "dataset_examples": None}
+
+
+def test_schema_rejects_wrong_summit_types():
+    node = {"channel": 3, "count": 5, "layer": "b", "pagerank": 0.1,
+            "prev_channels": [{"prev_channel": 1, "inf": 2}], "attr_channels": [{"prev_channel": "7", "inf": 4}]}
+    validator("graph").validate({"b": [node]})
+    for bad in ({**node, "attr_channels": [{"prev_channel": 7, "inf": 4}]},
+                {**node, "prev_channels": [{"prev_channel": "1", "inf": 2}]},
+                {**node, "pagerank": "0.1"}):
+        with pytest.raises(jsonschema.ValidationError):
+            validator("graph").validate({"b": [bad]})
+
+
+def test_graph_files_are_summit_format(exported, digits_result):
+    graphs = build_graphs(digits_result)
+    for c in range(K):
+        ag = read(exported / "ag" / f"ag-{c}.json")
+        assert list(ag) == ["block3", "block2", "block1"]  # last layer first, as Summit
+        assert ag == json.loads(json.dumps(graphs[c].to_summit()))
+        for layer, nodes in ag.items():
+            ranks = [n["pagerank"] for n in nodes]
+            assert ranks == sorted(ranks, reverse=True)
+            for n in nodes:
+                assert n["layer"] == layer and type(n["channel"]) is int and type(n["count"]) is int
+                assert n["count"] == int(digits_result.activation[layer][c, n["channel"]])
+                assert all(type(p["prev_channel"]) is int and type(p["inf"]) is int for p in n["prev_channels"])
+                assert all(type(p["prev_channel"]) is str and type(p["inf"]) is int for p in n["attr_channels"])
+    assert read(exported / "ag" / "ag-9.json") == {"block3": [], "block2": [], "block1": []}  # no images
+    assert any(read(exported / "ag" / f"ag-{c}.json")["block3"] for c in range(K - 1))
+
+
+def test_class_list(exported, digits_result):
+    classes = read(exported / "classes.json")
+    assert [c["target_class"] for c in classes] == list(range(K))
+    correct = digits_result.confusion.diagonal()
+    for k, entry in enumerate(classes):
+        assert entry["numOfInstances"] == int(digits_result.images_per_class[k])
+        for layer, top in entry["topChannels"].items():
+            row = digits_result.activation[layer][k]
+            assert [t["i"] for t in top] == sorted((int(v) for v in row if v > 0), reverse=True)
+            assert all(int(row[t["c"]]) == t["i"] for t in top)
+            assert len({t["c"] for t in top}) == len(top)
+        assert set(entry["embed"]) == {"block1", "block2", "block3"}
+        if digits_result.params.get("predictions"):
+            assert entry["topOneAccCount"] == int(correct[k])
+            if entry["numOfInstances"]:
+                assert entry["topOneAcc"] == pytest.approx(int(correct[k]) / entry["numOfInstances"])
+                assert len(entry["accs"]) == 1 and 0 < entry["accs"][0] <= 1
+    assert classes[9]["embed"] == {"block1": None, "block2": None, "block3": None}
+    assert classes[9]["topChannels"] == {"block1": [], "block2": [], "block3": []}
+    assert read(exported / "summit_fast.json")["predictions"] is bool(digits_result.params.get("predictions"))
+
+
+def test_pca_embedding_is_deterministic_and_aligned(digits_result):
+    first, info = class_embedding(digits_result, "pca")
+    again, _ = class_embedding(digits_result, "pca")
+    assert first == again and info["method"] == "pca"
+    xs = np.array([[e["block2"]["x"], e["block2"]["y"]] for e in first if e["block2"]])
+    assert np.abs(xs).max() > 0
+
+
+def many_classes_result(graph, params, k=20):
+    result = summit_fast.SummitResult.zeros(graph, k, params)
+    gen = torch.Generator().manual_seed(1)
+    for a in result.activation.values():
+        a.copy_(torch.randint(0, 30, a.shape, generator=gen))
+    result.activation["block2"][3].zero_()  # no position in block2
+    return result
+
+
+def test_umap_parameters_and_init_chain(digits_result, monkeypatch):
+    calls = []
+
+    class FakeUMAP:  # records how summit_fast drives UMAP; returns the init (or a fixed layout)
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+        def fit_transform(self, x):
+            init = calls[-1]["init"]
+            return init + 1.0 if isinstance(init, np.ndarray) else np.arange(2 * len(x), dtype=float).reshape(-1, 2)
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    embeds, info = class_embedding(many_classes_result(digits_result.graph, digits_result.params), "auto")
+    assert info == {"method": "umap", "metric": "cosine", "n_neighbors": 15, "min_dist": 0.1, "random_state": 0,
+                    "init": "previous layer"}
+    assert [c["init"] if isinstance(c["init"], str) else c["init"].shape for c in calls] == ["spectral", (19, 2), (20, 2)]
+    assert all(c["metric"] == "cosine" and c["n_neighbors"] == 15 and c["min_dist"] == 0.1 and c["random_state"] == 0
+               for c in calls)
+    assert embeds[0]["block1"] == {"x": 0.0, "y": 1.0} and embeds[0]["block2"] == {"x": 1.0, "y": 2.0}
+    assert embeds[3]["block2"] is None and embeds[3]["block3"] is not None  # restarts from block1's centre
+
+
+@pytest.mark.skipif(not os.environ.get("SUMMIT_FAST_UMAP_TEST"),
+                    reason="real UMAP: numba compiles for 1-2 minutes; set SUMMIT_FAST_UMAP_TEST=1")
+def test_real_umap_embedding(digits_result):
+    pytest.importorskip("umap")
+    embeds, info = class_embedding(many_classes_result(digits_result.graph, digits_result.params), "umap")
+    assert info["method"] == "umap"
+    assert all(np.isfinite([e[l]["x"], e[l]["y"]]).all() for e in embeds for l in e if e[l])
+
+
+def test_embedding_errors(digits_result, monkeypatch):
+    with pytest.raises(ValueError, match="embedding"):
+        export(digits_result, "/nonexistent/never", embedding="tsne")
+    monkeypatch.setattr("summit_fast.export._umap_installed", lambda: False)
+    with pytest.raises(ValueError, match="umap-learn"):
+        class_embedding(digits_result, "umap")
+    assert class_embedding(digits_result, "auto")[1]["method"] == "pca"
+
+
+def test_class_names_and_image_patterns(digits_result, tmp_path):
+    names = [f"<img src=x onerror=alert({k})>" for k in range(K)]
+    out = export(digits_result, tmp_path / "named", class_names=names, embedding="pca",
+                 feature_vis="fv/{layer}-{channel}.jpg", dataset_examples="ex/{layer}/{channel}-{i}.jpg")
+    index = read(out / "summit_fast.json")
+    assert index["class_names"] == names and [c["name"] for c in read(out / "classes.json")] == names
+    assert index["images"] == {"feature_vis": "fv/{layer}-{channel}.jpg", "dataset_examples": "ex/{layer}/{channel}-{i}.jpg"}
+    with pytest.raises(ValueError, match="3 class names"):
+        export(digits_result, tmp_path / "bad", class_names=names[:3])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_rewrite_keeps_other_files_and_failure_leaves_previous_export(digits_result, tmp_path, monkeypatch):
+    out = export(digits_result, tmp_path / "out", embedding="pca")
+    (out / "feature-vis").mkdir()
+    (out / "feature-vis" / "block1-0-channel.jpg").write_bytes(b"jpg")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("summit_fast.export.class_embedding", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(digits_result, out, class_names=[f"n{k}" for k in range(K)])
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging folder left behind
+    monkeypatch.undo()
+    export(digits_result, out, class_names=[f"n{k}" for k in range(K)], embedding="pca")
+    assert read(out / "summit_fast.json")["class_names"][0] == "n0"
+    assert (out / "feature-vis" / "block1-0-channel.jpg").read_bytes() == b"jpg"
+    assert sorted(p.name for p in out.iterdir()) == ["ag", "classes.json", "feature-vis", "summit_fast.json"]
+
+
+def test_refuses_to_overwrite_a_foreign_folder(digits_result, tmp_path):
+    (tmp_path / "summit" / "ag").mkdir(parents=True)
+    (tmp_path / "summit" / "ag" / "ag-0.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a summit_fast export"):
+        export(digits_result, tmp_path / "summit")
+    assert (tmp_path / "summit" / "ag" / "ag-0.json").read_text() == "{}"
+
+
+def test_cli_export(digits_result, tmp_path, capsys):
+    digits_result.save(tmp_path / "result")
+    (tmp_path / "names.txt").write_text("\n".join(f"digit {k}" for k in range(K)) + "\n")
+    rc = cli_main(["export", str(tmp_path / "result"), "--out", str(tmp_path / "out"),
+                   "--class-names", str(tmp_path / "names.txt"), "--embedding", "pca"])
+    assert rc == 0 and "summit-fast view" in capsys.readouterr().out
+    index = read(tmp_path / "out" / "summit_fast.json")
+    validator().validate(index)
+    assert index["class_names"] == [f"digit {k}" for k in range(K)]
+    assert cli_main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 1
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,34 @@
+"""``summit-fast export RESULT_DIR --out DIR``: attribution graphs and the viewer's JSON for a saved result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="write a saved result's attribution graphs and viewer JSON",
+                              description=__doc__)
+    p.add_argument("result", type=Path, metavar="RESULT_DIR", help="a folder written by SummitResult.save()")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write (created if needed)")
+    p.add_argument("--class-names", type=Path, metavar="FILE",
+                   help="class names, one a line (or a JSON list); default: the result's, else 'class k'")
+    p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto",
+                   help="class embedding per layer (default auto: UMAP when umap-learn is installed, else PCA)")
+    p.add_argument("--feature-vis", metavar="PATTERN",
+                   help="feature visualisations inside DIR, e.g. 'feature-vis/channel/{layer}-{channel}-channel.jpg'")
+    p.add_argument("--dataset-examples", metavar="PATTERN",
+                   help="dataset example images inside DIR, with {layer}, {channel} and {i}")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .export import export
+    from .result import SummitResult
+    from .viewer.index import read_class_names
+
+    result = SummitResult.load(args.result)
+    names = read_class_names(args.class_names) if args.class_names else None
+    out = export(result, args.out, class_names=names, embedding=args.embedding,
+                 feature_vis=args.feature_vis, dataset_examples=args.dataset_examples)
+    print(f"wrote {result.num_classes} class graphs to {out}; view them with: summit-fast view {out}", flush=True)
+    return 0

@@ -1,0 +1,247 @@
+"""Write a result as a folder for viewers (SPEC.md D): Summit-compatible JSON and the project's index.
+
+Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
+
+    OUT/summit_fast.json   the index: classes, layers, channel counts, class names, how the embedding
+                           was computed, the aggregation parameters, image patterns, file names
+    OUT/classes.json       one entry per class in the format of Summit's imagenet.json: name,
+                           target_class, topChannels, embed, numOfInstances (and topOneAcc,
+                           topOneAccCount, accs when predictions were recorded)
+    OUT/ag/ag-{c}.json     class c's attribution graph in Summit's format (layers last to first)
+
+The class embedding is per layer: UMAP of the classes' activation count rows (cosine, 15
+neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous layer's embedding)
+when ``umap-learn`` is installed; otherwise PCA: the first two principal components of the rows
+scaled to unit length (so that it reflects the same cosine geometry), each layer's axes flipped
+to agree with the previous layer's so that switching layers moves points no more than the data
+does. A class without counts in a layer has no position there (``null``).
+
+The folder is written atomically: everything is staged in a hidden sibling folder and moved into
+place at the end, the index last, so a failed export leaves the previous contents as they were.
+Only the three entries above are replaced in an existing folder; other files (images) stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, iter_graphs
+from .result import SummitResult
+
+SCHEMA_NAME = "summit_fast.export"
+SCHEMA_VERSION = 1
+INDEX_FILE = "summit_fast.json"
+CLASSES_FILE = "classes.json"
+GRAPHS_PATTERN = "ag/ag-{c}.json"
+EMBEDDINGS = ("auto", "umap", "pca")
+UMAP_PARAMS = {"metric": "cosine", "n_neighbors": 15, "min_dist": 0.1, "random_state": 0}
+_UMAP_THREADS = 1  # a fixed seed makes UMAP single-threaded anyway; saying so avoids its warning
+
+
+def schema() -> dict:
+    """The export's JSON Schema (draft 2020-12); its ``$defs`` hold ``classes``, ``graph`` and ``node``."""
+    return json.loads(resources.files("summit_fast").joinpath("schema", "export.schema.json").read_text("utf-8"))
+
+
+def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: list[str] | None = None,
+           embedding: str = "auto", feature_vis: str | None = None, dataset_examples: str | None = None) -> Path:
+    """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
+
+    Args:
+        class_names: the K class names; default ``result.class_names``, else ``"class {k}"``.
+        embedding: ``"umap"`` (needs ``umap-learn``), ``"pca"``, or ``"auto"`` (UMAP when installed
+            and there are more classes than UMAP's 15 neighbours, else PCA).
+        feature_vis: pattern of per-channel feature visualisations inside the folder, with
+            ``{layer}`` and ``{channel}`` (e.g. ``"feature-vis/channel/{layer}-{channel}-channel.jpg"``).
+        dataset_examples: pattern of dataset example images, with ``{layer}``, ``{channel}`` and ``{i}``.
+    """
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+    names = _class_names(result, class_names)
+    out_dir = Path(out_dir)
+    _check_target(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "ag").mkdir(parents=True)
+    try:
+        for graph in iter_graphs(result):
+            _write_json(staging / GRAPHS_PATTERN.format(c=graph.target_class), graph.to_summit())
+        embeds, method = class_embedding(result, embedding)
+        _write_json(staging / CLASSES_FILE, class_list(result, names, embeds))
+        index = {
+            "schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "generator": f"summit_fast {__version__}",
+            "num_classes": result.num_classes, "num_images": result.num_images,
+            "layers": result.layers, "channels": {l: result.graph.channels[l] for l in result.layers},
+            "class_names": names, "embedding": method, "params": result.params,
+            "predictions": _has_predictions(result),
+            "graph_params": {"tau": TAU, "tau_step": TAU_STEP, "alpha": ALPHA, "attr_channels": ATTR_TOP},
+            "images": {"feature_vis": feature_vis, "dataset_examples": dataset_examples},
+            "graphs": GRAPHS_PATTERN, "classes": CLASSES_FILE,
+        }
+        _write_json(staging / INDEX_FILE, index)
+        _commit(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> list[dict]:
+    """classes.json: per class its name, index, top channels per layer, embedding, instance count
+    and, when predictions were recorded, its accuracy."""
+    counts = {l: result.activation[l].detach().cpu().numpy() for l in result.layers}
+    images = result.images_per_class.detach().cpu().numpy()
+    predictions = _has_predictions(result)
+    if predictions:
+        correct = result.confusion.diagonal().detach().cpu().numpy()
+        probability = result.top1_probability.detach().cpu().numpy()
+    classes = []
+    for k, name in enumerate(names):
+        entry = {"name": name, "target_class": k,
+                 "topChannels": {l: _top_channels(counts[l][k]) for l in result.layers},
+                 "embed": embeds[k], "numOfInstances": int(images[k])}
+        if predictions:
+            n = int(images[k])
+            entry.update(topOneAcc=float(correct[k] / n) if n else None, topOneAccCount=int(correct[k]),
+                         accs=[round(float(probability[k] / n), 6)] if n else [])
+        classes.append(entry)
+    return classes
+
+
+def class_embedding(result: SummitResult, method: str = "auto") -> tuple[list[dict], dict]:
+    """Per class ``{layer: {"x", "y"} or None}``, and the description of the method used."""
+    rows = {}
+    for l in result.layers:
+        a = result.activation[l].detach().cpu().numpy().astype(np.float64)
+        norms = np.linalg.norm(a, axis=1, keepdims=True)
+        rows[l] = np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
+    present = {l: np.linalg.norm(r, axis=1) > 0 for l, r in rows.items()}
+    fewest = min(int(p.sum()) for p in present.values())
+    if method == "auto":
+        method = "umap" if _umap_installed() and fewest > UMAP_PARAMS["n_neighbors"] else "pca"
+    if method == "umap":
+        if not _umap_installed():
+            raise ValueError("embedding='umap' needs umap-learn: pip install umap-learn (or use embedding='pca')")
+        if fewest < 3:
+            raise ValueError(f"UMAP needs at least 3 classes with counts in every layer; one layer has {fewest}")
+        positions, info = _umap(rows, present), {"method": "umap", **UMAP_PARAMS, "init": "previous layer"}
+    else:
+        positions, info = _pca(rows, present), {"method": "pca", "input": "unit-length activation count rows",
+                                                "init": "axes flipped to agree with the previous layer"}
+    embeds = [{} for _ in range(result.num_classes)]
+    for l, xy in positions.items():
+        for k in range(result.num_classes):
+            embeds[k][l] = ({"x": round(float(xy[k, 0]), 5), "y": round(float(xy[k, 1]), 5)}
+                            if present[l][k] else None)
+    return embeds, info
+
+
+def _pca(rows: dict, present: dict) -> dict[str, np.ndarray]:
+    positions, previous = {}, None
+    for l, r in rows.items():
+        xy = np.zeros((len(r), 2))
+        sub = r[present[l]]
+        if len(sub):
+            u, s, _ = np.linalg.svd(sub - sub.mean(axis=0), full_matrices=False)
+            rank = min(2, len(s))
+            xy[present[l], :rank] = u[:, :rank] * s[:rank]
+        if previous is not None:
+            xy *= np.where((xy * previous).sum(axis=0) < 0, -1.0, 1.0)
+        positions[l] = previous = xy
+    return positions
+
+
+def _umap(rows: dict, present: dict) -> dict[str, np.ndarray]:
+    import umap  # optional dependency
+
+    positions, previous, previous_mask = {}, None, None
+    for l, r in rows.items():
+        mask = present[l]
+        init = "spectral"
+        if previous is not None:  # classes absent from the previous layer start at its centre
+            init = np.where(previous_mask[:, None], previous, previous[previous_mask].mean(axis=0))[mask]
+        params = dict(UMAP_PARAMS, n_neighbors=min(UMAP_PARAMS["n_neighbors"], int(mask.sum()) - 1))
+        xy = np.zeros((len(r), 2))
+        xy[mask] = umap.UMAP(n_components=2, init=init, n_jobs=_UMAP_THREADS, **params).fit_transform(r[mask])
+        positions[l], previous, previous_mask = xy, xy, mask
+    return positions
+
+
+def _umap_installed() -> bool:
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _top_channels(row: np.ndarray) -> list[dict]:
+    nonzero = np.flatnonzero(row)
+    order = nonzero[np.lexsort((nonzero, -row[nonzero]))]
+    return [{"c": int(c), "i": int(row[c])} for c in order]
+
+
+def _has_predictions(result: SummitResult) -> bool:
+    return bool(result.params.get("predictions"))
+
+
+def _class_names(result: SummitResult, class_names) -> list[str]:
+    names = class_names if class_names is not None else result.class_names
+    if names is None:
+        return [f"class {k}" for k in range(result.num_classes)]
+    names = list(names)
+    if len(names) != result.num_classes:
+        raise ValueError(f"{len(names)} class names given for {result.num_classes} classes")
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError("class names must be strings")
+    return names
+
+
+def _check_target(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and not (out_dir / INDEX_FILE).exists():
+        clash = [n for n in ("ag", CLASSES_FILE) if (out_dir / n).exists()]
+        if clash:
+            raise ValueError(f"{out_dir} holds {', '.join(clash)} but is not a summit_fast export; "
+                             "refusing to overwrite (choose another --out)")
+
+
+def _write_json(path: Path, value) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _commit(staging: Path, out_dir: Path) -> None:
+    """Move the staged export into place: the whole folder when it is new, else entry by entry
+    (graphs first, index last), each by an atomic rename."""
+    _fsync_dir(staging / "ag")
+    _fsync_dir(staging)
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        _fsync_dir(out_dir.parent)
+        return
+    old_graphs = out_dir / f".ag.old-{os.getpid()}"
+    if (out_dir / "ag").exists():
+        os.rename(out_dir / "ag", old_graphs)
+    os.rename(staging / "ag", out_dir / "ag")
+    os.replace(staging / CLASSES_FILE, out_dir / CLASSES_FILE)
+    os.replace(staging / INDEX_FILE, out_dir / INDEX_FILE)
+    _fsync_dir(out_dir)
+    shutil.rmtree(old_graphs, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
