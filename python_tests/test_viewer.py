@@ -332,6 +332,12 @@ def test_page_on_an_export(page, export_dir, serve, tmp_path):
     search_and_select(page, "fire", "fire truck")
     assert page.locator("#class-list li:not([hidden])").count() == 1
     wait_for_graph(page, graphs[3])
+    page.fill("#class-search", "#1")                  # by index; Enter takes the first match
+    page.press("#class-search", "Enter")
+    wait_for_graph(page, graphs[1])
+    assert page.text_content("#graph-title") == "golden retriever"
+    search_and_select(page, "TRUCK", "fire truck")    # case-insensitive
+    wait_for_graph(page, graphs[3])
     page.fill("#class-search", "")
 
     switch_layer_and_check_points_move(page, "conv1")

@@ -8,6 +8,7 @@
     const search = document.getElementById("class-search");
     const sortMenu = document.getElementById("class-sort");
     const countLabel = document.getElementById("class-count");
+    const list = document.getElementById("class-list");
     const formatInt = d3.format(",");
     const numberOr = (value) => (Number.isFinite(value) ? value : null);
 
@@ -27,7 +28,7 @@
       }
     }
 
-    const rows = d3.select("#class-list").selectAll("li")
+    const rows = d3.select(list).selectAll("li")
       .data(d3.range(classes.length))
       .join("li")
       .attr("data-class", (c) => c);
@@ -84,6 +85,10 @@
     }
 
     search.addEventListener("input", applySearch);
+    search.addEventListener("keydown", (event) => {  // Enter selects the first match shown
+      const first = event.key === "Enter" && list.querySelector("li:not([hidden])");
+      if (first) store.set({ selected: Number(first.dataset.class) });
+    });
     sortMenu.addEventListener("change", applySort);
     store.on("selected", () => {
       if (sortMenu.value === "similarity") applySort();
