@@ -27,7 +27,7 @@ gpu_only = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU: half precision 
 
 K = 4  # classes
 REF = TorchBackend(compute_dtype=torch.float64)
-RULES = [mass(0.01), mass(0.3), mass(1.0), topk(1), topk(7)]
+RULES = [mass(0.01), mass(1.0), topk(1), topk(7)]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_unavailable_reasons(monkeypatch):
 
 # ------------------------------------------------------------------------------ activation (SPEC.md A)
 # Several channel blocks per image: 130 channels in channels_last, 37 x 23x29 positions in NCHW.
-ACT_SHAPES = [(3, 37, 7, 9), (1, 5, 1, 1), (2, 130, 5, 3), (2, 37, 23, 29)]
+ACT_SHAPES = [(3, 37, 7, 9), (1, 5, 1, 1), (1, 130, 5, 3), (2, 37, 23, 29)]
 
 
 @pytest.mark.parametrize("shape", ACT_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -82,7 +82,7 @@ def test_activation_matches_reference(triton_backend, shape, channels_last):
     excluded = (torch.rand(shape[1], generator=g) < 0.2).to(DEVICE)
     for rule in RULES:
         _check_activation(triton_backend, batches, rule)
-    _check_activation(triton_backend, batches, mass(0.05), excluded)
+    _check_activation(triton_backend, batches, mass(0.2), excluded)
     _check_activation(triton_backend, batches, topk(3), excluded)
 
 
