@@ -167,6 +167,9 @@ def get(url: str, host: str | None = None) -> tuple[int, dict, bytes]:
 
 def test_index_built_from_graphs_alone(tmp_path):
     folder = write_graphs_only(tmp_path / "summit")
+    sparse = json.loads((folder / "ag" / "ag-4.json").read_text())
+    sparse["conv1"] = []
+    (folder / "ag" / "ag-4.json").write_text(json.dumps(sparse))
     index, classes = build_index(folder)
     assert index["num_classes"] == len(NAMES)
     assert index["layers"] == list(LAYERS)                      # graphs list last to first
@@ -178,6 +181,8 @@ def test_index_built_from_graphs_alone(tmp_path):
     assert sorted((e["i"], -e["c"]) for e in top)[::-1] == [(e["i"], -e["c"]) for e in top]   # by count, descending
     assert {e["c"]: e["i"] for e in top} == {n["channel"]: n["count"] for n in graph["conv2"]}
     assert all(set(cls["embed"]) == set(LAYERS) for cls in classes)
+    assert classes[4]["embed"]["conv1"] is None and classes[4]["topChannels"]["conv1"] == []
+    assert all(cls["embed"][layer] is not None for cls in classes[:4] for layer in LAYERS)
     assert all(cls["numOfInstances"] is None for cls in classes)
 
     named, _ = build_index(folder, ["a", "b", "c", "d", "e"])
@@ -328,6 +333,7 @@ def test_page_on_an_export(page, export_dir, serve, tmp_path):
     graphs = [json.loads((export_dir / "ag" / f"ag-{c}.json").read_text()) for c in range(len(NAMES))]
     open_viewer(page, serve(export_dir), graphs[0])
     assert page.locator("#class-list li").count() == len(NAMES)
+    assert not page.locator("#graph-empty").is_visible()
 
     search_and_select(page, "fire", "fire truck")
     assert page.locator("#class-list li:not([hidden])").count() == 1
@@ -400,6 +406,33 @@ def test_page_without_data_js_explains_itself(page, tmp_path):
     status = page.locator("#status.error")
     status.wait_for()
     assert "summit-fast view" in status.text_content()
+
+
+@needs_browser
+def test_page_on_a_real_export(page, serve, tmp_path):
+    """aggregate() -> export() -> the page, including a class without images (an empty graph, no
+    embedding position)."""
+    import torch
+
+    import summit_fast
+    from summit_fast.export import export
+    from summit_fast.models import digits_cnn
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(16, 1, 8, 8, generator=generator), torch.randint(0, 9, (16,), generator=generator))
+               for _ in range(4)]  # class 9 gets no images
+    torch.manual_seed(0)
+    result = summit_fast.aggregate(digits_cnn().eval(), batches, selection=summit_fast.topk(4), backend="torch", progress=False)
+    folder = export(result, tmp_path / "export", embedding="pca")
+    graphs = [json.loads((folder / "ag" / f"ag-{c}.json").read_text()) for c in range(10)]
+
+    open_viewer(page, serve(folder), graphs[0])
+    assert graph_elements(page) == counts_in(graphs[0]) and counts_in(graphs[0])[1] > 0
+    page.click("#class-list li[data-class='9'] button")
+    wait_for_graph(page, graphs[9])
+    assert page.locator("#embedding-canvas circle.point.missing").count() == 1
+    assert page.locator("#graph-empty").is_visible()
+    page.screenshot(path=tmp_path / "real-export.png")
 
 
 @needs_browser

@@ -9,9 +9,10 @@ visualisations), so for such a folder they are built here from the graphs alone:
   only the kept channels);
 - a class's ``topChannels`` are its graph's node counts (the kept channels only, so the sidebar's
   similarity compares graphs, not full activation rows);
-- the embedding is a PCA of those count rows, normalised to unit length (the cosine geometry of the
-  similarity sort), each layer's axes flipped to agree with the previous layer's so that switching
-  layers moves points only as much as the data does;
+- the embedding is the export's PCA fallback applied to those count rows: the first two principal
+  components of the rows scaled to unit length (the cosine geometry of the similarity sort), each
+  layer's axes flipped to agree with the previous layer's so that switching layers moves points only
+  as much as the data does; a class without nodes in a layer has no position there;
 - instance counts and accuracies are unknown (``numOfInstances`` is null; the viewer disables those
   sorts).
 """
@@ -83,7 +84,8 @@ def _top_channels(graph: dict) -> dict[str, list[dict]]:
 
 
 def _pca_embedding(top_channels: list[dict], layers: list[str], channels: dict[str, int]) -> list[dict]:
-    """Per class {layer: {"x", "y"}}: the first two principal components of the unit-normalised rows."""
+    """Per class {layer: {"x", "y"} or None}: the first two principal components of the unit-length
+    rows; None where the class has no node in that layer (as in an export)."""
     embeds = [{} for _ in top_channels]
     previous = None
     for layer in layers:
@@ -91,17 +93,19 @@ def _pca_embedding(top_channels: list[dict], layers: list[str], channels: dict[s
         for k, top in enumerate(top_channels):
             for entry in top.get(layer, []):
                 rows[k, entry["c"]] = entry["i"]
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        rows /= np.where(norms == 0, 1, norms)
-        u, s, _ = np.linalg.svd(rows - rows.mean(axis=0), full_matrices=False)
+        norms = np.linalg.norm(rows, axis=1)
+        present = norms > 0
         xy = np.zeros((len(rows), 2))
-        rank = min(2, len(s))
-        xy[:, :rank] = u[:, :rank] * s[:rank]
+        if present.any():
+            unit = rows[present] / norms[present, None]
+            u, s, _ = np.linalg.svd(unit - unit.mean(axis=0), full_matrices=False)
+            rank = min(2, len(s))
+            xy[present, :rank] = u[:, :rank] * s[:rank]
         if previous is not None:
             xy *= np.where((xy * previous).sum(axis=0) < 0, -1, 1)
         previous = xy
         for k, (x, y) in enumerate(xy):
-            embeds[k][layer] = {"x": round(float(x), 5), "y": round(float(y), 5)}
+            embeds[k][layer] = {"x": round(float(x), 5), "y": round(float(y), 5)} if present[k] else None
     return embeds
 
 
@@ -125,6 +129,7 @@ def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[d
     index = {
         "schema": "summit_fast.export",
         "version": 1,
+        "generator": "summit_fast.viewer: built from the ag/ graphs alone (not an export)",
         "num_classes": num_classes,
         "layers": layers,
         "channels": channels,

@@ -20,6 +20,7 @@
     const heightInput = document.getElementById("graph-height");
     const countInput = document.getElementById("count-filter");
     const countOutput = document.getElementById("count-filter-value");
+    const emptyNote = document.getElementById("graph-empty");
 
     const svg = d3.select("#graph-svg");
     svg.append("defs").append("clipPath")
@@ -46,6 +47,7 @@
       drawEdges(d3.scaleLinear().domain([0, d3.max(model.edges, (e) => e.inf) || 1]).range(EDGE_WIDTH));
       drawNodes(radius);
       title.textContent = data.classes[c].name;
+      emptyNote.hidden = model.nodes.length > 0;
       place(false);
       fit();
       applyFilter();
