@@ -52,7 +52,7 @@ def oracle_counts(net, batches, layers, edges, rule, k, r, num_classes, labels_f
                 for j in range(e.out_channels):
                     start = (j // (e.out_channels // e.spec.groups)) * cin_g
                     for s in oracle_top(scores[j].tolist(), k):
-                        counts[label, j, start + s] += 1
+                        counts[label, j, start + s] += 1  # dense, by input channel
     return act, inf
 
 
@@ -88,7 +88,9 @@ def test_sequential_cnn_with_stride_groups_dilation():
         ("features.4", "features.3", "features.5")]
     act, inf = oracle_counts(net, batches, result.layers, result.edges, mass(0.01).to_json(), 5, 1, 4)
     assert all(torch.equal(result.activation[l], act[l]) for l in result.layers)
-    assert all(torch.equal(result.influence[c], inf[c]) for c in inf)
+    grouped = result.edges[2]
+    assert grouped.spec.groups == 2 and result.influence["features.4"].shape == (4, 8, 4)  # compact: C_in/groups
+    assert all(torch.equal(e.dense(result.influence[e.conv]), inf[e.conv]) for e in result.edges)
 
 
 def test_shards_add_up_and_merge():
@@ -243,3 +245,20 @@ def test_no_conv_between_layers_is_named():
 
     with pytest.raises(DiscoveryError, match="no Conv2d found between 'a' and summary layer 'b'"):
         summit_fast.aggregate(NoConv().eval(), make_batches(1), layers=["a", "b"], num_classes=5, progress=False)
+
+
+def test_classes_restrict_the_rows_to_those_classes():
+    net = model()
+    batches = [(images, labels % 2 * 3 + 1) for images, labels in make_batches(3)]  # classes 1 and 4 only
+    full = summit_fast.aggregate(net, batches, backend="torch", progress=False)
+    some = summit_fast.aggregate(net, batches, classes=[4, 1], backend="torch", progress=False)
+    assert some.num_classes == 2 and some.class_ids == [4, 1] and full.class_ids == [0, 1, 2, 3, 4]
+    for layer in full.layers:
+        assert torch.equal(some.activation[layer], full.activation[layer][[4, 1]])
+    for conv in full.influence:
+        assert torch.equal(some.influence[conv], full.influence[conv][[4, 1]])
+    assert torch.equal(some.confusion, full.confusion[[4, 1]][:, [4, 1]])
+    with pytest.raises(ValueError, match="batch 0: label 1 is not one of the classes"):
+        summit_fast.aggregate(net, batches, classes=[4], backend="torch", progress=False)
+    with pytest.raises(ValueError, match="out of range for 5 classes"):
+        summit_fast.aggregate(net, batches, classes=[7], backend="torch", progress=False)

@@ -123,15 +123,21 @@ def test_top_sources_ties_by_lower_index_and_small_groups():
     assert top_sources(scores, 9).tolist() == [[[1, 2, 3, 0]]]
 
 
-def test_influence_update_grouped_counts_use_global_source_index():
+def test_influence_update_grouped_counts_index_sources_within_the_group():
     torch.manual_seed(0)
     x = torch.randn(3, 4, 5, 5)
     w = torch.randn(4, 2, 3, 3)  # groups=2: targets 0,1 read sources 0,1; targets 2,3 read 2,3
-    counts = torch.zeros(2, 4, 4, dtype=torch.int32)
-    TorchBackend(torch.float64).influence_update(x, w, ConvSpec(pad=(1, 1, 1, 1), groups=2), torch.tensor([0, 1, 1]),
-                                                 counts, k=1)
-    assert counts[:, :2, 2:].sum() == 0 and counts[:, 2:, :2].sum() == 0
+    conv = ConvSpec(pad=(1, 1, 1, 1), groups=2)
+    counts = torch.zeros(2, 4, 2, dtype=torch.int32)  # (K, C_out, C_in / groups)
+    TorchBackend(torch.float64).influence_update(x, w, conv, torch.tensor([0, 1, 1]), counts, k=1)
     assert counts.sum(dim=2).tolist() == [[1, 1, 1, 1], [2, 2, 2, 2]]
+    scores = influence_scores(x, w, conv, dtype=torch.float64)
+    best = scores.argmax(dim=2)  # k=1: the best source within the group, per image and target
+    expected = torch.zeros_like(counts)
+    for b, label in enumerate([0, 1, 1]):
+        for j in range(4):
+            expected[label, j, best[b, j]] += 1
+    assert torch.equal(counts, expected)
 
 
 def test_reference_does_not_depend_on_chunking(monkeypatch):

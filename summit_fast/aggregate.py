@@ -89,7 +89,9 @@ class Aggregator:
     Args:
         model: a CNN (``nn.Module``).
         layers: summary layer module names, in order; default ``model.SUMMARY_LAYERS``.
-        num_classes: K; default: the size of the model's output.
+        num_classes: the number of classes labels index into; default: the size of the model's output.
+        classes: count only these class indices (each gets one row of the counts, in this order:
+            the result's ``class_ids``); a label of another class is an error. Default: all.
         selection: channel selection rule, ``summit_fast.mass(0.01)`` (default) or ``summit_fast.topk(k)``.
         influence: also count influences (SPEC.md B); False counts activations only.
         influence_k: sources kept per target channel and image (default 5).
@@ -109,6 +111,7 @@ class Aggregator:
     """
 
     def __init__(self, model: nn.Module, *, layers: Sequence[str] | None = None, num_classes: int | None = None,
+                 classes: Sequence[int] | None = None,
                  selection: SelectionRule | None = None, influence: bool = True, influence_k: int = 5,
                  spatial_stride: int = 1, excluded: Mapping[str, Sequence[int]] | None = None,
                  label_source: str = "target", backend: str = "auto", device: torch.device | str | None = None,
@@ -135,7 +138,9 @@ class Aggregator:
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
                        "spatial_stride": int(spatial_stride), "label_source": label_source,
                        "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()},
-                       "examples": examples}
+                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes]}
+        if classes is not None and (len(set(self.params["classes"])) != len(classes) or min(classes, default=0) < 0):
+            raise ValueError(f"classes must be distinct non-negative class indices, got {list(classes)!r}")
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.num_classes, self.edges, self.input_shape = num_classes, edges, input_shape
         self.class_names = None if class_names is None else list(class_names)
@@ -245,9 +250,13 @@ class Aggregator:
                 graph = discover(self.model, probe, self.layers)
             output = self.model(probe)
             num_classes = self.num_classes or _infer_num_classes(output)
-        # Predictions are recorded when the output is (B, K) class scores.
-        params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes))
-        self._adopt(SummitResult.zeros(graph, int(num_classes), params, self.class_names, self.device))
+        classes = self.params["classes"]
+        if classes is not None and max(classes, default=0) >= num_classes:
+            raise ValueError(f"classes: {max(classes)} is out of range for {num_classes} classes")
+        # Predictions are recorded when the output is (B, num_classes) class scores.
+        params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes), num_classes=int(num_classes))
+        rows = len(classes) if classes is not None else num_classes
+        self._adopt(SummitResult.zeros(graph, rows, params, self.class_names, self.device))
 
     def _adopt(self, result: SummitResult) -> None:
         """Continue counting into ``result``."""
@@ -256,6 +265,9 @@ class Aggregator:
         self.excluded = _excluded_masks(self.params["excluded"], result.graph, self.device)
         self.convs = ({e.conv: (self.modules[e.conv], e.spec) for e in result.graph.edges}
                       if self.params["influence"] else {})
+        # row of each class index (-1: not counted)
+        self.row_of = torch.full((self.params["num_classes"],), -1, dtype=torch.long, device=self.device)
+        self.row_of[torch.tensor(result.class_ids, dtype=torch.long)] = torch.arange(result.num_classes)
         self._result = result
 
     def _autocast(self):
@@ -282,21 +294,25 @@ class Aggregator:
             output = self.model(images)
         if self.params["label_source"] == "prediction":
             labels = _logits(output).argmax(dim=1)
-        check_labels(labels, images.shape[0], result.num_classes, what=f"batch {index}: labels")
+        check_labels(labels, images.shape[0], self.params["num_classes"], what=f"batch {index}: labels")
         labels = labels.to(self.device, torch.long)
+        rows = self.row_of[labels]
+        if bool((rows < 0).any()):
+            raise ValueError(f"batch {index}: label {int(labels[rows < 0][0])} is not one of the classes being "
+                             f"aggregated (classes={self.params['classes']})")
         self._check_captured(index)
         # Everything is validated: from here on the whole batch is counted.
         self.interrupted = True
         for layer in self.layers:
-            self.engine.activation_update(self.captured[f"layer:{layer}"], labels, result.activation[layer],
+            self.engine.activation_update(self.captured[f"layer:{layer}"], rows, result.activation[layer],
                                           self.rule, self.excluded.get(layer))
         for conv, (module, spec) in self.convs.items():
-            self.engine.influence_update(self.captured[f"conv:{conv}"], module.weight, spec, labels,
+            self.engine.influence_update(self.captured[f"conv:{conv}"], module.weight, spec, rows,
                                          result.influence[conv], self.params["influence_k"],
                                          self.params["spatial_stride"])
-        result.images_per_class += torch.bincount(labels, minlength=result.num_classes)
+        result.images_per_class += torch.bincount(rows, minlength=result.num_classes)
         if self.record_predictions:
-            _add_predictions(result, output, labels)
+            _add_predictions(result, output, rows, self.row_of)
         for layer, state in result.examples.items():
             candidates = batch_candidates(self.captured[f"layer:{layer}"], image_ids)
             state.update(merge_examples(state, candidates, self.params["examples"]))
@@ -360,14 +376,17 @@ def _logits_shape(output) -> tuple | None:
         return None
 
 
-def _add_predictions(result: SummitResult, output, labels: torch.Tensor) -> None:
-    """Confusion counts and the summed top-1 probability per true class."""
+def _add_predictions(result: SummitResult, output, rows: torch.Tensor, row_of: torch.Tensor) -> None:
+    """Confusion counts (predictions of classes outside the result's are left out) and the
+    summed top-1 probability per true class."""
     scores = _logits(output).float()
     is_probability = bool((scores >= 0).all()) and torch.allclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-3)
     probability, predicted = (scores if is_probability else scores.softmax(dim=1)).max(dim=1)
+    predicted_rows = row_of[predicted]
+    known = predicted_rows >= 0
     k = result.num_classes
-    result.confusion.view(-1).index_add_(0, labels * k + predicted, torch.ones_like(labels))
-    result.top1_probability.index_add_(0, labels, probability.double())
+    result.confusion.view(-1).index_add_(0, rows[known] * k + predicted_rows[known], torch.ones_like(rows[known]))
+    result.top1_probability.index_add_(0, rows, probability.double())
 
 
 def _infer_num_classes(output) -> int:

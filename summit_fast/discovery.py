@@ -49,6 +49,25 @@ class ConvEdge:
     kernel_size: tuple[int, int]
     spec: ConvSpec
 
+    @property
+    def sources_per_target(self) -> int:
+        """Sources each output channel reads: ``in_channels / groups`` (the counts' last dim)."""
+        return self.in_channels // self.spec.groups
+
+    def source_channel(self, j, s):
+        """The input channel of source ``s`` (an index within target ``j``'s group)."""
+        return (j // (self.out_channels // self.spec.groups)) * self.sources_per_target + s
+
+    def dense(self, counts: torch.Tensor) -> torch.Tensor:
+        """Expand counts (..., C_out, C_in/groups) to (..., C_out, C_in), zeros outside each group."""
+        if self.spec.groups == 1:
+            return counts
+        out = counts.new_zeros(*counts.shape[:-1], self.in_channels)
+        j = torch.arange(self.out_channels, device=counts.device).view(-1, 1)
+        s = torch.arange(self.sources_per_target, device=counts.device).view(1, -1)
+        index = self.source_channel(j, s).expand(*counts.shape)
+        return out.scatter_(-1, index, counts)
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["spec"] = self.spec.to_json()

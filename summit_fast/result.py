@@ -34,16 +34,21 @@ class SummitResult:
 
     - ``activation[layer]``: int32 (K, C_layer) — images of class k that selected channel c.
     - ``influence[conv]``: int32 (K, C_out, C_src) — images of class k for which source channel i
-      was among the top-k influences on the conv's output channel j.
+      was among the top-k influences on the conv's output channel j. For a grouped or depthwise
+      conv the last dim holds only the C_src/groups sources of j's group (``edge.dense()``
+      expands it; ``edge.source_channel(j, s)`` names the input channel).
     - ``images_per_class``: int64 (K,).
     - ``confusion``: int64 (K, K) — images of class k (row) whose top-1 prediction was class p
-      (column); all zero when the model's output is not (B, K) class scores.
+      (column), over the result's classes; all zero when the model's output is not class scores.
     - ``top1_probability``: float64 (K,) — per class, the sum over its images of the top-1
       probability (softmax of the output, or the output itself when it already is probabilities).
     - ``examples[layer]``: when dataset examples were tracked (``params["examples"]`` = N > 0),
       the top-N images per channel (see :mod:`summit_fast.examples`); otherwise empty.
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
       ``params``: the aggregation parameters; ``class_names``: optional names.
+
+    Row k of every count is class ``class_ids[k]`` (0..K-1 unless the run was restricted to
+    some classes with ``classes=``).
     """
 
     activation: dict[str, torch.Tensor]
@@ -72,6 +77,13 @@ class SummitResult:
     @property
     def channels(self) -> dict[str, int]:
         return dict(self.graph.channels)
+
+    @property
+    def class_ids(self) -> list[int]:
+        """The class index (e.g. ImageNet's) of each row of the counts: ``params["classes"]``
+        when the run was restricted to some classes, else 0..K-1."""
+        classes = self.params.get("classes")
+        return list(range(self.num_classes)) if classes is None else list(classes)
 
     @property
     def num_images(self) -> int:
@@ -108,7 +120,8 @@ class SummitResult:
         ``examples`` dataset examples per channel."""
         k = num_classes
         specs = {f"activation/{l}": ((k, graph.channels[l]), torch.int32) for l in graph.layers}
-        specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.in_channels), torch.int32) for e in graph.edges})
+        specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.sources_per_target), torch.int32)
+                      for e in graph.edges})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
                      top1_probability=((k,), torch.float64))
         if examples:

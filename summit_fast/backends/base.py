@@ -83,7 +83,9 @@ class Backend:
         """Add one batch to a conv edge's influence counts (SPEC.md B).
 
         x: the conv's input (B, C_in, H, W). weight: (C_out, C_in/groups, kh, kw).
-        counts: (K, C_out, C_in) int32, updated in place.
+        counts: (K, C_out, C_in/groups) int32, updated in place; entry [k, j, s] is source
+        channel ``group(j) * C_in/groups + s`` (for groups=1 simply input channel s), so grouped
+        and depthwise convs store only the sources a target can have.
         """
         _check_float4d(x, "conv input")
         _check_float4d(weight, "conv weight")
@@ -97,7 +99,7 @@ class Backend:
             raise ValueError(f"spatial_stride must be a positive int, got {spatial_stride!r}")
         if weight.device != x.device:
             raise ValueError(f"conv weight is on {weight.device} but its input is on {x.device}")
-        _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, c_in), x.device)
+        _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, cin_g), x.device)
         check_labels(labels, b, counts.shape[0])
         conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
         if b == 0:

@@ -108,13 +108,12 @@ def top_sources(scores: torch.Tensor, k: int) -> torch.Tensor:
     return order[:, :, : min(k, scores.shape[2])]
 
 
-def add_influence_counts(counts: torch.Tensor, labels: torch.Tensor, local_sources: torch.Tensor, groups: int) -> None:
-    """counts[labels[b], j, group(j)*C_in/g + s] += 1 for every kept local source s."""
-    k_cls, c_out, c_in = counts.shape
-    b, _, kk = local_sources.shape
+def add_influence_counts(counts: torch.Tensor, labels: torch.Tensor, local_sources: torch.Tensor) -> None:
+    """counts[labels[b], j, s] += 1 for every kept source s (indexed within j's group)."""
+    _, c_out, cin_g = counts.shape
+    b = local_sources.shape[0]
     j = torch.arange(c_out, device=counts.device).view(1, c_out, 1)
-    group_start = (j // (c_out // groups)) * (c_in // groups)
-    flat = (labels.long().view(b, 1, 1) * c_out + j) * c_in + group_start + local_sources
+    flat = (labels.long().view(b, 1, 1) * c_out + j) * cin_g + local_sources
     counts.view(-1).index_put_((flat.reshape(-1),), torch.ones(flat.numel(), dtype=torch.int32, device=counts.device),
                                accumulate=True)
 
@@ -139,4 +138,4 @@ class TorchBackend(Backend):
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
         scores = influence_scores(x, weight, conv, spatial_stride, self.compute_dtype)
-        add_influence_counts(counts, labels, top_sources(scores, k), conv.groups)
+        add_influence_counts(counts, labels, top_sources(scores, k))
