@@ -1,0 +1,168 @@
+"""Images from a folder, preprocessed for a model: :class:`ImageFolderDataset` and :class:`Preprocess`.
+
+Pillow reads the files (JPEG, PNG, BMP). It is imported when an image is first read, so the
+models, whose ``PREPROCESS`` is a :class:`Preprocess`, import without it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .imagenet import imagenet_class_index, imagenet_class_names
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+LABEL_MODES = ("auto", "folders", "imagenet", "none")
+UNLABELED = -1
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Central crop, bilinear resize to ``size`` x ``size``, then ``x = (pixel - mean) / std`` per
+    RGB channel, with pixels in 0..255.
+
+    ``square_crop=True`` crops the central square of side ``crop_fraction`` * the shorter side
+    (torchvision's ``Resize(256)`` + ``CenterCrop(224)`` for ``crop_fraction=0.875``, up to
+    resampling); ``False`` keeps ``crop_fraction`` of each side, so the aspect ratio changes on
+    resize (TensorFlow's ``central_crop``, as TF-slim evaluation does).
+    """
+
+    size: int
+    crop_fraction: float
+    square_crop: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The central crop of a ``width`` x ``height`` image as (left, top, right, bottom) pixels;
+        it is what the model's input shows, resized to ``size`` x ``size``."""
+        if self.square_crop:
+            crop_w = crop_h = max(1, int(min(width, height) * self.crop_fraction))
+        else:
+            crop_w, crop_h = max(1, int(width * self.crop_fraction)), max(1, int(height * self.crop_fraction))
+        left, top = (width - crop_w) // 2, (height - crop_h) // 2
+        return left, top, left + crop_w, top + crop_h
+
+    def __call__(self, image) -> torch.Tensor:
+        """A PIL image as the model's input, float32 (3, size, size)."""
+        from PIL import Image
+
+        image = image.convert("RGB")
+        # Crop, then resize the crop alone: the filter sees no pixel outside the crop.
+        image = image.crop(self.crop_box(*image.size)).resize((self.size, self.size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        return ((pixels - mean) / std).contiguous()
+
+
+# torchvision's ImageNet models: mean/std of ImageNet in 0..255 (0.485, 0.456, 0.406 and 0.229,
+# 0.224, 0.225 on the 0..1 scale), Resize(256) + CenterCrop(224).
+TORCHVISION_IMAGENET = Preprocess(224, 0.875, True, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+# TensorFlow-slim's "inception" convention (its MobileNets, the Coral/TFLite models): central
+# 87.5% of each side, x = (pixel - 128) / 128 (the uint8 models' zero point 128, scale 1/128).
+TF_SLIM_IMAGENET = Preprocess(224, 0.875, False, (128.0, 128.0, 128.0), (128.0, 128.0, 128.0))
+
+
+def open_rgb(path: str | os.PathLike):
+    """Read an image file as an RGB PIL image; ``OSError`` naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # converting decodes the whole file, inside this try
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise OSError(f"cannot read image file {path}: {exc}") from exc
+
+
+class ImageFolderDataset(Dataset):
+    """The JPEG/PNG/BMP images under ``root``, as ``(preprocess(image), label)`` pairs.
+
+    ``labels`` says where labels come from:
+
+    - ``"folders"``: each sub-folder of ``root`` is a class (images found recursively in it);
+      class i is the i-th sub-folder name in sorted order. Images directly in ``root`` are left out.
+    - ``"imagenet"``: from ImageNet-style file names ``<wnid>_<name>.JPEG`` anywhere under
+      ``root``; the label is the wnid's index among the 1000 ILSVRC-2012 classes (see
+      :mod:`summit_fast.imagenet`), so a subset of classes keeps the standard indices.
+    - ``"none"``: unlabeled; every label is ``-1`` (aggregate with ``label_source="prediction"``).
+    - ``"auto"`` (default): ``"imagenet"`` if every file name starts with a known wnid, else
+      ``"folders"`` if ``root`` has sub-folders, else an error.
+
+    ``preprocess`` turns an RGB PIL image into the model's input tensor: a model's
+    ``PREPROCESS`` (a :class:`Preprocess`) or any callable. Files are listed and labelled when
+    the dataset is made (errors name the file); an image is read only when its item is fetched.
+
+    Attributes: ``paths`` (each item's file, sorted; for cropping dataset examples from the
+    original image, with ``preprocess.crop_box``), ``targets`` (each item's label), ``classes``
+    (the class names, position = label; empty when unlabeled), ``label_mode``.
+    """
+
+    def __init__(self, root: str | os.PathLike, preprocess, *, labels: str = "auto"):
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"image folder {self.root} does not exist or is not a folder")
+        self.preprocess = preprocess
+        files = _image_files(self.root)
+        if not files:
+            raise ValueError(f"no {'/'.join(e[1:].upper() for e in IMAGE_EXTENSIONS)} images under {self.root}")
+        wnid_labels = [_wnid_label(p) for p in files]
+        self.label_mode = _auto_label_mode(self.root, files, wnid_labels) if labels == "auto" else labels
+        if self.label_mode == "folders":
+            self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+            index = {name: i for i, name in enumerate(self.classes)}
+            labelled = [(p, index[p.relative_to(self.root).parts[0]]) for p in files if p.parent != self.root]
+            if not labelled:
+                raise ValueError(f"labels='folders' but {self.root} has no images in class sub-folders")
+            self.paths, self.targets = [p for p, _ in labelled], [y for _, y in labelled]
+        elif self.label_mode == "imagenet":
+            unknown = _first_unknown_wnid(files, wnid_labels)
+            if unknown is not None:
+                raise ValueError(f"{unknown}: the file name does not start with one of the 1000 ILSVRC-2012 WordNet "
+                                 "ids (expected '<wnid>_<name>.JPEG', e.g. n01440764_tench.JPEG)")
+            self.classes, self.paths, self.targets = imagenet_class_names(), files, wnid_labels
+        else:
+            self.classes, self.paths, self.targets = [], files, [UNLABELED] * len(files)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.preprocess(open_rgb(self.paths[index])), self.targets[index]
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, sorted; hidden files and folders are skipped."""
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _wnid_label(path: Path) -> int | None:
+    """The ImageNet class index of a file named ``<wnid>_<name>.<ext>``, or None."""
+    try:
+        return imagenet_class_index(path.stem.split("_", 1)[0])
+    except KeyError:
+        return None
+
+
+def _first_unknown_wnid(files: list[Path], wnid_labels: list[int | None]) -> Path | None:
+    return next((p for p, y in zip(files, wnid_labels) if y is None), None)
+
+
+def _auto_label_mode(root: Path, files: list[Path], wnid_labels: list[int | None]) -> str:
+    unknown = _first_unknown_wnid(files, wnid_labels)
+    if unknown is None:
+        return "imagenet"
+    if any(p.parent != root for p in files):
+        return "folders"
+    raise ValueError(f"cannot tell the labels of the images in {root}: {unknown} is not named "
+                     "'<wnid>_<name>' with an ImageNet WordNet id and there are no class sub-folders; "
+                     "pass labels='none' for unlabeled images")
