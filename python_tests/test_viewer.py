@@ -207,6 +207,16 @@ def test_index_errors_and_class_name_files(tmp_path, export_dir):
     assert read_class_names(tmp_path / "names.txt") == read_class_names(tmp_path / "names.json") == ["tench", "goldfish"]
 
 
+def test_page_references_only_shipped_files():
+    """Every script and stylesheet the page loads ships in the package (data.js is generated)."""
+    from summit_fast.viewer import STATIC_DIR
+    html = (STATIC_DIR / "index.html").read_text()
+    referenced = set(re.findall(r'(?:src|href)="([^":]+)"', html)) - {"data.js"}
+    assert {"vendor/d3.min.js", "viewer.css", "js/main.js"} <= referenced
+    assert all((STATIC_DIR / path).is_file() for path in referenced), referenced
+    assert (STATIC_DIR / "vendor" / "LICENSE.d3").is_file()
+
+
 def test_server_routes_and_refusals(tmp_path, export_dir, serve):
     url = serve(export_dir)
     assert url.startswith("http://127.0.0.1:")
