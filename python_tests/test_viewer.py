@@ -376,6 +376,10 @@ def test_page_on_an_export(page, export_dir, serve, tmp_path):
                            " return img && img.complete && img.naturalWidth > 0; }")
     page.wait_for_function("() => document.querySelectorAll('#details .examples img:not([hidden])').length === 3")
     assert page.locator("#graph-svg.focused g.node.lit").count() >= 1 + len(node["prev_channels"])
+    page.mouse.move(5, 5)
+    assert page.locator("#graph-svg.focused").count() == 0
+    page.focus(f"#graph-svg g.node[data-layer='conv2'][data-channel='{graphs[3]['conv2'][0]['channel']}']")
+    assert details.locator("h3").text_content() == f"conv2 · channel {graphs[3]['conv2'][0]['channel']}"
 
     page.fill("#count-filter", str(node["count"]))  # the node itself stays; lower counts are hidden
     hidden = sum(n["count"] < node["count"] for layer_nodes in graphs[3].values() for n in layer_nodes)

@@ -91,8 +91,10 @@
         .attr("class", "node")
         .attr("data-layer", (n) => n.layer)
         .attr("data-channel", (n) => n.channel)
-        .on("mouseenter", (event, n) => focus(n))
-        .on("mouseleave", () => focus(null));
+        .attr("tabindex", 0)  // keyboard users reach the details with Tab
+        .attr("aria-label", (n) => `${n.layer} channel ${n.channel}`)
+        .on("mouseenter focus", (event, n) => focus(n))
+        .on("mouseleave blur", () => focus(null));
       nodes.append("circle").attr("class", "disc").attr("r", (n) => radius(n.count));
       nodes.filter((n) => data.featureVisUrl(n.layer, n.channel))
         .append("image")
