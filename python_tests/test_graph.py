@@ -45,6 +45,11 @@ RESIDUAL_LIKE = make_graph(  # two convs summed into the same channels (a ResNet
     {"R0": 5, "R1": 6},
     [("stem", "input", "R0", 0, 3, 5), ("main", "R0", "R1", 0, 5, 6), ("down", "R0", "R1", 0, 5, 6)])
 
+GROUPED = make_graph(  # grouped convs (2 groups), whose counts are compact: (C_out, C_in / groups)
+    {"G0": 4, "G1": 8},
+    [("stem", "input", "G0", 0, 3, 4), ("gd", "G0", "G1", 0, 4, 4, 2), ("ge", "G0", "ge", 0, 4, 6, 2),
+     ("gp", "ge", "G1", 4, 6, 4, 2)])
+
 CHAIN_ONLY = make_graph(  # no direct branch: n comes from the chain's last conv
     {"M0": 5, "M1": 4},
     [("stem", "input", "M0", 0, 3, 5), ("exp", "M0", "exp", 0, 5, 8), ("proj", "exp", "M1", 0, 8, 4)])
@@ -58,10 +63,7 @@ def random_result(graph: ModelGraph, num_classes: int, seed: int, density: float
         a.copy_(torch.randint(0, 60, a.shape, generator=gen) * (torch.rand(a.shape, generator=gen) < 0.6))
     for e in graph.edges:
         t = result.influence[e.conv]
-        counts = torch.randint(1, 40, t.shape, generator=gen) * (torch.rand(t.shape, generator=gen) < density)
-        if e.spec.groups > 1:  # depthwise: only the channel's own source
-            counts *= torch.eye(t.shape[1], t.shape[2], dtype=torch.int64)
-        t.copy_(counts)
+        t.copy_(torch.randint(1, 40, t.shape, generator=gen) * (torch.rand(t.shape, generator=gen) < density))
     result.images_per_class.fill_(50)
     return result
 
@@ -74,7 +76,8 @@ def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: flo
     layers = graph.layers
     excluded = {l: set(v) for l, v in result.params.get("excluded", {}).items()}
     by_name = {e.conv: e for e in graph.edges}
-    counts = {name: t[c].numpy().astype(np.int64) for name, t in result.influence.items()}
+    counts = {name: by_name[name].dense(t[c]).numpy().astype(np.int64)  # grouped convs: (C_out, C_in)
+              for name, t in result.influence.items()}
 
     def widest(conv, prev):  # (out, C_prev): max over paths of the min along the path
         e = by_name[conv]
@@ -147,7 +150,7 @@ def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: flo
 
 def attr_reference(result: SummitResult, c: int, layer: str, ch: int) -> list[tuple[int, int]]:
     e = next(e for e in result.graph.edges if e.target == layer and e.target_offset <= ch < e.target_offset + e.out_channels)
-    row = result.influence[e.conv][c, ch - e.target_offset].numpy()
+    row = e.dense(result.influence[e.conv][c]).numpy()[ch - e.target_offset]
     order = sorted(range(len(row)), key=lambda i: (-row[i], i))[:3]
     return [(i, int(row[i])) for i in order if row[i] > 0]
 
@@ -224,7 +227,8 @@ def test_two_node_graph_has_the_closed_form_pagerank():
 # ---------------------------------------------------------------------------------------------
 # Whole graphs against the oracle
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("graph", [INCEPTION_LIKE, RESIDUAL_LIKE, CHAIN_ONLY], ids=["inception", "residual", "chain"])
+@pytest.mark.parametrize("graph", [INCEPTION_LIKE, RESIDUAL_LIKE, GROUPED, CHAIN_ONLY],
+                         ids=["inception", "residual", "grouped", "chain"])
 @pytest.mark.parametrize("tau", [0.075, 0.3])
 def test_graphs_match_the_reference(graph, tau):
     result = random_result(graph, num_classes=5, seed=len(graph.edges))
@@ -274,6 +278,31 @@ def test_widest_path_and_top_n_rule():
     assert g.to_summit()["Q"][0]["attr_channels"][0]["prev_channel"] in {"0", "1"}
 
 
+@pytest.mark.parametrize("max_count", [3, 1000])
+def test_top_widest_matches_brute_force(max_count):
+    """The band algorithm behind the top-n rule, on several products at once, with many ties."""
+    from summit_fast.graph import _Coo, _Product, _top_widest
+
+    rng = np.random.default_rng(max_count)
+    products, dense = [], []
+    for kc, j, m, c in [(3, 7, 5, 9), (3, 4, 6, 11), (3, 9, 3, 4)]:
+        a = rng.integers(1, max_count + 1, (kc, j, m)) * (rng.random((kc, j, m)) < 0.5)
+        b = rng.integers(1, max_count + 1, (kc, m, c)) * (rng.random((kc, m, c)) < 0.5)
+        n = rng.integers(1, 6, kc)
+        row_ok = rng.random(j) < 0.8
+        products.append(_Product(_Coo.from_dense(a), a.shape, _Coo.from_dense(b), n, c, row_ok))
+        dense.append((a, b, n, row_ok))
+    for out, (a, b, n, row_ok) in zip(_top_widest(products), dense):
+        got = sorted(zip(out.k.tolist(), out.row.tolist(), out.col.tolist(), out.val.tolist()))
+        expected = []
+        for k in range(a.shape[0]):
+            w = np.max(np.minimum(a[k][:, :, None], b[k][None]), axis=1)
+            for j in np.flatnonzero(row_ok):
+                best = sorted((i for i in range(w.shape[1]) if w[j, i] > 0), key=lambda i: (-w[j, i], i))[:n[k]]
+                expected += [(k, j, i, int(w[j, i])) for i in best]
+        assert got == sorted(expected)
+
+
 def test_three_conv_chain_widest_path():
     graph = make_graph({"X": 3, "Y": 2},
                        [("s", "input", "X", 0, 3, 3), ("exp", "X", "exp", 0, 3, 3),
@@ -282,7 +311,7 @@ def test_three_conv_chain_widest_path():
     result.activation["X"][0] = torch.tensor([1, 1, 1], dtype=torch.int32)
     result.activation["Y"][0] = torch.tensor([1, 1], dtype=torch.int32)
     result.influence["exp"][0] = torch.tensor([[9, 0, 0], [0, 4, 7], [2, 2, 2]])
-    result.influence["dw"][0] = torch.diag(torch.tensor([3, 8, 5]))
+    result.influence["dw"][0] = torch.tensor([[3], [8], [5]])  # depthwise: one source per channel (compact)
     result.influence["proj"][0] = torch.tensor([[6, 6, 0], [0, 9, 1]])
     g = class_graph(result, 0, tau=1.0)
     prev = {n.channel: n.prev_channels for n in g.nodes["Y"]}

@@ -231,7 +231,7 @@ class _Layout:
                                  f"not the previous summary layer {self.layers[li - 1]!r}")
             self.branches[li].append(_Branch(tuple(chain), e.target_offset, e.out_channels))
         self.overlapping = [_overlaps([(b.offset, b.out) for b in bs]) for bs in self.branches]
-        self.sources = {e.conv: e.in_channels for e in graph.edges}
+        self.convs = {e.conv: e for e in graph.edges}
 
 
 def _overlaps(ranges: list[tuple[int, int]]) -> bool:
@@ -273,11 +273,9 @@ def _max_dedupe(k, row, col, val, shape) -> _Coo:
     return _Coo.from_dense(buf.reshape(shape))
 
 
-def _widest(a: np.ndarray, b: _Coo) -> tuple[np.ndarray, ...]:
-    """Candidates of the max-min product of dense ``a`` (K, J, M) and sparse ``b`` (K, M, I): for
-    every path j <- m <- i, ``(k, j, i, min(a[k, j, m], b[k, m, i]))``, not yet deduplicated."""
-    kc, _, m_dim = a.shape
-    ca = _Coo.from_dense(a)
+def _widest(ca: _Coo, b: _Coo, kc: int, m_dim: int) -> tuple[np.ndarray, ...]:
+    """Candidates of the max-min product of ``ca`` (K, J, M) and ``b`` (K, M, I): for every path
+    j <- m <- i, ``(k, j, i, min(ca[k, j, m], b[k, m, i]))``, not yet deduplicated."""
     row_counts = np.bincount(b.k * m_dim + b.row, minlength=kc * m_dim)
     row_start = np.cumsum(row_counts) - row_counts
     g = ca.k * m_dim + ca.col
@@ -292,16 +290,124 @@ def _expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return which, pos
 
 
-def _rank_in_row(k, row, col, val, n_rows) -> np.ndarray:
-    """Rank of each entry within its (k, row) by value descending, then col ascending."""
-    key = k * n_rows + row
-    order = np.lexsort((col, -val, key))
-    sorted_key = key[order]
-    first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
-    starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - starts
-    return rank
+@dataclass
+class _Product:
+    """One max-min product whose rows keep their top ``n`` entries: targets (a conv's outputs)
+    <- ``targets`` (K, J, M) counts <- ``paths`` (K, M, C) widest paths from the previous layer."""
+
+    targets: _Coo
+    shape: tuple[int, int, int]  # (K, J, M)
+    paths: _Coo
+    n: np.ndarray  # (K,) entries kept per row
+    sources: int  # C
+    row_ok: np.ndarray  # (J,) False for excluded targets
+
+
+def _level(values: np.ndarray) -> np.ndarray:
+    """A nondecreasing coarse level of positive counts (quarter octaves); only its monotonicity matters."""
+    return np.floor(4.0 * np.log2(values)).astype(np.int64)
+
+
+def _top_widest(products: list[_Product]) -> list[_Coo]:
+    """For every product and row (k, j): the top ``n[k]`` sources i by w = max over m of
+    min(a[k, j, m], paths[k, m, i]), ties by ascending i; returned as (k, j, i, w) per product.
+
+    Exact, without materialising the full product: paths are generated band by band in
+    decreasing value (a path's band is the level of its min, so each path appears once); a row
+    is finished in the band where it reaches n distinct sources, and only that band's entries
+    are sorted to break its ties. Rows of all products share one loop.
+    """
+    rows, qs, vals, key_base, n_row = [], [], [], [], []
+    b_q, b_col, b_val = [], [], []
+    row_off = q_off = key_off = 0
+    spans = []
+    for pr in products:
+        kc, n_j, n_m = pr.shape
+        ca = pr.targets.select(pr.row_ok[pr.targets.row])
+        rows.append(row_off + ca.k * n_j + ca.row)
+        qs.append(q_off + ca.k * n_m + ca.col)
+        vals.append(ca.val)
+        b_q.append(q_off + pr.paths.k * n_m + pr.paths.row)
+        b_col.append(pr.paths.col)
+        b_val.append(pr.paths.val)
+        key_base.append(key_off + np.arange(kc * n_j, dtype=np.int64) * pr.sources)
+        n_row.append(np.repeat(pr.n, n_j))
+        spans.append((row_off, kc * n_j, n_j))
+        row_off, q_off, key_off = row_off + kc * n_j, q_off + kc * n_m, key_off + kc * n_j * pr.sources
+    a_row, a_q, a_val = np.concatenate(rows), np.concatenate(qs), np.concatenate(vals)
+    b_q, b_col, b_val = np.concatenate(b_q), np.concatenate(b_col), np.concatenate(b_val)
+    key_base, n_row = np.concatenate(key_base), np.concatenate(n_row)
+    if not len(a_val) or not len(b_val):
+        return [_Coo(*(np.zeros(0, np.int64) for _ in range(4))) for _ in products]
+    a_lvl, b_lvl = _level(a_val), _level(b_val)  # counts >= 1: levels >= 0
+    top = int(max(a_lvl.max(), b_lvl.max())) + 1
+
+    # paths grouped by q, each group ordered by level descending (a counting sort, no comparison sort)
+    hist = np.bincount(b_q * top + b_lvl, minlength=q_off * top).reshape(q_off, top)
+    at_least = np.zeros((q_off, top + 1), dtype=np.int64)  # entries of group q with level >= l
+    at_least[:, :top] = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
+    q_start = np.cumsum(at_least[:, 0]) - at_least[:, 0]
+    by_level = np.argsort((top - 1 - b_lvl).astype(np.uint8), kind="stable")  # q stays sorted per level
+    q_s, l_s = b_q[by_level], b_lvl[by_level]
+    run = np.r_[True, (q_s[1:] != q_s[:-1]) | (l_s[1:] != l_s[:-1])]
+    idx = np.arange(len(q_s))
+    dest = q_start[q_s] + at_least[q_s, l_s + 1] + idx - np.maximum.accumulate(np.where(run, idx, 0))
+    col_sorted, val_sorted = np.empty_like(b_col), np.empty_like(b_val)
+    col_sorted[dest], val_sorted[dest] = b_col[by_level], b_val[by_level]
+
+    # targets' entries by level descending: those of level >= l are a prefix
+    order = np.argsort((top - 1 - a_lvl).astype(np.uint8), kind="stable")
+    a_row, a_q, a_val, a_lvl = a_row[order], a_q[order], a_val[order], a_lvl[order]
+    a_prefix = np.r_[np.cumsum(np.bincount(a_lvl, minlength=top)[::-1])[::-1], 0]
+
+    best = np.zeros(key_off, dtype=np.int64)  # best[key_base[row] + i]: w of a source found so far
+    owner = np.empty(key_off, dtype=np.int64)
+    found = np.zeros(row_off, dtype=np.int64)
+    active = np.ones(row_off, dtype=bool)
+    out_row, out_col, out_val = [], [], []
+    for lvl in np.unique(np.r_[a_lvl, b_lvl])[::-1]:
+        if not active.any():
+            break
+        e = np.flatnonzero(active[a_row[:a_prefix[lvl]]])
+        q = a_q[e]
+        here, above = at_least[q, lvl], at_least[q, lvl + 1]
+        at_lvl = a_lvl[e] == lvl  # the target's count sets the band: every path source of level >= lvl
+        which, pos = _expand(q_start[q] + np.where(at_lvl, 0, above), np.where(at_lvl, here, here - above))
+        if not len(which):
+            continue
+        e = e[which]
+        row, col = a_row[e], col_sorted[pos]
+        val = np.minimum(a_val[e], val_sorted[pos])
+        key = key_base[row] + col
+        new = best[key] == 0  # sources already found came through a higher band
+        row, col, val, key = row[new], col[new], val[new], key[new]
+        np.maximum.at(best, key, val)
+        win = np.flatnonzero(best[key] == val)
+        owner[key[win]] = win
+        win = win[owner[key[win]] == win]  # one entry per new source
+        row, col, val = row[win], col[win], val[win]
+        added = np.bincount(row, minlength=row_off)
+        need = n_row - found
+        ends = active & (added >= need) & (added > 0)
+        last = ends[row]
+        out_row.append(row[~last]), out_col.append(col[~last]), out_val.append(val[~last])
+        if last.any():  # the finishing band: its best `need` sources, value descending then index
+            r, c, v = row[last], col[last], val[last]
+            o = np.lexsort((c, -v, r))
+            r_o = r[o]
+            first = np.r_[True, r_o[1:] != r_o[:-1]]
+            rank = np.arange(len(o)) - np.maximum.accumulate(np.where(first, np.arange(len(o)), 0))
+            o = o[rank < need[r_o]]
+            out_row.append(r[o]), out_col.append(c[o]), out_val.append(v[o])
+        found += added
+        active &= ~ends
+    row, col, val = np.concatenate(out_row), np.concatenate(out_col), np.concatenate(out_val)
+    result = []
+    for off, size, n_j in spans:
+        sel = (row >= off) & (row < off + size)
+        k, j = np.divmod(row[sel] - off, n_j)
+        result.append(_Coo(k, j, col[sel], val[sel]))
+    return result
 
 
 def _top_sources(rows: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -339,56 +445,73 @@ class _Chunk:
         return self._cache[key]
 
     # -- edges ------------------------------------------------------------------------------
-    def _layer_edges(self, li: int) -> _Coo:
-        """Edges into layer li for every class of the chunk: (k, j in li, i in li-1, weight)."""
+    def _edges(self) -> list[_Coo]:
+        """Per layer li >= 1, the edges into it for every class of the chunk: (k, j in li, i in li-1, w)."""
         lay = self.layout
-        shape = (self.kc, lay.channels[li], lay.channels[li - 1])
-        excl_src, excl_tgt = lay.excluded[li - 1], lay.excluded[li]
-        parts, merged = [], []
-        nonzero = {True: np.zeros(self.kc, np.int64), False: np.zeros(self.kc, np.int64)}  # by "direct"
-        channels = {True: 0, False: 0}
-        for br in lay.branches[li]:
-            direct = len(br.chain) == 1
-            last = self._counts(br.chain[0])
-            nonzero[direct] += np.count_nonzero(last.reshape(self.kc, -1), axis=1)
-            channels[direct] += br.out
-            if direct:
-                e = _Coo.from_dense(last)
-                e.row += br.offset
-                parts.append(e.select(~excl_src[e.col] & ~excl_tgt[e.row]))
-            else:
-                merged.append(br)
-        if merged:
+        parts: list[list[_Coo]] = [[] for _ in lay.layers]
+        products, owners = [], []
+        for li in range(1, len(lay.layers)):
+            excl_src, excl_tgt = lay.excluded[li - 1], lay.excluded[li]
+            nonzero = {True: np.zeros(self.kc, np.int64), False: np.zeros(self.kc, np.int64)}  # by "direct"
+            channels = {True: 0, False: 0}
+            for br in lay.branches[li]:
+                direct = len(br.chain) == 1
+                last = self._counts(br.chain[0])
+                nonzero[direct] += np.count_nonzero(last.reshape(self.kc, -1), axis=1)
+                channels[direct] += br.out
+                if direct:
+                    e = self._sources(br.chain[0])
+                    e.row += br.offset
+                    parts[li].append(e.select(~excl_src[e.col] & ~excl_tgt[e.row]))
             basis = bool(channels[True])  # Summit's rule counts the direct branches when there are any
-            n = np.maximum(1, nonzero[basis] // channels[basis])
-        for br in merged:
-            k, j, i, w = self._chain_widest(br, li)
-            j = j + br.offset
-            keep = ~excl_src[i] & ~excl_tgt[j]
-            e = _max_dedupe(k[keep], j[keep], i[keep], w[keep], shape)
-            parts.append(e.select(_rank_in_row(e.k, e.row, e.col, e.val, shape[1]) < n[e.k]))
-        if not parts:
-            return _Coo(*(np.zeros(0, np.int64) for _ in range(4)))
-        edges = _Coo(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("k", "row", "col", "val")))
-        if lay.overlapping[li]:
-            edges = _max_dedupe(edges.k, edges.row, edges.col, edges.val, shape)
+            n = np.maximum(1, nonzero[basis] // max(channels[basis], 1))
+            for br in lay.branches[li]:
+                if len(br.chain) > 1:
+                    paths = self._chain_paths(br, li)
+                    writer = lay.convs[br.chain[0]]
+                    products.append(_Product(self._sources(br.chain[0]),
+                                             (self.kc, br.out, writer.in_channels),
+                                             paths.select(~excl_src[paths.col]), n, lay.channels[li - 1],
+                                             ~excl_tgt[br.offset:br.offset + br.out]))
+                    owners.append((li, br.offset))
+        for (li, offset), e in zip(owners, _top_widest(products) if products else []):
+            e.row += offset
+            parts[li].append(e)
+        edges = [_Coo(*(np.zeros(0, np.int64) for _ in range(4)))]
+        for li in range(1, len(lay.layers)):
+            e = _Coo(*(np.concatenate([getattr(p, f) for p in parts[li]] or [np.zeros(0, np.int64)])
+                       for f in ("k", "row", "col", "val")))
+            if lay.overlapping[li]:
+                e = _max_dedupe(e.k, e.row, e.col, e.val, (self.kc, lay.channels[li], lay.channels[li - 1]))
+            edges.append(e)
         return edges
 
-    def _chain_widest(self, br: _Branch, li: int) -> tuple[np.ndarray, ...]:
-        """Widest-path candidates (k, j', i, w) from layer li-1 to the outputs of ``br.chain[0]``."""
-        path = _Coo.from_dense(self._counts(br.chain[-1]))  # the conv that reads layer li-1
+    def _chain_paths(self, br: _Branch, li: int) -> _Coo:
+        """Widest paths from layer li-1 to the sources of ``br.chain[0]`` (the intermediate it reads)."""
+        paths = self._sources(br.chain[-1])  # the conv that reads layer li-1
         for conv in reversed(br.chain[1:-1]):  # longer chains: intermediates in between
-            a = self._counts(conv)
-            path = _max_dedupe(*_widest(a, path), (self.kc, a.shape[1], self.layout.channels[li - 1]))
-        return _widest(self._counts(br.chain[0]), path)
+            e = self.layout.convs[conv]
+            paths = _max_dedupe(*_widest(self._sources(conv), paths, self.kc, e.in_channels),
+                                (self.kc, e.out_channels, self.layout.channels[li - 1]))
+        return paths
+
+    def _sources(self, conv: str) -> _Coo:
+        """A conv's nonzero counts (k, output channel, input channel, count); a grouped conv's
+        compact source index is mapped to its input channel."""
+        e = _Coo.from_dense(self._counts(conv))
+        edge = self.layout.convs[conv]
+        if edge.spec.groups > 1:
+            e.col = edge.source_channel(e.row, e.col)
+        return e
 
     # -- graphs -----------------------------------------------------------------------------
     def graphs(self) -> list[ClassGraph]:
         lay = self.layout
         width, n_slots = lay.width, self.kc * lay.width
         tgt, src, weight = [], [], []
-        for li in range(1, len(lay.layers)):
-            e = self._layer_edges(li)
+        for li, e in enumerate(self._edges()):
+            if li == 0:
+                continue
             tgt.append(e.k * width + lay.offsets[li] + e.row)
             src.append(e.k * width + lay.offsets[li - 1] + e.col)
             weight.append(e.val)
@@ -502,6 +625,7 @@ class _Chunk:
                     continue
                 claimed[sel] = True
                 idx, val = _top_sources(self._counts(conv)[k[sel], ch[sel] - offset], ATTR_TOP)
+                idx = lay.convs[conv].source_channel((ch[sel] - offset)[:, None], idx)
                 for s, i_row, v_row in zip(kept_slots[sel].tolist(), idx.tolist(), val.tolist()):
                     out[int(s)] = [(i, v) for i, v in zip(i_row, v_row) if v > 0]
         return out
