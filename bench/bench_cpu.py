@@ -1,0 +1,222 @@
+"""Benchmark of the native CPU backend against the torch reference (issue 3).
+
+Per op and shape: median times of the float32 torch reference (TorchBackend) and the cpu
+backend, the speedup, and how close the cpu backend gets to the machine's floor: achieved
+GB/s of the activation update against the memory-read bandwidth measured here (a large tensor
+sum), and GFLOP/s of the influence update against the measured float32 matmul throughput.
+Shapes are InceptionV1's nine summary layers and conv edges at batch 16 and 224 px, and three
+MobileNetV2 blocks (1x1 expand, 3x3 depthwise, 1x1 project), all taken from the bundled models
+with forward hooks. Last, end-to-end ``summit_fast.aggregate`` against the plain forward pass.
+
+    python bench/bench_cpu.py            # everything, about 5 minutes on 2 cores
+    python bench/bench_cpu.py --quick    # three InceptionV1 layers, one MobileNetV2 block
+
+Influence GFLOP counts the definition (2 * B * C_out * C_in/groups * kh * kw * positions), which
+is also the FLOP count of the conv itself; for 1x1 convs the backends use the exact max/min
+shortcut instead, so their "GFLOP/s" there is an equivalent rate, not arithmetic done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+import summit_fast
+from summit_fast.backends.cpu import CpuBackend
+from summit_fast.backends.torch_ref import TorchBackend
+from summit_fast.convspec import ConvSpec
+from summit_fast.models import inception_v1, mobilenet_v2
+from summit_fast.rules import mass
+
+BATCH = 16
+NUM_CLASSES = 1000
+INCEPTION_BRANCHES = ("1x1", "3x3_bottleneck", "3x3", "5x5_bottleneck", "5x5", "pool_reduce")
+MOBILENET_BLOCKS = ("features.3", "features.13", "features.17")  # 56 px, 14 px, 7 px
+
+
+def median_time(fn, repeats: int, before=None) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up; ``before()`` runs
+    untimed ahead of each."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def capture_shapes(model: nn.Module, layers, convs) -> tuple[dict, dict]:
+    """Output shapes of ``layers`` and (input shape, conv module) of ``convs`` for one 224 px image."""
+    outputs, inputs, hooks = {}, {}, []
+    modules = dict(model.named_modules())
+    for name in layers:
+        hooks.append(modules[name].register_forward_hook(lambda m, i, o, n=name: outputs.__setitem__(n, o.shape)))
+    for name in convs:
+        hooks.append(modules[name].register_forward_hook(lambda m, i, o, n=name: inputs.__setitem__(n, (i[0].shape, m))))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    return outputs, inputs
+
+
+def model_cases(quick: bool):
+    """(activation cases, influence cases): (label, shape) and (label, input shape, conv module)."""
+    net = inception_v1()
+    layers = ["mixed3b", "mixed4d", "mixed5b"] if quick else net.SUMMARY_LAYERS
+    convs = [f"{layer}_{branch}_pre_relu_conv" for layer in layers for branch in INCEPTION_BRANCHES]
+    outs, ins = capture_shapes(net, layers, convs)
+    act = [(f"InceptionV1 {n}", outs[n]) for n in layers]
+    inf = [(f"{n.removesuffix('_pre_relu_conv')}", *ins[n]) for n in convs]
+
+    mnet = mobilenet_v2()
+    blocks = MOBILENET_BLOCKS[1:2] if quick else MOBILENET_BLOCKS
+    modules = dict(mnet.named_modules())
+    convs = [n for n in modules if n.startswith(tuple(b + "." for b in blocks)) and isinstance(modules[n], nn.Conv2d)]
+    outs, ins = capture_shapes(mnet, blocks, convs)
+    act += [(f"MobileNetV2 {b}", outs[b]) for b in blocks]
+    for n in convs:
+        shape, conv = ins[n]
+        kind = "depthwise" if conv.groups > 1 else ("expand" if conv.out_channels > conv.in_channels else "project")
+        inf.append((f"MobileNetV2 {n} ({kind})", shape, conv))
+    return act, inf
+
+
+def measure_read_bandwidth() -> float:
+    """GB/s of torch summing a 512 MiB float32 tensor (default threads)."""
+    x = torch.ones(128 * 1024 * 1024)
+    return x.numel() * 4 / median_time(x.sum, 5) / 1e9
+
+
+def measure_matmul_gflops() -> float:
+    """float32 GFLOP/s of a 2048^3 matmul (default threads): the arithmetic floor."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048**3 / median_time(lambda: a @ b, 5) / 1e9
+
+
+def bench_activation(cases, repeats, bandwidth):
+    ref, cpu = TorchBackend(torch.float32), CpuBackend()
+    flush = torch.ones(16 * 1024 * 1024)  # 64 MiB, read before each run: activations start cold
+    rows = []
+    for label, shape in cases:
+        acts = torch.randn(BATCH, *shape[1:])
+        labels = torch.randint(0, NUM_CLASSES, (BATCH,))
+        counts = torch.zeros(NUM_CLASSES, shape[1], dtype=torch.int32)
+        t_ref = median_time(lambda: ref.activation_update(acts, labels, counts, mass(0.01)), repeats, flush.sum)
+        t_cpu = median_time(lambda: cpu.activation_update(acts, labels, counts, mass(0.01)), repeats * 3, flush.sum)
+        gbs = acts.numel() * 4 / t_cpu / 1e9
+        rows.append((label, "x".join(map(str, acts.shape)), t_ref, t_cpu, t_ref / t_cpu, gbs, gbs / bandwidth))
+        print(f"  {label}: torch {t_ref * 1e3:.2f} ms, cpu {t_cpu * 1e3:.2f} ms", flush=True)
+    return rows
+
+
+def bench_influence(cases, repeats, matmul):
+    ref, cpu = TorchBackend(torch.float32), CpuBackend()
+    rows = []
+    for label, shape, conv in cases:
+        spec = ConvSpec.from_module(conv)
+        weight = conv.weight.detach()
+        x = torch.randn(BATCH, *shape[1:])
+        labels = torch.randint(0, NUM_CLASSES, (BATCH,))
+        counts = torch.zeros(NUM_CLASSES, weight.shape[0], shape[1], dtype=torch.int32)
+        ho, wo = spec.output_size(shape[2], shape[3], *weight.shape[2:])
+        gflop = 2 * BATCH * weight[0].numel() * weight.shape[0] * ho * wo / 1e9
+        t_ref = median_time(lambda: ref.influence_update(x, weight, spec, labels, counts), repeats)
+        t_cpu = median_time(lambda: cpu.influence_update(x, weight, spec, labels, counts), repeats * 3)
+        kernel = "x".join(map(str, weight.shape[2:]))
+        desc = f"{shape[1]}->{weight.shape[0]} {kernel}{' g' + str(spec.groups) if spec.groups > 1 else ''} @{shape[2]}"
+        rate = gflop / t_cpu
+        rows.append((label, desc, gflop, t_ref, t_cpu, t_ref / t_cpu, rate, rate / matmul if kernel != "1x1" else None))
+        print(f"  {label}: torch {t_ref * 1e3:.1f} ms, cpu {t_cpu * 1e3:.2f} ms", flush=True)
+    return rows
+
+
+def bench_aggregate(batches: int):
+    """Seconds for the plain forward pass, aggregate(activations only), aggregate(both)."""
+    model = inception_v1()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(BATCH, 3, 224, 224, generator=g) * 50, torch.randint(0, 1008, (BATCH,), generator=g))
+            for _ in range(batches)]
+
+    def forward():
+        with torch.no_grad():
+            for images, _ in data:
+                model(images)
+
+    def run(influence):
+        return lambda: summit_fast.aggregate(model, data, backend="cpu", influence=influence, progress=False,
+                                             num_classes=1008)
+
+    return median_time(forward, 2), median_time(run(False), 2), median_time(run(True), 2)
+
+
+def geomean(xs):
+    xs = list(xs)
+    return float(torch.tensor(xs).log().mean().exp())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="three InceptionV1 layers, one MobileNetV2 block")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the torch reference (cpu: 3x)")
+    parser.add_argument("--batches", type=int, default=3, help="batches of 16 for the aggregate timing")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches = min(args.batches, 1)
+
+    print(f"# {datetime.date.today()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"{summit_fast._C.num_threads()} OpenMP threads, torch {torch.__version__}", flush=True)
+    bandwidth, matmul = measure_read_bandwidth(), measure_matmul_gflops()
+    print(f"# measured: memory read {bandwidth:.1f} GB/s (512 MiB sum), float32 matmul {matmul:.0f} GFLOP/s", flush=True)
+    act_cases, inf_cases = model_cases(args.quick)
+    act = bench_activation(act_cases, args.repeats, bandwidth)
+    inf = bench_influence(inf_cases, args.repeats, matmul)
+
+    print("\n### Activation update (float32 NCHW, mass(0.01), K = 1000, cold cache)\n")
+    print("| layer | shape | torch ms | cpu ms | speedup | cpu GB/s | of read BW |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for label, shape, t_ref, t_cpu, speedup, gbs, frac in act:
+        print(f"| {label} | {shape} | {t_ref * 1e3:.2f} | {t_cpu * 1e3:.2f} | {speedup:.1f}x | {gbs:.1f} | {frac:.0%} |")
+    print("\n### Influence update (float32 NCHW, k = 5, K = 1000, spatial_stride 1)\n")
+    print("| conv edge | C_in->C_out kernel @px | GFLOP | torch ms | cpu ms | speedup | cpu GFLOP/s | of matmul |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, desc, gflop, t_ref, t_cpu, speedup, rate, frac in inf:
+        print(f"| {label} | {desc} | {gflop:.2f} | {t_ref * 1e3:.1f} | {t_cpu * 1e3:.2f} | {speedup:.1f}x | "
+              f"{rate:.1f} | {'-' if frac is None else f'{frac:.0%}'} |")
+
+    act_speed = [r[4] for r in act]
+    act_frac = [r[6] for r in act]
+    inf_speed = [r[5] for r in inf]
+    print("\n### Targets\n")
+    print(f"- activation >= 3x the torch reference: min {min(act_speed):.1f}x, geomean {geomean(act_speed):.1f}x; "
+          f"{sum(s >= 3 for s in act_speed)}/{len(act_speed)} shapes meet it")
+    print(f"- activation >= 60% of read bandwidth: min {min(act_frac):.0%}, median {statistics.median(act_frac):.0%}; "
+          f"{sum(f >= 0.6 for f in act_frac)}/{len(act_frac)} shapes meet it")
+    print(f"- influence >= 10x the torch reference: min {min(inf_speed):.1f}x, geomean {geomean(inf_speed):.1f}x; "
+          f"{sum(s >= 10 for s in inf_speed)}/{len(inf_speed)} edges meet it")
+    print(f"- all influence edges: torch {sum(r[3] for r in inf):.2f} s, cpu {sum(r[4] for r in inf):.3f} s "
+          f"({sum(r[3] for r in inf) / sum(r[4] for r in inf):.0f}x)")
+
+    if hasattr(summit_fast, "aggregate"):
+        t_fwd, t_act, t_inf = bench_aggregate(args.batches)
+        print(f"\n### End to end: InceptionV1 (random weights), {args.batches} batches of {BATCH} at 224 px\n")
+        print("| run | seconds | vs forward |")
+        print("|---|---:|---:|")
+        for label, t in (("plain forward (no_grad)", t_fwd), ("aggregate, activation only", t_act),
+                         ("aggregate, activation + influence", t_inf)):
+            print(f"| {label} | {t:.2f} | {t / t_fwd:.2f}x |")
+        print(f"\n- activation only <= 1.2x forward: {t_act / t_fwd:.2f}x; "
+              f"activation + influence <= 3x forward: {t_inf / t_fwd:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
