@@ -85,9 +85,8 @@ class _Handler(SimpleHTTPRequestHandler):
             self.directory = str(STATIC_DIR)
         return super().translate_path(path)
 
-    def list_directory(self, path):
+    def list_directory(self, path):  # no listings: answer 404, with no body for send_head to copy
         self.send_error(HTTPStatus.NOT_FOUND)
-        return None
 
     def end_headers(self):
         for name, value in _SECURITY_HEADERS.items():
