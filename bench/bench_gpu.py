@@ -1,0 +1,291 @@
+"""GPU benchmark of the Triton backend against the torch backend on the same GPU (issue 4).
+
+Per op, at InceptionV1 shapes (batch 256, 224 px), bf16 and fp32, NCHW and channels_last:
+- activation update (mass(0.01)) per summary layer mixed3a..mixed5b: median time
+  (triton.testing.do_bench, which flushes L2 between runs), achieved GB/s of the activations
+  read once, that as a fraction of the device copy bandwidth measured in the same run
+  (target >= 80%), and the speedup over the torch backend;
+- influence update (k=5, every output position) per conv edge (1x1, 3x3_bottleneck, 3x3,
+  5x5_bottleneck, 5x5, pool_reduce; the 3x3/5x5 inputs pre-padded as in the model): time,
+  GB/s of the input, TFLOP/s of 2*B*C_out*C_in*H_out*W_out*kh*kw (the conv's own FLOPs; 1x1
+  edges use the exact max/min shortcut, so there it is an equivalent rate), and the speedup
+  over torch (target >= 10x).
+Every op's counts are also compared with the torch backend's ("same" = identical counts).
+End to end: images/s of ``summit_fast.aggregate`` on InceptionV1 with pre-loaded GPU batches:
+forward only, + activation, + influence (target >= 10,000 images/s with both).
+
+Ops are timed through the backends' internal entry points (``_activation_update``,
+``_influence_update``): the public methods first check the labels on the host, which
+synchronises with the GPU, and that check is not the kernels' cost. TF32 is turned off so
+that torch's fp32 convs compute what the Triton kernels compute (IEEE fp32).
+
+    python bench/bench_gpu.py --out DIR            # ops at every layer, then end to end
+    python bench/bench_gpu.py --out DIR --quick    # influence at mixed3b/4d/5b only, fewer configs
+
+Tables are printed as they complete and written to DIR/bench_gpu.md and DIR/bench_gpu.json
+after every section, so a run cut short by ``--budget-s`` or a timeout still leaves results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import time
+import traceback
+
+import torch
+
+NUM_CLASSES = 1008
+INFLUENCE_K = 5
+# Summary layer: (input channels, spatial size, 1x1, 3x3_bottleneck, 3x3, 5x5_bottleneck, 5x5,
+# pool_reduce) -- SPEC.md B's table; the layer's channels are 1x1 + 3x3 + 5x5 + pool_reduce.
+MIXED = {
+    "mixed3a": (192, 28, 64, 96, 128, 16, 32, 32),
+    "mixed3b": (256, 28, 128, 128, 192, 32, 96, 64),
+    "mixed4a": (480, 14, 192, 96, 204, 16, 48, 64),
+    "mixed4b": (508, 14, 160, 112, 224, 24, 64, 64),
+    "mixed4c": (512, 14, 128, 128, 256, 24, 64, 64),
+    "mixed4d": (512, 14, 112, 144, 288, 32, 64, 64),
+    "mixed4e": (528, 14, 256, 160, 320, 32, 128, 128),
+    "mixed5a": (832, 7, 256, 160, 320, 48, 128, 128),
+    "mixed5b": (832, 7, 384, 192, 384, 48, 128, 128),
+}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def layer_channels(layer: str) -> tuple[int, int]:
+    _, size, c1, _, c3, _, c5, cp = MIXED[layer]
+    return c1 + c3 + c5 + cp, size
+
+
+def conv_edges(layer: str):
+    """(edge, C_in, C_out, kernel, input size) of the layer's six convs; 3x3/5x5 pre-padded."""
+    c_in, s, c1, c3r, c3, c5r, c5, cp = MIXED[layer]
+    return [("1x1", c_in, c1, 1, s), ("3x3_bottleneck", c_in, c3r, 1, s), ("3x3", c3r, c3, 3, s + 2),
+            ("5x5_bottleneck", c_in, c5r, 1, s), ("5x5", c5r, c5, 5, s + 4), ("pool_reduce", c_in, cp, 1, s)]
+
+
+class Run:
+    """Collects result rows per section and rewrites the output files after each section."""
+
+    def __init__(self, out: str, budget_s: float):
+        self.out, self.deadline = out, time.monotonic() + budget_s
+        self.sections: dict[str, dict] = {}
+        os.makedirs(out, exist_ok=True)
+
+    def time_left(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    def section(self, name: str, columns: list[str], note: str = "") -> list:
+        self.sections[name] = {"columns": columns, "rows": [], "note": note}
+        print(f"\n## {name}\n{note}\n| " + " | ".join(columns) + " |", flush=True)
+        return self.sections[name]["rows"]
+
+    def add(self, name: str, row: list) -> None:
+        self.sections[name]["rows"].append(row)
+        print("| " + " | ".join(_fmt(v) for v in row) + " |", flush=True)
+        self.save()
+
+    def save(self) -> None:
+        with open(os.path.join(self.out, "bench_gpu.json"), "w") as f:
+            json.dump(self.sections, f, indent=1, default=str)
+        lines = []
+        for name, sec in self.sections.items():
+            lines += [f"## {name}", sec["note"], "", "| " + " | ".join(sec["columns"]) + " |",
+                      "|" + "---|" * len(sec["columns"])]
+            lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in sec["rows"]]
+            lines.append("")
+        with open(os.path.join(self.out, "bench_gpu.md"), "w") as f:
+            f.write("\n".join(lines))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def bench_ms(fn, slow: bool = False) -> float:
+    """Median milliseconds of fn() (do_bench; few repetitions for slow reference ops)."""
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=2 if slow else 25, rep=20 if slow else 100, return_mode="median")
+
+
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy of 1 GiB: (read + write bytes) / time."""
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else t
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> str:
+    n = int((a != b).sum())
+    return "same" if n == 0 else f"{n} differ"
+
+
+def bench_activation(run: Run, batch: int, dtypes, layouts, copy_gbs: float) -> None:
+    from summit_fast.backends.torch_ref import TorchBackend
+    from summit_fast.backends.triton import TritonBackend
+    from summit_fast.rules import mass
+
+    name = "Activation update"
+    run.section(name, ["layer", "shape", "dtype", "layout", "triton us", "GB/s", "of copy", "torch us",
+                       "speedup", "counts vs torch"],
+                f"mass(0.01), batch {batch}; copy bandwidth {copy_gbs:,.0f} GB/s")
+    tri, ref, rule = TritonBackend(), TorchBackend(), mass(0.01)
+    for layer in MIXED:
+        c, s = layer_channels(layer)
+        for dname in dtypes:
+            for layout in layouts:
+                if not run.time_left():
+                    return
+                acts = _layout(torch.rand(batch, c, s, s, device="cuda", dtype=DTYPES[dname]), layout)
+                labels = torch.randint(0, NUM_CLASSES, (batch,), device="cuda")
+                got, want = (torch.zeros(NUM_CLASSES, c, dtype=torch.int32, device="cuda") for _ in range(2))
+                tri._activation_update(acts, labels, got, rule, None)
+                ref._activation_update(acts, labels, want, rule, None)
+                same = _diff(got, want)
+                t = bench_ms(lambda: tri._activation_update(acts, labels, got, rule, None))
+                t_ref = bench_ms(lambda: ref._activation_update(acts, labels, want, rule, None), slow=True)
+                gbs = acts.numel() * acts.element_size() / t / 1e6
+                run.add(name, [layer, f"{batch}x{c}x{s}x{s}", dname, layout, t * 1e3, gbs, f"{gbs / copy_gbs:.0%}",
+                               t_ref * 1e3, t_ref / t, same])
+
+
+def bench_influence(run: Run, batch: int, layers, dtypes, layouts, copy_gbs: float) -> None:
+    from summit_fast.backends.torch_ref import TorchBackend
+    from summit_fast.backends.triton import TritonBackend
+    from summit_fast.convspec import ConvSpec
+
+    name = "Influence update"
+    run.section(name, ["edge", "C_in->C_out", "k", "input", "dtype", "layout", "triton us", "GB/s", "of copy",
+                       "TFLOP/s", "torch us", "speedup", "counts vs torch"],
+                f"k={INFLUENCE_K}, every output position, batch {batch}; copy bandwidth {copy_gbs:,.0f} GB/s")
+    tri, ref, conv = TritonBackend(), TorchBackend(), ConvSpec()
+    for layer in layers:
+        for edge, c_in, c_out, k, size in conv_edges(layer):
+            for dname in dtypes:
+                for layout in layouts:
+                    if not run.time_left():
+                        return
+                    dtype = DTYPES[dname]
+                    x = _layout(torch.rand(batch, c_in, size, size, device="cuda", dtype=dtype), layout)
+                    weight = (torch.randn(c_out, c_in, k, k, device="cuda") * 0.05).to(dtype)
+                    labels = torch.randint(0, NUM_CLASSES, (batch,), device="cuda")
+                    got, want = (torch.zeros(NUM_CLASSES, c_out, c_in, dtype=torch.int32, device="cuda")
+                                 for _ in range(2))
+                    tri._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1)
+                    ref._influence_update(x, weight, conv, labels, want, INFLUENCE_K, 1)
+                    same = _diff(got, want)
+                    t = bench_ms(lambda: tri._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1))
+                    t_ref = bench_ms(lambda: ref._influence_update(x, weight, conv, labels, want, INFLUENCE_K, 1),
+                                     slow=True)
+                    out = size - k + 1
+                    flops = 2 * batch * c_out * c_in * out * out * k * k
+                    gbs = x.numel() * x.element_size() / t / 1e6
+                    run.add(name, [f"{layer}_{edge}", f"{c_in}->{c_out}", f"{k}x{k}", f"{size}x{size}", dname, layout,
+                                   t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", flops / t / 1e9, t_ref * 1e3, t_ref / t, same])
+                    del got, want
+
+
+def bench_end_to_end(run: Run, batch: int, n_batches: int, configs) -> None:
+    import summit_fast
+
+    name = "End to end (InceptionV1)"
+    run.section(name, ["config", "backend", "work", "images/s"],
+                f"{n_batches} pre-loaded GPU batches of {batch} x 3x224x224 after one warm-up batch")
+    try:
+        from summit_fast.models import inception_v1
+    except ImportError as exc:
+        run.add(name, ["-", "-", f"skipped: summit_fast.models.inception_v1 unavailable ({exc})", "-"])
+        return
+    if not hasattr(summit_fast, "aggregate"):
+        run.add(name, ["-", "-", "skipped: summit_fast.aggregate unavailable", "-"])
+        return
+    accepted = set(inspect.signature(summit_fast.Aggregator).parameters) if hasattr(summit_fast, "Aggregator") else None
+    model = inception_v1().cuda().eval()
+    batches = [(torch.rand(batch, 3, 224, 224, device="cuda") * 255 - 117,
+                torch.randint(0, NUM_CLASSES, (batch,), device="cuda")) for _ in range(n_batches)]
+
+    def images_per_s(fn) -> float:
+        fn(batches[:1])  # warm-up: kernel compilation, graph discovery
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(batches)
+        torch.cuda.synchronize()
+        return n_batches * batch / (time.perf_counter() - start)
+
+    for label, amp_dtype, channels_last in configs:
+        options = {k: v for k, v in {"amp_dtype": amp_dtype, "channels_last": channels_last}.items()
+                   if accepted is None or k in accepted}
+        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+
+        def forward(data):
+            with torch.inference_mode(), autocast():
+                for images, _ in data:
+                    model(images.contiguous(memory_format=torch.channels_last) if channels_last else images)
+
+        if not run.time_left():
+            return
+        run.add(name, [label, "-", "forward only", images_per_s(forward)])
+        for backend in ("triton", "torch"):
+            for influence in (False, True):
+                if not run.time_left():
+                    return
+                work = "+ activation + influence" if influence else "+ activation"
+                try:
+                    ips = images_per_s(lambda data: summit_fast.aggregate(
+                        model, data, backend=backend, influence=influence, progress=False, **options))
+                except Exception as exc:  # keep going: the other rows still mean something
+                    traceback.print_exc()
+                    ips = f"error: {type(exc).__name__}: {exc}"
+                run.add(name, [label, backend, work, ips])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="bench/results_gpu", help="folder for bench_gpu.md and bench_gpu.json")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="influence at mixed3b/4d/5b only; fp32 end to end skipped")
+    parser.add_argument("--e2e-batches", type=int, default=4)
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=1e9, help="stop starting new rows after this many seconds")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_gpu.py needs a CUDA GPU")
+    import triton
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    run = Run(args.out, args.budget_s)
+    props = torch.cuda.get_device_properties(0)
+    run.section("Device", ["device", "memory GiB", "SMs", "torch", "triton", "copy GB/s"])
+    copy_gbs = copy_bandwidth_gbs()
+    run.add("Device", [props.name, props.total_memory / 2**30, props.multi_processor_count, torch.__version__,
+                       triton.__version__, copy_gbs])
+    layouts = ["nchw", "nhwc"]
+    bench_activation(run, args.batch, list(DTYPES), layouts, copy_gbs)
+    layers = ["mixed3b", "mixed4d", "mixed5b"] if args.quick else list(MIXED)
+    bench_influence(run, args.batch, layers, list(DTYPES), layouts, copy_gbs)
+    if not args.skip_e2e:
+        configs = [("bf16 autocast, channels_last", torch.bfloat16, True)]
+        if not args.quick:
+            configs.append(("fp32, NCHW", None, False))
+        bench_end_to_end(run, args.batch, args.e2e_batches, configs)
+    if not run.time_left():
+        print(f"\nstopped early: --budget-s {args.budget_s:g} reached; rows above are complete", flush=True)
+    run.save()
+
+
+if __name__ == "__main__":
+    main()
