@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import summit_fast
-from summit_fast.discovery import discover
+from summit_fast.discovery import Skip, discover
 from summit_fast.imagenet import imagenet_class_index, imagenet_class_names, imagenet_wnids
 from summit_fast.images import TF_SLIM_IMAGENET, TORCHVISION_IMAGENET, ImageFolderDataset, Preprocess
 from summit_fast.models import VGG, mobilenet_v2, resnet18, resnet50, vgg16
@@ -205,8 +205,6 @@ def test_vgg16_discovery_has_one_direct_conv_per_layer():
     assert [(e.source, e.target) for e in graph.edges] == list(zip(["input"] + layers[:-1], layers))
 
 
-@pytest.mark.xfail(strict=True, reason="discovery takes an identity shortcut that carries a conv's output (not a "
-                   "summary layer's) for a direct conv edge, and then keeps only one of that conv's two roles")
 def test_resnet18_discovery_without_the_stem_layer():
     # Without "maxpool" as a summary layer, layer1.0 = relu(branch + stem conv output). As for
     # ResNet-50 (where layer1.0 has a downsample), the stem conv should be the input node.
@@ -214,6 +212,19 @@ def test_resnet18_discovery_without_the_stem_layer():
     model = resnet18()
     graph = discover(model, torch.zeros(1, 3, 64, 64), model.SUMMARY_LAYERS[1:])
     assert graph.input_node == "conv1" and "conv1" not in _by_conv(graph)
+    assert Skip("conv1", "layer1.0", 0, 0, 64) in graph.skips  # the identity shortcut, recorded
+
+
+def test_resnet18_skips_are_recorded_between_consecutive_blocks():
+    torch.manual_seed(0)
+    model = resnet18()
+    graph = discover(model, torch.zeros(1, 3, 64, 64), model.SUMMARY_LAYERS)
+    layers = model.SUMMARY_LAYERS
+    identity = [(s.source, s.target) for s in graph.skips]
+    # blocks without a downsample conv add their input unchanged
+    assert ("maxpool", "layer1.0") in identity and ("layer1.0", "layer1.1") in identity
+    assert ("layer1.1", "layer2.0") not in identity  # layer2.0's shortcut is a conv
+    assert all(layers.index(t) == layers.index(s) + 1 for s, t in identity)
 
 
 # ------------------------------------------------------------------ aggregation with random weights

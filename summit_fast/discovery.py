@@ -15,7 +15,7 @@ the last anchor that every conv path into it shares (InceptionV1: conv2d2).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
@@ -81,22 +81,37 @@ class ConvEdge:
 
 
 @dataclass(frozen=True)
+class Skip:
+    """Channels that reach a summary layer without passing a conv (a residual identity, a
+    pooled branch): channels [source_offset, +channels) of ``source`` are channels
+    [target_offset, +channels) of ``target``. Recorded, not counted."""
+
+    source: str
+    target: str
+    source_offset: int
+    target_offset: int
+    channels: int
+
+
+@dataclass(frozen=True)
 class ModelGraph:
-    """What discovery found: summary layers in order, every node's channel count, and the edges."""
+    """What discovery found: summary layers in order, every node's channel count, the conv
+    edges and the skip connections."""
 
     layers: list[str]
     input_node: str  # the node before the first summary layer
     channels: dict[str, int]
     edges: list[ConvEdge]
+    skips: list[Skip] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"layers": list(self.layers), "input_node": self.input_node, "channels": dict(self.channels),
-                "edges": [e.to_json() for e in self.edges]}
+                "edges": [e.to_json() for e in self.edges], "skips": [asdict(s) for s in self.skips]}
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelGraph":
         return cls(list(d["layers"]), d["input_node"], {k: int(v) for k, v in d["channels"].items()},
-                   [ConvEdge.from_json(e) for e in d["edges"]])
+                   [ConvEdge.from_json(e) for e in d["edges"]], [Skip(**s) for s in d.get("skips", [])])
 
 
 # A channel segment: channels [out_start, out_start+length) of a tensor are channels
@@ -232,34 +247,46 @@ def discover(model: nn.Module, images: torch.Tensor, layers: list[str]) -> Model
         raise DiscoveryError(f"more than {_MAX_CHAIN} convs in a row before layer {layer!r}")
 
     edges: list[ConvEdge] = []
-    channels: dict[str, int] = {}
+    skips: list[Skip] = []
     input_node = INPUT
     for li, layer in enumerate(layers):
         segs = layer_segs[layer] or []
-        direct = [(a, o) for a, s, o, n in segs if a in conv_module and s == 0 and n == conv_module[a].out_channels]
-        if not direct:
-            prev = layers[li - 1] if li else "the input"
-            raise DiscoveryError(f"no Conv2d found between {prev!r} and summary layer {layer!r}")
         prev = layers[li - 1] if li else None
-        chains = [chain_back(conv, prev, layer) for conv, _ in direct]
-        if prev is None:  # first layer: the last anchor shared by every path into it
-            prev = input_node = _shared_anchor(chains, conv_source)
-            chains = [c[:c.index(prev)] if prev in c else c for c in chains]
-        for chain, (conv, offset) in zip(chains, direct):
+        whole_convs = {a: o for a, s, o, n in segs if a in conv_module and s == 0 and n == conv_module[a].out_channels}
+        chains = {conv: chain_back(conv, prev, layer) for conv in whole_convs}
+        # A conv whose output also feeds another branch reaches this layer through a skip (e.g.
+        # ResNet's identity shortcut from the stem conv), not as a branch of its own.
+        upstream = {c for chain in chains.values() for c in chain[1:]}
+        direct = {conv: o for conv, o in whole_convs.items() if conv not in upstream}
+        if not direct:
+            raise DiscoveryError(f"no Conv2d found between {prev or 'the input'!r} and summary layer {layer!r}")
+        skip_segs = [(a, s, o, n) for a, s, o, n in segs if a not in direct]
+        if prev is None:  # first layer: the last anchor shared by every path into it, skips included
+            paths = [_sources(chains[c][0], conv_source) for c in direct]
+            paths += [[a] + _sources(a, conv_source) for a, *_ in skip_segs]
+            prev = input_node = _nearest_shared(paths)
+            chains = {c: chain[:chain.index(prev)] if prev in chain else chain for c, chain in chains.items()}
+        for conv, offset in direct.items():
+            chain = chains[conv]
             if conv_source[chain[-1]] != prev:
                 raise DiscoveryError(f"conv {chain[-1]!r} on the way into layer {layer!r} reads "
                                      f"{conv_source[chain[-1]]!r}, not the previous layer {prev!r}")
             for i, name in enumerate(chain):
                 target, target_offset = (layer, offset) if i == 0 else (name, 0)
                 edges.append(_edge(name, conv_module[name], conv_source[name], target, target_offset))
+        skips += [Skip(a, layer, s, o, n) for a, s, o, n in skip_segs]
+    channels: dict[str, int] = {}
     for e in edges:
         channels.setdefault(e.source, e.in_channels)
         if e.target == e.conv:
             channels[e.conv] = e.out_channels
     channels.update(layer_channels)
-    # A conv shared by two branches (e.g. one bottleneck feeding two convs) appears once.
-    unique = list({e.conv: e for e in edges}.values())
-    return ModelGraph(list(layers), input_node, channels, unique)
+    unique: dict[str, ConvEdge] = {}
+    for e in edges:  # a conv shared by two branches (one bottleneck feeding two convs) appears once
+        if unique.setdefault(e.conv, e) != e:
+            raise DiscoveryError(f"conv {e.conv!r} plays two roles ({unique[e.conv].target!r} and {e.target!r}); "
+                                 "pass edges= explicitly")
+    return ModelGraph(list(layers), input_node, channels, list(unique.values()), skips)
 
 
 def _edge(name: str, conv: nn.Conv2d, source: str, target: str, offset: int) -> ConvEdge:
@@ -267,21 +294,22 @@ def _edge(name: str, conv: nn.Conv2d, source: str, target: str, offset: int) -> 
                     tuple(conv.kernel_size), ConvSpec.from_module(conv))
 
 
-def _shared_anchor(chains: list[list[str]], conv_source: dict[str, str]) -> str:
-    """The closest anchor that the sources of every chain pass through."""
-    def sources(chain):  # anchors behind the chain's first conv, nearest first
-        out, conv = [], chain[0]
-        while conv in conv_source:
-            conv = conv_source[conv]
-            out.append(conv)
-        return out
+def _sources(conv: str, conv_source: dict[str, str]) -> list[str]:
+    """The anchors behind ``conv``, nearest first (through the convs that produce them)."""
+    out = []
+    while conv in conv_source:
+        conv = conv_source[conv]
+        out.append(conv)
+    return out
 
-    paths = [sources(c) for c in chains]
+
+def _nearest_shared(paths: list[list[str]]) -> str:
+    """The first anchor of ``paths[0]`` that every path passes through."""
     common = set(paths[0]).intersection(*paths[1:])
     for anchor in paths[0]:
         if anchor in common:
             return anchor
-    raise DiscoveryError("the convs into the first summary layer share no common input")
+    raise DiscoveryError("the paths into the first summary layer share no common input")
 
 
 def graph_from_edges(model: nn.Module, images: torch.Tensor, layers: list[str], edges: list) -> ModelGraph:
