@@ -34,7 +34,11 @@ def test_demo_runs_end_to_end_under_two_minutes(tmp_path):
     assert all(int(result.activation[l].sum()) > 0 for l in result.layers)
     manifest = json.loads((tmp_path / "demo" / "result" / "manifest.json").read_text())
     assert manifest["format"] == "summit_fast.result"
-    assert str(tmp_path / "demo") in out.stdout
+    graphs = sorted((tmp_path / "demo" / "viewer" / "ag").glob("ag-*.json"))
+    assert len(graphs) == 10
+    graph = json.loads(graphs[0].read_text())
+    assert list(graph) == ["block3", "block2", "block1"] and all(graph[l] for l in graph)
+    assert f"summit-fast view {tmp_path / 'demo' / 'viewer'}" in out.stdout
 
 
 def test_errors_are_reported_without_traceback(tmp_path):

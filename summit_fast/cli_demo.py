@@ -1,7 +1,8 @@
 """``summit-fast demo --out DIR``: the built-in default run, with no downloads.
 
 Trains the small digits CNN on scikit-learn's bundled handwritten digits (seconds on 2 cores),
-aggregates over all 1,797 images, saves the result and writes per-class graph JSON.
+aggregates over all 1,797 images, saves the result and exports the per-class attribution graphs
+and the viewer's JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from .aggregate import aggregate
+    from .export import export
     from .models.digits import load_digits_tensors, train_digits_cnn
 
     out = Path(args.out)
@@ -39,5 +41,6 @@ def run(args) -> int:
                        progress=not args.no_progress)
     print(f"aggregated {result.num_images} images in {time.perf_counter() - t1:.1f} s: {result}")
     result.save(out / "result")
-    print(f"result: {out / 'result'}")
+    viewer_dir = export(result, out / "viewer")
+    print(f"result: {out / 'result'}\ngraphs: {viewer_dir / 'ag'}\nviewer: summit-fast view {viewer_dir}")
     return 0
