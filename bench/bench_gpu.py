@@ -192,8 +192,9 @@ def bench_influence(run: Run, batch: int, layers, dtypes, layouts, copy_gbs: flo
                     out = size - k + 1
                     flops = 2 * batch * c_out * c_in * out * out * k * k
                     gbs = x.numel() * x.element_size() / t / 1e6
-                    run.add(name, [f"{layer}_{edge}", f"{c_in}->{c_out}", f"{k}x{k}", f"{size}x{size}", dname, layout,
-                                   t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", flops / t / 1e9, t_ref * 1e3, t_ref / t, same])
+                    run.add(name, [f"{layer}_{edge}", f"{c_in}->{c_out}", f"{k}x{k}", f"{size}x{size}", dname,
+                                   layout, t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", flops / t / 1e9, t_ref * 1e3,
+                                   t_ref / t, same])
                     del got, want
 
 

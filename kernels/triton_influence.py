@@ -63,12 +63,11 @@ def _pointwise_kernel(ext_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g
     # Rounding is monotone, so max over positions of w*x is w*max(x) for w >= 0, w*min(x) else.
     scores = tl.where(w >= 0, w * hi, w * lo)
     label = tl.load(labels_ptr + b).to(tl.int64)
-    count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * C_in + src0)
+    count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * cin_g)
 
 
-@triton.jit(do_not_specialize=["C_in", "C_out", "cin_g", "cout_g", "H", "W", "n_pos", "n_w",
-                                "pad_t", "pad_l", "n_take"])
-def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g, cout_g,
+@triton.jit(do_not_specialize=["C_out", "cin_g", "cout_g", "H", "W", "n_pos", "n_w", "pad_t", "pad_l", "n_take"])
+def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_out, cin_g, cout_g,
                  H, W, n_pos, n_w, s_b, s_c, s_h, s_w, step_h, step_w, pad_t, pad_l, dil_h, dil_w,
                  s_wo, s_wi, s_wh, s_ww, KW, KK, n_take,
                  DOT_DTYPE: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -108,7 +107,7 @@ def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g, cout_
             run = tl.maximum(run, tl.where(mask_p[:, None], m, float("-inf")))
         scores = tl.where(offs_s[None, :] == s, tl.max(run, axis=0)[:, None], scores)
     label = tl.load(labels_ptr + b).to(tl.int64)
-    count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * C_in + g * cin_g)
+    count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * cin_g)
 
 
 def _in_bounds(n_out: int, step: int, pad: int, size: int) -> tuple[int, int]:
@@ -128,10 +127,11 @@ def _dot_dtype(x: torch.Tensor, weight: torch.Tensor):
 
 def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.Tensor,
                      counts: torch.Tensor, k: int, spatial_stride: int) -> None:
-    """counts[labels[b], j, i] += 1 for the top-k sources i of every target j (SPEC.md B).
+    """counts[labels[b], j, s] += 1 for the top-k sources s of every target j (SPEC.md B); s
+    indexes j's group (source channel group(j) * C_in/groups + s).
 
     x (B, C_in, H, W) and weight (C_out, C_in/groups, kh, kw) in any strides; conv a
-    ``summit_fast.ConvSpec``; counts (K, C_out, C_in) int32, contiguous."""
+    ``summit_fast.ConvSpec``; counts (K, C_out, C_in/groups) int32, contiguous."""
     b, c_in, h, w = x.shape
     c_out, cin_g, kh, kw = weight.shape
     g = conv.groups
@@ -172,8 +172,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         block_j = triton.next_power_of_2(cout_g)
         block_p = max(1, min(triton.next_power_of_2(n_pos), _PRODUCT_TILE // (block_k * block_j)))
     _conv_kernel[(g * triton.cdiv(cout_g, block_j), b)](
-        x, weight, labels, counts, c_in, c_out, cin_g, cout_g,
-        h, w, n_pos, n_w, *x.stride(), step_h, step_w, top, left, *conv.dilation,
-        *weight.stride(), kw, kh * kw, n_take,
+        x, weight, labels, counts, c_out, cin_g, cout_g, h, w, n_pos, n_w, *x.stride(),
+        step_h, step_w, top, left, *conv.dilation, *weight.stride(), kw, kh * kw, n_take,
         DOT_DTYPE=_dot_dtype(x, weight), USE_DOT=use_dot, BLOCK_P=block_p, BLOCK_K=block_k,
         BLOCK_J=block_j, BLOCK_S=n_s, num_warps=NUM_WARPS)

@@ -52,12 +52,12 @@ def _check_activation(backend, batches, rule, excluded=None):
 
 
 def _check_influence(backend, x, weight, conv, labels, k, spatial_stride):
-    c_out, c_in = weight.shape[0], x.shape[1]
-    got = torch.zeros(K, c_out, c_in, dtype=torch.int32, device=DEVICE)
-    want = torch.zeros(K, c_out, c_in, dtype=torch.int32)
+    c_out, cin_g = weight.shape[:2]
+    got = torch.zeros(K, c_out, cin_g, dtype=torch.int32, device=DEVICE)
+    want = torch.zeros(K, c_out, cin_g, dtype=torch.int32)
     backend.influence_update(x, weight, conv, labels, got, k, spatial_stride)
     REF.influence_update(x.cpu(), weight.cpu(), conv, labels.cpu(), want, k, spatial_stride)
-    assert int(want.sum()) == x.shape[0] * c_out * min(k, c_in // conv.groups)
+    assert int(want.sum()) == x.shape[0] * c_out * min(k, cin_g)
     assert torch.equal(got.cpu(), want), f"{(got.cpu() - want).abs().sum()} counts differ"
 
 
