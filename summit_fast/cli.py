@@ -11,6 +11,7 @@ _COMMAND_MODULES = (
     "summit_fast.cli_demo",
     "summit_fast.cli_export",
     "summit_fast.cli_info",
+    "summit_fast.cli_run",
     "summit_fast.cli_view",
 )
 

@@ -1,0 +1,100 @@
+"""Dataset-example patches: the receptive field around each recorded channel max, cropped from
+the original image file, for the viewer.
+
+A layer's receptive field is measured once with autograd on a probe input: the input pixels
+that influence one output position at the centre of the feature map (the bounding box of
+non-zero input gradients over several random probes), and the feature map's stride. A
+position (y, x) then maps to that box shifted by (y - y0, x - x0) times the stride.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+PATTERN = "examples/{layer}/{channel}-{i}.jpg"
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Input-pixel box of feature position (y0, x0) and the feature map's stride, in model-input pixels."""
+
+    y0: int
+    x0: int
+    box: tuple[int, int, int, int]  # top, left, bottom, right (exclusive) for (y0, x0)
+    stride: tuple[float, float]
+    input_size: tuple[int, int]
+
+    def box_at(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """The box for feature position (y, x), clipped to the input."""
+        dy, dx = round((y - self.y0) * self.stride[0]), round((x - self.x0) * self.stride[1])
+        top, left, bottom, right = self.box
+        h, w = self.input_size
+        return max(0, top + dy), max(0, left + dx), min(h, bottom + dy), min(w, right + dx)
+
+
+def receptive_fields(model: nn.Module, layers: list[str], input_shape, probes: int = 3,
+                     device: torch.device | str = "cpu") -> dict[str, ReceptiveField]:
+    """Measure the receptive field of every layer in ``layers`` (see the module docstring)."""
+    modules = dict(model.named_modules())
+    fields = {}
+    c, h, w = input_shape
+    for layer in layers:
+        captured = {}
+        handle = modules[layer].register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
+        support = torch.zeros(h, w, dtype=torch.bool)
+        try:
+            for seed in range(probes):
+                generator = torch.Generator().manual_seed(seed)
+                probe = torch.randn(1, c, h, w, generator=generator).to(device).requires_grad_(True)
+                with torch.enable_grad():
+                    model(probe)
+                    out = captured["out"]
+                    y0, x0 = out.shape[2] // 2, out.shape[3] // 2
+                    out[0, :, y0, x0].sum().backward()
+                support |= (probe.grad[0].abs().sum(0) > 0).cpu()
+        finally:
+            handle.remove()
+        rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+        if len(rows) == 0:
+            raise ValueError(f"could not measure the receptive field of layer {layer!r} (no input gradient)")
+        fields[layer] = ReceptiveField(y0, x0, (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1),
+                                       (h / out.shape[2], w / out.shape[3]), (h, w))
+    return fields
+
+
+def export_patches(result, fields: dict[str, ReceptiveField], paths: list, preprocess, out_dir: str | os.PathLike,
+                   patch_size: int = 96, progress: bool = True) -> int:
+    """Crop every recorded dataset example of ``result`` from its original image file
+    (``paths[image id]``) and write it to ``out_dir`` / :data:`PATTERN`; returns the count.
+
+    ``preprocess`` (a :class:`summit_fast.images.Preprocess`) maps model-input pixels back to the
+    original image: its central crop box, scaled by ``preprocess.size``.
+    """
+    from tqdm.auto import tqdm
+
+    from .images import open_rgb
+
+    out_dir = Path(out_dir)
+    jobs = [(layer, c, i, int(state["image"][c, i]), int(state["y"][c, i]), int(state["x"][c, i]))
+            for layer, state in result.examples.items()
+            for c in range(state["image"].shape[0]) for i in range(state["image"].shape[1])
+            if int(state["image"][c, i]) >= 0]
+    jobs.sort(key=lambda job: job[3])  # open each image file once
+    written, image, image_id = 0, None, None
+    for layer, c, i, img, y, x in tqdm(jobs, desc="patches", unit="patch", disable=not progress):
+        if img != image_id:
+            image, image_id = open_rgb(paths[img]), img
+            left, top, right, bottom = preprocess.crop_box(*image.size)
+            scale = ((right - left) / preprocess.size, (bottom - top) / preprocess.size)
+        t, l, b, r = fields[layer].box_at(y, x)
+        box = (left + round(l * scale[0]), top + round(t * scale[1]), left + round(r * scale[0]), top + round(b * scale[1]))
+        target = out_dir / PATTERN.format(layer=layer, channel=c, i=i)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.crop(box).resize((patch_size, patch_size)).save(target, quality=90)
+        written += 1
+    return written
