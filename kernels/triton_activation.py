@@ -19,8 +19,11 @@ import triton.language as tl
 
 from .triton_common import NUM_WARPS, count_top, reduce_tiles, spatial_extrema
 
-# Completion counters per (device, stream): zeroed once, and reset to 0 by the kernel itself.
+# Kept across calls: completion counters per (device, stream), zeroed once and reset to 0 by
+# the kernel itself; tau per device as a float64 scalar (exact, and a runtime value, so a new
+# tau compiles nothing).
 _done_counters: dict = {}
+_tau_scalars: dict = {}
 
 
 @triton.jit
@@ -32,9 +35,9 @@ def _mass_key(q, idx):
 
 # Sizes are left unspecialised (fewer compiled variants per network); strides are not, so loads vectorise.
 @triton.jit(do_not_specialize=["C", "n_pos", "n_w", "n_top"])
-def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_ptr,
+def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_ptr, tau_ptr,
                        C, n_pos, n_w, s_b, s_c, s_y, s_x, n_top,
-                       HAS_EXCLUDED: tl.constexpr, MASS: tl.constexpr, TAU: tl.constexpr,
+                       HAS_EXCLUDED: tl.constexpr, MASS: tl.constexpr,
                        BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_ALL: tl.constexpr):
     pid_c = tl.program_id(0)
     b = tl.program_id(1)
@@ -63,7 +66,7 @@ def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_
             q = (ordered >> 32).to(tl.int32).to(tl.float32, bitcast=True).to(tl.float64)
             before = tl.cumsum(q, axis=0) - q
             # q > 0: a zero channel is never needed to reach tau * T (and T = 0 selects nothing).
-            keep = (before < tl.full([], TAU, tl.float64) * tl.sum(q, axis=0)) & (q > 0)
+            keep = (before < tl.load(tau_ptr) * tl.sum(q, axis=0)) & (q > 0)
             last_kept = tl.min(tl.where(keep, ordered, 9223372036854775807), axis=0)
             tl.atomic_add(counts_ptr + label * C + offs, 1, mask=valid & (key >= last_kept), sem="relaxed")
         else:
@@ -77,6 +80,12 @@ def _done_counter(device: torch.device, n: int) -> torch.Tensor:
     if buf is None or buf.numel() < n:
         buf = _done_counters[(device, stream)] = torch.zeros(max(n, 256), dtype=torch.int32, device=device)
     return buf
+
+
+def _tau_scalar(device: torch.device, tau: float) -> torch.Tensor:
+    if (device, tau) not in _tau_scalars:
+        _tau_scalars[(device, tau)] = torch.full((1,), tau, dtype=torch.float64, device=device)
+    return _tau_scalars[(device, tau)]
 
 
 def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, *,
@@ -93,7 +102,7 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
     z = torch.empty((b, c), dtype=torch.float32, device=acts.device)
     _activation_kernel[(triton.cdiv(c, block_c), b)](
         acts, labels, counts, z if excluded is None else excluded.view(torch.uint8), z,
-        _done_counter(acts.device, b),
+        _done_counter(acts.device, b), z if tau is None else _tau_scalar(acts.device, float(tau)),
         c, h * w, w, s_b, s_c, s_y, s_x, min(topk or 0, c),
-        HAS_EXCLUDED=excluded is not None, MASS=tau is not None, TAU=float(tau or 0.0),
+        HAS_EXCLUDED=excluded is not None, MASS=tau is not None,
         BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=NUM_WARPS)

@@ -9,6 +9,9 @@ Nothing of size B*C_out*C_in*H*W exists at any point:
   channels; per source, ``M = patches (positions x K) @ W (K x targets)`` with K = kh*kw
   padded (``tl.dot``) over tiles of positions, keeping a running max. The per-source maxima of
   the block (targets x sources) stay in registers, then the top k are counted.
+  Products run on tensor cores only where that is exact enough to reproduce the reference: half
+  inputs with half weights (exact products, fp32 sums); half inputs with fp32 weights (autocast)
+  as three half products, weights split as hi + mid + lo; fp32 inputs in IEEE fp32 (no TF32).
 
 Padding modes other than "zeros" are applied once in torch (an input-sized copy,
 B*C_in*H*W); the kernels then see an unpadded input.
@@ -70,7 +73,7 @@ def _pointwise_kernel(ext_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g
 def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_out, cin_g, cout_g,
                  H, W, n_pos, n_w, s_b, s_c, s_h, s_w, step_h, step_w, pad_t, pad_l, dil_h, dil_w,
                  s_wo, s_wi, s_wh, s_ww, KW, KK, n_take,
-                 DOT_DTYPE: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_P: tl.constexpr,
+                 DOT_DTYPE: tl.constexpr, SPLIT_W: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_P: tl.constexpr,
                  BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr):
     """kxk convs: BLOCK_J targets of one group against all of the group's sources."""
     n_jblk = tl.cdiv(cout_g, BLOCK_J)
@@ -89,7 +92,12 @@ def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_out, cin_g, cout_g,
     offs_s = tl.arange(0, BLOCK_S)
     scores = tl.full([BLOCK_J, BLOCK_S], float("-inf"), tl.float32)
     for s in range(0, cin_g):
-        wt = tl.load(w_taps + s * s_wi, mask=w_mask, other=0.0).to(DOT_DTYPE)  # (K, targets)
+        wt = tl.load(w_taps + s * s_wi, mask=w_mask, other=0.0)  # (K, targets)
+        w_hi = wt.to(DOT_DTYPE)
+        if SPLIT_W:  # the remainders are exact in fp32; hi + mid + lo carries all 24 bits
+            rest = wt.to(tl.float32) - w_hi.to(tl.float32)
+            w_mid = rest.to(DOT_DTYPE)
+            w_lo = (rest - w_mid.to(tl.float32)).to(DOT_DTYPE)
         run = tl.full([BLOCK_P, BLOCK_J], float("-inf"), tl.float32)
         for p0 in range(0, n_pos, BLOCK_P):
             p = p0 + tl.arange(0, BLOCK_P)
@@ -101,7 +109,10 @@ def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_out, cin_g, cout_g,
                               mask=mask_p[:, None] & mask_t[None, :] & inside, other=0.0).to(DOT_DTYPE)
             if USE_DOT:
                 # "ieee": fp32 products must not go through TF32, or scores drift from the reference.
-                m = tl.dot(patches, wt, input_precision="ieee")
+                m = tl.dot(patches, w_hi, input_precision="ieee")
+                if SPLIT_W:
+                    m = tl.dot(patches, w_mid, acc=m, input_precision="ieee")
+                    m = tl.dot(patches, w_lo, acc=m, input_precision="ieee")
             else:  # fewer than 16 targets (e.g. depthwise): tl.dot needs all dims >= 16
                 m = tl.sum(patches.to(tl.float32)[:, :, None] * wt.to(tl.float32)[None, :, :], axis=1)
             run = tl.maximum(run, tl.where(mask_p[:, None], m, float("-inf")))
@@ -118,11 +129,12 @@ def _in_bounds(n_out: int, step: int, pad: int, size: int) -> tuple[int, int]:
     return (first * step - pad if count else 0), count
 
 
-def _dot_dtype(x: torch.Tensor, weight: torch.Tensor):
-    """tl.dot operand type: a shared half type stays (exact products, fp32 sums); else fp32."""
-    if x.dtype == weight.dtype and x.dtype in (torch.float16, torch.bfloat16):
-        return tl.float16 if x.dtype == torch.float16 else tl.bfloat16
-    return tl.float32
+def _dot_operands(x: torch.Tensor, weight: torch.Tensor):
+    """(tl.dot operand type, whether to split the weights): half inputs stay half, with the
+    weights split into three half parts unless they have the inputs' type; else fp32."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return (tl.float16 if x.dtype == torch.float16 else tl.bfloat16), weight.dtype != x.dtype
+    return tl.float32, False
 
 
 def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.Tensor,
@@ -171,8 +183,9 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
     else:
         block_j = triton.next_power_of_2(cout_g)
         block_p = max(1, min(triton.next_power_of_2(n_pos), _PRODUCT_TILE // (block_k * block_j)))
+    dot_dtype, split_w = _dot_operands(x, weight)
     _conv_kernel[(g * triton.cdiv(cout_g, block_j), b)](
         x, weight, labels, counts, c_out, cin_g, cout_g, h, w, n_pos, n_w, *x.stride(),
         step_h, step_w, top, left, *conv.dilation, *weight.stride(), kw, kh * kw, n_take,
-        DOT_DTYPE=_dot_dtype(x, weight), USE_DOT=use_dot, BLOCK_P=block_p, BLOCK_K=block_k,
+        DOT_DTYPE=dot_dtype, SPLIT_W=split_w, USE_DOT=use_dot, BLOCK_P=block_p, BLOCK_K=block_k,
         BLOCK_J=block_j, BLOCK_S=n_s, num_warps=NUM_WARPS)
