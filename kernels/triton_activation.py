@@ -101,7 +101,7 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
     block_c, block_p = reduce_tiles(c, h * w, channels_contiguous=s_c == 1)
     z = torch.empty((b, c), dtype=torch.float32, device=acts.device)
     _activation_kernel[(triton.cdiv(c, block_c), b)](
-        acts, labels, counts, z if excluded is None else excluded.view(torch.uint8), z,
+        acts, labels.contiguous(), counts, z if excluded is None else excluded.contiguous().view(torch.uint8), z,
         _done_counter(acts.device, b), z if tau is None else _tau_scalar(acts.device, float(tau)),
         c, h * w, w, s_b, s_c, s_y, s_x, min(topk or 0, c),
         HAS_EXCLUDED=excluded is not None, MASS=tau is not None,

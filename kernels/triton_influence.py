@@ -156,6 +156,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         h, w = x.shape[2:]
         left = top = 0
     n_take = min(k, cin_g)
+    labels = labels.contiguous()
     n_s = triton.next_power_of_2(cin_g)
 
     if kh == 1 and kw == 1:
