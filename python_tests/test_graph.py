@@ -192,14 +192,31 @@ def test_pagerank_matches_networkx_on_random_graphs():
     n = offsets[-1]
     personalization = rng.random(n) * (rng.random(n) < 0.7)
     personalization[offsets[1]] = 1.0  # the one-node graph needs a nonzero personalisation for networkx
-    adjacency = sp.csr_matrix((weights, (rows, cols)), shape=(n, n))
-    ranks, iterations = pagerank(adjacency, personalization, np.repeat(np.arange(len(sizes)), sizes), len(sizes))
-    for gi, g in enumerate(graphs):
-        p = {u: personalization[offsets[gi] + u] for u in g}
-        expected = nx.pagerank(g, alpha=0.85, personalization=p, weight="weight")
-        for u in g:
-            assert abs(ranks[offsets[gi] + u] - expected[u]) < 1e-6
-    assert (iterations >= 1).all() and ranks[offsets[-2]:].sum() == pytest.approx(1.0)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    both_ways = sp.csr_matrix((weights, (rows, cols)), shape=(n, n))
+    once = sp.csr_matrix((weights[::2], (rows[::2], cols[::2])), shape=(n, n))  # each undirected edge once
+    for ranks, iterations in (pagerank(both_ways, personalization, groups, len(sizes)),
+                              pagerank(once, personalization, groups, len(sizes), undirected=True)):
+        for gi, g in enumerate(graphs):
+            p = {u: personalization[offsets[gi] + u] for u in g}
+            expected = nx.pagerank(g, alpha=0.85, personalization=p, weight="weight")
+            for u in g:
+                assert abs(ranks[offsets[gi] + u] - expected[u]) < 1e-6
+        assert (iterations >= 1).all() and ranks[offsets[-2]:].sum() == pytest.approx(1.0)
+
+
+def test_pagerank_directed_graph_matches_networkx():
+    rng = np.random.default_rng(5)
+    g = nx.DiGraph()
+    g.add_nodes_from(range(30))
+    for u, v in zip(rng.integers(0, 30, 90), rng.integers(0, 30, 90)):
+        if u != v:
+            g.add_edge(int(u), int(v), weight=float(rng.integers(1, 9)))
+    p = rng.random(30)
+    adjacency = nx.to_scipy_sparse_array(g, nodelist=range(30), weight="weight", format="csr")
+    ranks, _ = pagerank(adjacency, p, np.zeros(30, dtype=int), 1)
+    expected = nx.pagerank(g, alpha=0.85, personalization=dict(enumerate(p)), weight="weight")
+    assert max(abs(ranks[u] - expected[u]) for u in range(30)) < 1e-6
 
 
 def test_pagerank_non_nodes_and_zero_personalisation():

@@ -50,7 +50,7 @@ TOL = 1.0e-6
 TAU = 0.075
 TAU_STEP = 0.005
 ATTR_TOP = 3
-CHUNK = 32  # classes per vectorised chunk
+CHUNK = 16  # classes per vectorised chunk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,28 +126,32 @@ def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, t
     if bad:
         raise ValueError(f"class index(es) {bad[:5]} out of range for {k_total} classes")
     layout = _Layout(result.graph, result.params.get("excluded", {}))
+    scratch = np.zeros(min(chunk_size, len(classes)) * layout.merged_keys, dtype=np.int32)
     for start in range(0, len(classes), chunk_size):
-        yield from _Chunk(result, layout, classes[start:start + chunk_size], tau, tau_step).graphs()
+        yield from _Chunk(result, layout, classes[start:start + chunk_size], tau, tau_step, scratch).graphs()
 
 
 def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.ndarray, num_groups: int, *,
-             alpha: float = ALPHA, max_iter: int = MAX_ITER, tol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
+             undirected: bool = False, alpha: float = ALPHA, max_iter: int = MAX_ITER,
+             tol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
     """Personalised PageRank of many independent graphs at once, as ``networkx.pagerank``.
 
     Args:
-        adjacency: (n, n) weighted adjacency, row = from (symmetric for an undirected graph);
-            entries never join two groups.
+        adjacency: (n, n) weighted adjacency, row = from; entries never join two groups.
         personalization: (n,) nonnegative; normalised to sum 1 within each group (uniform within a
             group whose sum is 0).
         groups: (n,) the graph each node belongs to, or -1 for a slot that is not a node.
         num_groups: number of graphs.
+        undirected: the graph is undirected and ``adjacency`` lists each edge once (u, v), in
+            either triangle: the walk uses it in both directions.
 
     Returns (ranks (n,), 0 for non-nodes; iterations used per group). Each group starts from the
     uniform vector and stops on its own when its L1 change falls below ``N_group * tol``; a
     group that does not converge in ``max_iter`` iterations keeps its last iterate (with a
-    warning) where networkx would raise.
+    warning) where networkx would raise. The sparse products run in float32 (the ranks' error
+    stays below 1e-9), everything else in float64.
     """
-    adjacency = sp.csr_matrix(adjacency, dtype=np.float64)
+    adjacency = sp.csr_matrix(adjacency)
     groups = np.asarray(groups)
     is_node = groups >= 0
     g = np.where(is_node, groups, num_groups)  # non-nodes go to a spare last bin
@@ -159,23 +163,35 @@ def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.nda
     sizes[-1] = 0
     p = np.where(is_node, np.asarray(personalization, dtype=np.float64), 0.0)
     p = np.where(is_node & (per_group(p) == 0)[g], 1.0, p)  # an all-zero group: uniform
-    p_sum = per_group(p)
-    p /= np.where(p_sum > 0, p_sum, 1.0)[g]
-    out_weight = np.asarray(adjacency.sum(axis=1)).ravel()
+    p /= np.maximum(per_group(p), 1e-300)[g]
+    out_weight = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel()
+    if undirected:
+        out_weight += np.asarray(adjacency.sum(axis=0), dtype=np.float64).ravel()
     inv_out = np.divide(1.0, out_weight, out=np.zeros_like(out_weight), where=out_weight != 0)
-    dangling = np.where(is_node & (out_weight == 0), 1.0, 0.0)
-    transposed = adjacency.T.tocsr()  # x @ A as a CSR matvec
+    dangling = np.flatnonzero(is_node & (out_weight == 0))
+    # float32 copy built from the arrays (scipy's astype would sort the indices first)
+    walk = sp.csr_matrix((adjacency.data.astype(np.float32), adjacency.indices, adjacency.indptr), shape=adjacency.shape)
+    teleport = (1.0 - alpha) * p
     x = np.where(is_node, 1.0 / np.maximum(sizes, 1)[g], 0.0)
     active = sizes > 0
     iterations = np.zeros(num_groups + 1, dtype=np.int64)
     for _ in range(max_iter):
+        z = (x * inv_out).astype(np.float32)
+        new = walk.T @ z  # x @ A
+        if undirected:
+            new += walk @ z
+        new = alpha * new + teleport
+        if len(dangling):  # their rank goes where the personalisation points
+            lost = np.bincount(g[dangling], weights=x[dangling], minlength=num_groups + 1)
+            new += alpha * lost[g] * p
+        change = per_group(np.abs(new - x))
+        if not active.all():
+            new = np.where(active[g], new, x)
+        x = new
+        iterations += active
+        active &= change >= sizes * tol
         if not active.any():
             break
-        new = alpha * (transposed @ (x * inv_out) + per_group(x * dangling)[g] * p) + (1.0 - alpha) * p
-        err = per_group(np.abs(new - x))
-        x = np.where(active[g], new, x)
-        iterations += active
-        active &= err >= sizes * tol
     if active.any():
         warnings.warn(f"pagerank: {int(active.sum())} graph(s) did not converge in {max_iter} iterations "
                       f"(groups {np.flatnonzero(active)[:5].tolist()}); keeping the last iterate", stacklevel=2)
@@ -231,6 +247,9 @@ class _Layout:
                                  f"not the previous summary layer {self.layers[li - 1]!r}")
             self.branches[li].append(_Branch(tuple(chain), e.target_offset, e.out_channels))
         self.overlapping = [_overlaps([(b.offset, b.out) for b in bs]) for bs in self.branches]
+        # per class, the (target, source) pairs of all chains: the size of _top_widest's scratch
+        self.merged_keys = sum(b.out * self.channels[li - 1] for li, bs in enumerate(self.branches)
+                               for b in bs if len(b.chain) > 1)
         self.convs = {e.conv: e for e in graph.edges}
 
 
@@ -255,8 +274,8 @@ class _Coo:
 
     @classmethod
     def from_dense(cls, t: np.ndarray) -> "_Coo":
-        flat = np.flatnonzero(t)
-        val = t.reshape(-1)[flat].astype(np.int64)
+        flat = np.flatnonzero(t != 0)  # numpy finds nonzeros of a bool array ~3x faster
+        val = t.reshape(-1)[flat]
         rows, cols = t.shape[1:]
         k, rc = np.divmod(flat, rows * cols)
         row, col = np.divmod(rc, cols)
@@ -268,7 +287,7 @@ class _Coo:
 
 def _max_dedupe(k, row, col, val, shape) -> _Coo:
     """Unique (k, row, col) with the max of their values, sorted."""
-    buf = np.zeros(int(np.prod(shape)), dtype=np.int64)
+    buf = np.zeros(int(np.prod(shape)), dtype=val.dtype)
     np.maximum.at(buf, (k * shape[1] + row) * shape[2] + col, val)
     return _Coo.from_dense(buf.reshape(shape))
 
@@ -286,7 +305,7 @@ def _widest(ca: _Coo, b: _Coo, kc: int, m_dim: int) -> tuple[np.ndarray, ...]:
 def _expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For ranges [start, start + length): (index of the range, position) of every element."""
     which = np.repeat(np.arange(len(start)), length)
-    pos = np.arange(len(which)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(start, length)
+    pos = np.arange(len(which)) + (start - np.cumsum(length) + length)[which]
     return which, pos
 
 
@@ -304,11 +323,11 @@ class _Product:
 
 
 def _level(values: np.ndarray) -> np.ndarray:
-    """A nondecreasing coarse level of positive counts (quarter octaves); only its monotonicity matters."""
-    return np.floor(4.0 * np.log2(values)).astype(np.int64)
+    """A nondecreasing coarse level of positive counts (eighth octaves); only its monotonicity matters."""
+    return np.floor(8.0 * np.log2(values)).astype(np.int64)
 
 
-def _top_widest(products: list[_Product]) -> list[_Coo]:
+def _top_widest(products: list[_Product], scratch: np.ndarray | None = None) -> list[_Coo]:
     """For every product and row (k, j): the top ``n[k]`` sources i by w = max over m of
     min(a[k, j, m], paths[k, m, i]), ties by ascending i; returned as (k, j, i, w) per product.
 
@@ -316,6 +335,9 @@ def _top_widest(products: list[_Product]) -> list[_Coo]:
     decreasing value (a path's band is the level of its min, so each path appears once); a row
     is finished in the band where it reaches n distinct sources, and only that band's entries
     are sorted to break its ties. Rows of all products share one loop.
+
+    ``scratch``: optional zeroed int32 array of at least sum(K * J * C) entries, reused across
+    calls (a fresh one costs page faults); it is zeroed again on return.
     """
     rows, qs, vals, key_base, n_row = [], [], [], [], []
     b_q, b_col, b_val = [], [], []
@@ -342,65 +364,77 @@ def _top_widest(products: list[_Product]) -> list[_Coo]:
     a_lvl, b_lvl = _level(a_val), _level(b_val)  # counts >= 1: levels >= 0
     top = int(max(a_lvl.max(), b_lvl.max())) + 1
 
-    # paths grouped by q, each group ordered by level descending (a counting sort, no comparison sort)
-    hist = np.bincount(b_q * top + b_lvl, minlength=q_off * top).reshape(q_off, top)
-    at_least = np.zeros((q_off, top + 1), dtype=np.int64)  # entries of group q with level >= l
-    at_least[:, :top] = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
-    q_start = np.cumsum(at_least[:, 0]) - at_least[:, 0]
-    by_level = np.argsort((top - 1 - b_lvl).astype(np.uint8), kind="stable")  # q stays sorted per level
-    q_s, l_s = b_q[by_level], b_lvl[by_level]
-    run = np.r_[True, (q_s[1:] != q_s[:-1]) | (l_s[1:] != l_s[:-1])]
-    idx = np.arange(len(q_s))
-    dest = q_start[q_s] + at_least[q_s, l_s + 1] + idx - np.maximum.accumulate(np.where(run, idx, 0))
+    # Paths are bucketed by group q (the intermediate channel), each group's paths by level
+    # descending: a counting sort filled in band by band inside the loop (no comparison sort).
+    q_size = np.bincount(b_q, minlength=q_off)
+    q_start = np.cumsum(q_size) - q_size
+    b_order = np.argsort((top - 1 - b_lvl).astype(np.uint8), kind="stable")  # q stays sorted per level
+    b_end = np.cumsum(np.bincount(b_lvl, minlength=top)[::-1])[::-1]  # paths of level >= l: a prefix
     col_sorted, val_sorted = np.empty_like(b_col), np.empty_like(b_val)
-    col_sorted[dest], val_sorted[dest] = b_col[by_level], b_val[by_level]
+    at_least = np.zeros(q_off, dtype=np.int64)  # paths of group q with level >= the current band
 
-    # targets' entries by level descending: those of level >= l are a prefix
-    order = np.argsort((top - 1 - a_lvl).astype(np.uint8), kind="stable")
-    a_row, a_q, a_val, a_lvl = a_row[order], a_q[order], a_val[order], a_lvl[order]
-    a_prefix = np.r_[np.cumsum(np.bincount(a_lvl, minlength=top)[::-1])[::-1], 0]
+    # the targets' entries by level descending (stable: row order within a level)
+    by_level = np.argsort((top - 1 - a_lvl).astype(np.uint8), kind="stable")
+    a_row, a_q, a_val, a_lvl = a_row[by_level], a_q[by_level], a_val[by_level], a_lvl[by_level]
+    level_end = np.cumsum(np.bincount(a_lvl, minlength=top)[::-1])[::-1]  # entries of level >= l: a prefix
 
-    best = np.zeros(key_off, dtype=np.int64)  # best[key_base[row] + i]: w of a source found so far
-    owner = np.empty(key_off, dtype=np.int64)
+    # best[key_base[row] + i]: w of source i of the row once found (0: not yet)
+    best = scratch[:key_off] if scratch is not None and len(scratch) >= key_off else np.zeros(key_off, np.int32)
+    touched = []
     found = np.zeros(row_off, dtype=np.int64)
     active = np.ones(row_off, dtype=bool)
+    pending = np.zeros(0, dtype=np.int64)  # entries of a higher level whose row is still active
     out_row, out_col, out_val = [], [], []
-    for lvl in np.unique(np.r_[a_lvl, b_lvl])[::-1]:
+    present = np.bincount(a_lvl, minlength=top) + np.bincount(b_lvl, minlength=top)
+    for lvl in np.flatnonzero(present)[::-1]:
         if not active.any():
             break
-        e = np.flatnonzero(active[a_row[:a_prefix[lvl]]])
-        q = a_q[e]
-        here, above = at_least[q, lvl], at_least[q, lvl + 1]
-        at_lvl = a_lvl[e] == lvl  # the target's count sets the band: every path source of level >= lvl
-        which, pos = _expand(q_start[q] + np.where(at_lvl, 0, above), np.where(at_lvl, here, here - above))
-        if not len(which):
+        above = at_least
+        paths = b_order[b_end[lvl + 1] if lvl + 1 < top else 0:b_end[lvl]]  # this band's, by q
+        if len(paths):
+            q = b_q[paths]
+            idx = np.arange(len(q))
+            run_start = np.maximum.accumulate(np.where(np.r_[True, q[1:] != q[:-1]], idx, 0))
+            dest = q_start[q] + above[q] + idx - run_start
+            col_sorted[dest], val_sorted[dest] = b_col[paths], b_val[paths]
+            at_least = above + np.bincount(q, minlength=q_off)
+        block = np.arange(level_end[lvl + 1] if lvl + 1 < top else 0, level_end[lvl])
+        block = block[active[a_row[block]]]
+        # a target entry of this level meets every path of level >= lvl; a higher one, those of lvl
+        q_new, q_old = a_q[block], a_q[pending]
+        e_of, pos = _expand(np.r_[q_start[q_new], q_start[q_old] + above[q_old]],
+                            np.r_[at_least[q_new], at_least[q_old] - above[q_old]])
+        e = np.r_[block, pending][e_of]
+        pending = np.r_[pending, block]
+        if not len(pos):
             continue
-        e = e[which]
-        row, col = a_row[e], col_sorted[pos]
+        key = key_base[a_row[e]] + col_sorted[pos]
+        fresh = np.flatnonzero(best[key] == 0)  # sources already found came through a higher band
+        e, pos, key = e[fresh], pos[fresh], key[fresh]
         val = np.minimum(a_val[e], val_sorted[pos])
-        key = key_base[row] + col
-        new = best[key] == 0  # sources already found came through a higher band
-        row, col, val, key = row[new], col[new], val[new], key[new]
         np.maximum.at(best, key, val)
         win = np.flatnonzero(best[key] == val)
-        owner[key[win]] = win
-        win = win[owner[key[win]] == win]  # one entry per new source
-        row, col, val = row[win], col[win], val[win]
+        best[key[win]] = -1 - win  # ties for the max: the last write names one entry per source
+        win = win[best[key[win]] == -1 - win]
+        key, val = key[win], val[win]
+        best[key] = val
+        touched.append(key)
+        row, col = a_row[e[win]], col_sorted[pos[win]]
         added = np.bincount(row, minlength=row_off)
         need = n_row - found
         ends = active & (added >= need) & (added > 0)
         last = ends[row]
         out_row.append(row[~last]), out_col.append(col[~last]), out_val.append(val[~last])
         if last.any():  # the finishing band: its best `need` sources, value descending then index
-            r, c, v = row[last], col[last], val[last]
-            o = np.lexsort((c, -v, r))
-            r_o = r[o]
-            first = np.r_[True, r_o[1:] != r_o[:-1]]
-            rank = np.arange(len(o)) - np.maximum.accumulate(np.where(first, np.arange(len(o)), 0))
-            o = o[rank < need[r_o]]
-            out_row.append(r[o]), out_col.append(c[o]), out_val.append(v[o])
+            r, c, v = _sort_within_rows(row[last], col[last], val[last])
+            first = np.r_[True, r[1:] != r[:-1]]
+            idx = np.arange(len(r))
+            keep = idx - np.maximum.accumulate(np.where(first, idx, 0)) < need[r]
+            out_row.append(r[keep]), out_col.append(c[keep]), out_val.append(v[keep])
         found += added
         active &= ~ends
+        pending = pending[active[a_row[pending]]]
+    best[np.concatenate(touched or [np.zeros(0, np.int64)])] = 0
     row, col, val = np.concatenate(out_row), np.concatenate(out_col), np.concatenate(out_val)
     result = []
     for off, size, n_j in spans:
@@ -408,6 +442,28 @@ def _top_widest(products: list[_Product]) -> list[_Coo]:
         k, j = np.divmod(row[sel] - off, n_j)
         result.append(_Coo(k, j, col[sel], val[sel]))
     return result
+
+
+def _sort_within_rows(row: np.ndarray, col: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(row, col, val) sorted by row, then value descending, then col: one packed-key sort."""
+    span = int(val.max() - val.min()) + 1 if len(val) else 1
+    col_bits, val_bits = int(col.max(initial=0)).bit_length(), span.bit_length()
+    if int(row.max(initial=0)).bit_length() + val_bits + col_bits > 62:
+        order = np.lexsort((col, -val, row))
+        return row[order], col[order], val[order]
+    top = int(val.max())
+    key = np.sort((row << (val_bits + col_bits)) | ((top - val).astype(np.int64) << col_bits) | col)
+    mask = (1 << col_bits) - 1
+    return key >> (val_bits + col_bits), key & mask, (top - ((key >> col_bits) & ((1 << val_bits) - 1))).astype(val.dtype)
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, n: int) -> sp.csr_matrix:
+    """The (n, n) CSR matrix of unique entries (rows, cols, weight), by a counting sort on the
+    row (a radix sort when n < 2**16) instead of scipy's COO conversion."""
+    order = np.argsort(rows.astype(np.uint16) if n < 2**16 else rows, kind="stable")
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((weight[order].astype(np.float64), cols[order], indptr), shape=(n, n))
 
 
 def _top_sources(rows: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -428,8 +484,9 @@ class _Chunk:
     """The graphs of a few classes, computed together: node slot ``k * width + offset[l] + ch``
     is channel ch of layer l for the chunk's k-th class."""
 
-    def __init__(self, result: SummitResult, layout: _Layout, classes: list[int], tau: float, tau_step: float):
-        self.result, self.layout, self.classes = result, layout, classes
+    def __init__(self, result: SummitResult, layout: _Layout, classes: list[int], tau: float, tau_step: float,
+                 scratch: np.ndarray | None = None):
+        self.result, self.layout, self.classes, self.scratch = result, layout, classes, scratch
         self.tau0, self.tau_step = tau, tau_step
         self.kc = len(classes)
         self._cache: dict[str, np.ndarray] = {}
@@ -454,13 +511,13 @@ class _Chunk:
             excl_src, excl_tgt = lay.excluded[li - 1], lay.excluded[li]
             nonzero = {True: np.zeros(self.kc, np.int64), False: np.zeros(self.kc, np.int64)}  # by "direct"
             channels = {True: 0, False: 0}
+            writers = {}
             for br in lay.branches[li]:
                 direct = len(br.chain) == 1
-                last = self._counts(br.chain[0])
-                nonzero[direct] += np.count_nonzero(last.reshape(self.kc, -1), axis=1)
+                writers[br] = e = self._sources(br.chain[0])
+                nonzero[direct] += np.bincount(e.k, minlength=self.kc)
                 channels[direct] += br.out
                 if direct:
-                    e = self._sources(br.chain[0])
                     e.row += br.offset
                     parts[li].append(e.select(~excl_src[e.col] & ~excl_tgt[e.row]))
             basis = bool(channels[True])  # Summit's rule counts the direct branches when there are any
@@ -469,12 +526,12 @@ class _Chunk:
                 if len(br.chain) > 1:
                     paths = self._chain_paths(br, li)
                     writer = lay.convs[br.chain[0]]
-                    products.append(_Product(self._sources(br.chain[0]),
+                    products.append(_Product(writers[br],
                                              (self.kc, br.out, writer.in_channels),
                                              paths.select(~excl_src[paths.col]), n, lay.channels[li - 1],
                                              ~excl_tgt[br.offset:br.offset + br.out]))
                     owners.append((li, br.offset))
-        for (li, offset), e in zip(owners, _top_widest(products) if products else []):
+        for (li, offset), e in zip(owners, _top_widest(products, self.scratch) if products else []):
             e.row += offset
             parts[li].append(e)
         edges = [_Coo(*(np.zeros(0, np.int64) for _ in range(4)))]
@@ -516,10 +573,12 @@ class _Chunk:
             src.append(e.k * width + lay.offsets[li - 1] + e.col)
             weight.append(e.val)
         tgt, src = np.concatenate([np.zeros(0, np.int64), *tgt]), np.concatenate([np.zeros(0, np.int64), *src])
-        weight = np.concatenate([np.zeros(0), *weight]).astype(np.float64)
-        adjacency = sp.csr_matrix((np.r_[weight, weight], (np.r_[tgt, src], np.r_[src, tgt])), shape=(n_slots, n_slots))
-        groups = np.where(np.diff(adjacency.indptr) > 0, np.repeat(np.arange(self.kc), width), -1)
-        ranks, _ = pagerank(adjacency, self._personalization(), groups, self.kc)
+        weight = np.concatenate([np.zeros(0, np.int32), *weight])
+        # each edge once, row = its node in the later layer: a row lists that node's previous-layer neighbours
+        adjacency = _csr(tgt, src, weight, n_slots)
+        degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=n_slots)
+        groups = np.where(degree > 0, np.repeat(np.arange(self.kc), width), -1)
+        ranks, _ = pagerank(adjacency, self._personalization(), groups, self.kc, undirected=True)
         kept, tau = self._select(adjacency, ranks, groups)
         return self._assemble(adjacency, ranks, kept, tau, groups)
 
@@ -571,11 +630,10 @@ class _Chunk:
 
     def _kept_prev_edges(self, adjacency, kept) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Edges from kept slots u to kept slots of the previous layer: (u, neighbour, weight)."""
-        lay = self.layout
         u = np.flatnonzero(kept)
         which, pos = _expand(adjacency.indptr[u], np.diff(adjacency.indptr)[u])
         u, nbr = u[which], adjacency.indices[pos]
-        ok = kept[nbr] & (lay.layer_of_slot[nbr % lay.width] == lay.layer_of_slot[u % lay.width] - 1)
+        ok = kept[nbr]
         return u[ok], nbr[ok], adjacency.data[pos][ok]
 
     def _linked(self, adjacency, kept) -> np.ndarray:
