@@ -12,11 +12,13 @@ import torch
 
 pytest.importorskip("triton")
 
+import summit_fast  # noqa: E402
 from summit_fast.backends import get_backend  # noqa: E402
 from summit_fast.backends.torch_ref import TorchBackend  # noqa: E402
 from summit_fast.backends.triton import TritonBackend  # noqa: E402
 from summit_fast.convspec import ConvSpec  # noqa: E402
 from summit_fast.rules import mass, topk  # noqa: E402
+from tiny_models import TinyInception, TinySequential  # noqa: E402
 
 GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
@@ -40,7 +42,8 @@ def _layout(t, channels_last):
 
 
 def _check_activation(backend, batches, rule, excluded=None):
-    """Two batches into the same counts: also checks the kernel's per-launch state resets."""
+    """All batches go into the same counts: with two, this also checks that the kernel's
+    per-launch state (the completion counters) resets."""
     c = batches[0][0].shape[1]
     got = torch.zeros(K, c, dtype=torch.int32, device=DEVICE)
     want = torch.zeros(K, c, dtype=torch.int32)
@@ -158,6 +161,24 @@ def test_influence_exact_ties(triton_backend, kernel):
     labels = torch.tensor([1, 1])
     _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), ConvSpec(pad=(1, 1, 1, 1)),
                      labels.to(DEVICE), 4, 1)
+
+
+# ------------------------------------------------------------------------------ through aggregate
+@pytest.mark.parametrize("net_class", [TinyInception, TinySequential], ids=lambda c: c.__name__)
+def test_aggregate_on_triton_equals_torch(net_class):
+    # Hooks, concatenation views, bottlenecks, stride, groups and dilation, end to end.
+    torch.manual_seed(0)
+    net = net_class().eval().to(DEVICE)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(3, 3, 9, 9, generator=g).to(DEVICE), torch.randint(0, 4, (3,), generator=g).to(DEVICE))
+               for _ in range(2)]
+    got, want = (summit_fast.aggregate(net, batches, backend=name, num_classes=K, progress=False)
+                 for name in ("triton", "torch"))
+    assert got.activation.keys() == want.activation.keys() and got.influence.keys() == want.influence.keys()
+    for counts in ("activation", "influence"):
+        for name, expected in getattr(want, counts).items():
+            assert expected.sum() > 0
+            assert torch.equal(getattr(got, counts)[name], expected), f"{counts} {name}"
 
 
 # ------------------------------------------------------------------------------ half precision
