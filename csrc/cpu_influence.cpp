@@ -38,9 +38,11 @@ struct KxkPlan {
   int64_t T;                    // taps kh*kw
   int64_t used_h, used_w;       // extent of the padded input the sampled grid reads
   std::vector<int64_t> row_src, col_src;  // padded coordinate -> real index, -1 for zero
-  std::vector<int64_t> pos_base;  // per sampled position (padded to kPositionBlock by repeating the last one)
+  int64_t inner_lo, inner_hi;   // padded columns [inner_lo, inner_hi) are real columns, in order
   std::vector<int64_t> tap_offset;  // per tap, offset into the padded plane
-  int64_t tile;                 // positions per tile (a multiple of kPositionBlock)
+  int64_t out_h, out_w, step_h, step_w;
+  int64_t tile_rows;            // output rows per tile
+  int64_t tile_max_np;          // positions of the largest tile, padded to kPositionBlock
   std::vector<Acc> panels;      // per source: its group's targets x taps weights
   int64_t cin_g, cout_g;
 };
@@ -86,22 +88,47 @@ SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan
   using Raw = typename E::raw;
   // The padded input plane, converted once; the taps below read it without branches.
   const Raw* plane = static_cast<const Raw*>(x.data) + b * x.stride[0] + i * x.stride[1];
+  const int64_t sw = x.stride[3];
   for (int64_t qr = 0; qr < plan.used_h; ++qr) {
     const int64_t r = plan.row_src[qr];
     Acc* out = xp + qr * plan.used_w;
-    for (int64_t qc = 0; qc < plan.used_w; ++qc) {
-      const int64_t c = plan.col_src[qc];
-      out[qc] = r < 0 || c < 0 ? Acc(0) : Acc(E::to_float(plane[r * x.stride[2] + c * x.stride[3]]));
+    if (r < 0) {
+      std::fill(out, out + plan.used_w, Acc(0));
+      continue;
     }
+    const Raw* row = plane + r * x.stride[2];
+    for (int64_t qc = 0; qc < plan.used_w; ++qc) {
+      if (qc == plan.inner_lo) qc = plan.inner_hi;  // the interior is converted below
+      if (qc >= plan.used_w) break;
+      const int64_t c = plan.col_src[qc];
+      out[qc] = c < 0 ? Acc(0) : Acc(E::to_float(row[c * sw]));
+    }
+    const Raw* inner = row + (plan.inner_lo < plan.inner_hi ? plan.col_src[plan.inner_lo] * sw : 0);
+#pragma omp simd
+    for (int64_t qc = plan.inner_lo; qc < plan.inner_hi; ++qc) out[qc] = Acc(E::to_float(inner[(qc - plan.inner_lo) * sw]));
   }
-  const int64_t T = plan.T, cout_g = plan.cout_g, npos = static_cast<int64_t>(plan.pos_base.size());
+  const int64_t T = plan.T, cout_g = plan.cout_g, out_w = plan.out_w, block = kPositionBlock<Acc>;
   const Acc* panel = plan.panels.data() + i * cout_g * T;
   std::fill(lrow, lrow + cout_g, -std::numeric_limits<Acc>::infinity());
-  for (int64_t p0 = 0; p0 < npos; p0 += plan.tile) {
-    const int64_t np = std::min(plan.tile, npos - p0);
-    for (int64_t t = 0; t < T; ++t) {  // im2col of this tile: P[t][p]
-      const int64_t off = plan.tap_offset[t];
-      for (int64_t p = 0; p < np; ++p) P[t * np + p] = xp[plan.pos_base[p0 + p] + off];
+  for (int64_t y0 = 0; y0 < plan.out_h; y0 += plan.tile_rows) {
+    // im2col of whole output rows, P[t][p]: row copies (contiguous when step_w is 1), then
+    // the tail up to a multiple of the micro-kernel's block repeats the last position, which
+    // leaves a max unchanged.
+    const int64_t rows = std::min(plan.tile_rows, plan.out_h - y0), n = rows * out_w;
+    const int64_t np = (n + block - 1) / block * block;
+    for (int64_t t = 0; t < T; ++t) {
+      Acc* dst = P + t * np;
+      for (int64_t r = 0; r < rows; ++r) {
+        const Acc* src = xp + (y0 + r) * plan.step_h * plan.used_w + plan.tap_offset[t];
+        Acc* d = dst + r * out_w;
+        if (plan.step_w == 1) {
+#pragma omp simd
+          for (int64_t xo = 0; xo < out_w; ++xo) d[xo] = src[xo];
+        } else {
+          for (int64_t xo = 0; xo < out_w; ++xo) d[xo] = src[xo * plan.step_w];
+        }
+      }
+      std::fill(dst + n, dst + np, dst[n - 1]);
     }
     int64_t j = 0;
     for (; j + 4 <= cout_g; j += 4) tile_max<4>(P, np, T, panel + j * T, lrow + j);
@@ -146,15 +173,18 @@ KxkPlan<Acc> make_plan(const InfluenceArgs& a) {
   plan.used_w = (g.out_w - 1) * g.step_w + (g.kw - 1) * g.dil_w + 1;
   for (int64_t q = 0; q < plan.used_h; ++q) plan.row_src.push_back(padded_source(q, a.x.shape[2], g.pad_top, g.mode));
   for (int64_t q = 0; q < plan.used_w; ++q) plan.col_src.push_back(padded_source(q, a.x.shape[3], g.pad_left, g.mode));
-  const int64_t npos = g.out_h * g.out_w, block = kPositionBlock<Acc>;
-  for (int64_t p = 0; p < (npos + block - 1) / block * block; ++p) {
-    const int64_t q = std::min(p, npos - 1);  // repeating a position leaves the max unchanged
-    plan.pos_base.push_back((q / g.out_w) * g.step_h * plan.used_w + (q % g.out_w) * g.step_w);
-  }
+  plan.inner_lo = std::min(g.pad_left, plan.used_w);
+  plan.inner_hi = std::min(g.pad_left + a.x.shape[3], plan.used_w);
   for (int64_t u = 0; u < g.kh; ++u)
     for (int64_t v = 0; v < g.kw; ++v) plan.tap_offset.push_back(u * g.dil_h * plan.used_w + v * g.dil_w);
-  // A tile of im2col values of about 16 KiB stays in L1 while every target block reads it.
-  plan.tile = std::max(block, (16384 / static_cast<int64_t>(sizeof(Acc)) / plan.T) / block * block);
+  plan.out_h = g.out_h;
+  plan.out_w = g.out_w;
+  plan.step_h = g.step_h;
+  plan.step_w = g.step_w;
+  // A tile of about 16 KiB of im2col values stays in L1 while every target block reads it.
+  const int64_t block = kPositionBlock<Acc>;
+  plan.tile_rows = std::max<int64_t>(1, 16384 / static_cast<int64_t>(sizeof(Acc)) / plan.T / g.out_w);
+  plan.tile_max_np = (std::min(plan.tile_rows, g.out_h) * g.out_w + block - 1) / block * block;
   // Weight panels: source i = (group, s) -> its targets' T taps, contiguous.
   const Acc* w = static_cast<const Acc*>(a.weight);
   plan.panels.resize(static_cast<size_t>(a.c_out * plan.cin_g * plan.T));
@@ -172,17 +202,17 @@ KxkPlan<Acc> make_plan(const InfluenceArgs& a) {
 // scores(b, j, buffer) returns a pointer to the cin_g scores, filling buffer if it needs to.
 template <class V, class F>
 void count_top_sources(const InfluenceArgs& a, int64_t b0, int64_t b1, F&& scores) {
-  const int64_t c_in = a.x.shape[1], cin_g = c_in / a.groups, cout_g = a.c_out / a.groups;
+  const int64_t cin_g = a.x.shape[1] / a.groups;
   std::vector<V> buffer(cin_g);
   std::vector<int64_t> chosen(cin_g);
   SelectScratch scratch;
 #pragma omp for schedule(dynamic, 4)
   for (int64_t j = 0; j < a.c_out; ++j) {
-    const int64_t group_start = (j / cout_g) * cin_g;
     for (int64_t b = b0; b < b1; ++b) {
       const V* v = scores(b, j, buffer.data());
       const int64_t m = select_top_k(v, cin_g, a.k, chosen.data(), scratch);
-      int32_t* row = a.counts + (a.labels[b] * a.c_out + j) * c_in + group_start;
+      // counts are (K, C_out, C_in/groups): sources indexed within j's group
+      int32_t* row = a.counts + (a.labels[b] * a.c_out + j) * cin_g;
       for (int64_t n = 0; n < m; ++n) row[chosen[n]] += 1;
     }
   }
@@ -225,9 +255,9 @@ void influence_kxk(const InfluenceArgs& a) {
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 23) / (a.c_out * cin_g));
   std::vector<Acc> L(static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g));
   const auto scores_fn = pick_source_scores<E, Acc>();
-#pragma omp parallel if (B * a.c_out * cin_g * plan.T * static_cast<int64_t>(plan.pos_base.size()) >= kParallelWork)
+#pragma omp parallel if (B * a.c_out * cin_g * plan.T * plan.out_h * plan.out_w >= kParallelWork)
   {
-    std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile * plan.T), lrow(cout_g);
+    std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile_max_np * plan.T), lrow(cout_g);
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t b1 = std::min(B, b0 + chunk);
 #pragma omp for schedule(dynamic, 4)

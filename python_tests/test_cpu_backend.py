@@ -126,7 +126,7 @@ def _check_influence(cpu, x, c_out, kh, kw, conv, num_classes, k, spatial_stride
     c_in = x.shape[1]
     weight = torch.randn(c_out, c_in // conv.groups, kh, kw, generator=torch.Generator().manual_seed(seed))
     labels = _labels(x.shape[0], num_classes, seed)
-    want = torch.zeros(num_classes, c_out, c_in, dtype=torch.int32)
+    want = torch.zeros(num_classes, c_out, c_in // conv.groups, dtype=torch.int32)  # sources within the group
     got = torch.zeros_like(want)
     REF.influence_update(x, weight, conv, labels, want, k, spatial_stride)
     cpu.influence_update(x, weight, conv, labels, got, k, spatial_stride)
