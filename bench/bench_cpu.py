@@ -10,6 +10,7 @@ with forward hooks. Last, end-to-end ``summit_fast.aggregate`` against the plain
 
     python bench/bench_cpu.py            # everything, about 5 minutes on 2 cores
     python bench/bench_cpu.py --quick    # three InceptionV1 layers, one MobileNetV2 block
+    python bench/bench_cpu.py --threads 1  # single-threaded (stable on a shared machine)
 
 Influence GFLOP counts the definition (2 * B * C_out * C_in/groups * kh * kw * positions), which
 is also the FLOP count of the conv itself; for 1x1 convs the backends use the exact max/min
@@ -127,7 +128,7 @@ def bench_influence(cases, repeats, matmul):
         weight = conv.weight.detach()
         x = torch.randn(BATCH, *shape[1:])
         labels = torch.randint(0, NUM_CLASSES, (BATCH,))
-        counts = torch.zeros(NUM_CLASSES, weight.shape[0], shape[1], dtype=torch.int32)
+        counts = torch.zeros(NUM_CLASSES, *weight.shape[:2], dtype=torch.int32)
         ho, wo = spec.output_size(shape[2], shape[3], *weight.shape[2:])
         gflop = 2 * BATCH * weight[0].numel() * weight.shape[0] * ho * wo / 1e9
         t_ref = median_time(lambda: ref.influence_update(x, weight, spec, labels, counts), repeats)
@@ -141,22 +142,32 @@ def bench_influence(cases, repeats, matmul):
 
 
 def bench_aggregate(batches: int):
-    """Seconds for the plain forward pass, aggregate(activations only), aggregate(both)."""
+    """Seconds per batch of the plain forward pass, aggregate(activations only) and
+    aggregate(activations + influence): (whole run / batches, steady state). The steady state
+    leaves out the first batch, which also discovers the model's graph."""
     model = inception_v1()
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(BATCH, 3, 224, 224, generator=g) * 50, torch.randint(0, 1008, (BATCH,), generator=g))
             for _ in range(batches)]
 
-    def forward():
-        with torch.no_grad():
-            for images, _ in data:
-                model(images)
+    def forward(n):
+        def run():
+            with torch.no_grad():
+                for images, _ in data[:n]:
+                    model(images)
+        return run
 
-    def run(influence):
-        return lambda: summit_fast.aggregate(model, data, backend="cpu", influence=influence, progress=False,
+    def aggregate(n, influence):
+        return lambda: summit_fast.aggregate(model, data[:n], backend="cpu", influence=influence, progress=False,
                                              num_classes=1008)
 
-    return median_time(forward, 2), median_time(run(False), 2), median_time(run(True), 2)
+    rows = []
+    for label, make in (("plain forward (no_grad)", forward),
+                        ("aggregate, activation only", lambda n: aggregate(n, False)),
+                        ("aggregate, activation + influence", lambda n: aggregate(n, True))):
+        t_all, t_one = median_time(make(batches), 1), median_time(make(1), 1)
+        rows.append((label, t_all / batches, (t_all - t_one) / (batches - 1)))
+    return rows
 
 
 def geomean(xs):
@@ -168,10 +179,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="three InceptionV1 layers, one MobileNetV2 block")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the torch reference (cpu: 3x)")
-    parser.add_argument("--batches", type=int, default=3, help="batches of 16 for the aggregate timing")
+    parser.add_argument("--batches", type=int, default=3, help="batches of 16 for the aggregate timing (>= 2)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="threads of torch and of the OpenMP kernels (default: torch's default); on a shared "
+                             "machine 1 gives stable numbers, as a parallel region waits for descheduled threads")
     args = parser.parse_args()
     if args.quick:
-        args.batches = min(args.batches, 1)
+        args.batches = 2
+    torch.set_num_threads(args.threads)
+    summit_fast._C.set_num_threads(args.threads)
 
     print(f"# {datetime.date.today()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"{summit_fast._C.num_threads()} OpenMP threads, torch {torch.__version__}", flush=True)
@@ -207,16 +223,17 @@ def main():
           f"({sum(r[3] for r in inf) / sum(r[4] for r in inf):.0f}x)")
 
     if hasattr(summit_fast, "aggregate"):
-        t_fwd, t_act, t_inf = bench_aggregate(args.batches)
+        rows = bench_aggregate(args.batches)
         print(f"\n### End to end: InceptionV1 (random weights), {args.batches} batches of {BATCH} at 224 px\n")
-        print("| run | seconds | vs forward |")
-        print("|---|---:|---:|")
-        for label, t in (("plain forward (no_grad)", t_fwd), ("aggregate, activation only", t_act),
-                         ("aggregate, activation + influence", t_inf)):
-            print(f"| {label} | {t:.2f} | {t / t_fwd:.2f}x |")
-        print(f"\n- activation only <= 1.2x forward: {t_act / t_fwd:.2f}x; "
-              f"activation + influence <= 3x forward: {t_inf / t_fwd:.2f}x")
-
+        print("| run | s/batch, whole run | vs forward | s/batch, steady state | vs forward |")
+        print("|---|---:|---:|---:|---:|")
+        fwd_all, fwd_steady = rows[0][1], rows[0][2]
+        for label, t_all, t_steady in rows:
+            print(f"| {label} | {t_all:.2f} | {t_all / fwd_all:.2f}x | {t_steady:.2f} | {t_steady / fwd_steady:.2f}x |")
+        print(f"\n- activation only <= 1.2x forward: {rows[1][1] / fwd_all:.2f}x whole run, "
+              f"{rows[1][2] / fwd_steady:.2f}x steady state")
+        print(f"- activation + influence <= 3x forward: {rows[2][1] / fwd_all:.2f}x whole run, "
+              f"{rows[2][2] / fwd_steady:.2f}x steady state")
 
 if __name__ == "__main__":
     main()

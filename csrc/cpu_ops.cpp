@@ -156,7 +156,7 @@ void bind_cpu_ops(py::module_& m) {
         py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"), py::arg("spatial_stride"),
         py::arg("labels"), py::arg("counts"), py::arg("num_classes"), py::arg("k"),
         "SPEC.md B on raw pointers: conv input x (B, C_in, H, W) with element strides, contiguous float32/float64 "
-        "weight, pad (left, right, top, bottom), int64 labels (B,), int32 counts (num_classes, C_out, C_in).");
+        "weight, pad (left, right, top, bottom), int64 labels (B,), int32 counts (num_classes, C_out, C_in/groups).");
 }
 
 }  // namespace summit
