@@ -67,6 +67,25 @@ def test_layout_and_schema(exported, digits_result):
     assert index["images"] == {"feature_vis": None, "dataset_examples": None}
 
 
+SUMMIT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "summit-data"
+
+
+@pytest.mark.skipif(not (SUMMIT_DATA / "ag").is_dir(), reason=f"Summit's released graphs not found at {SUMMIT_DATA}")
+def test_summit_released_graphs_and_viewer_index_fit_the_schema(tmp_path):
+    """Summit's own ag-{c}.json files are valid graphs, and the index the viewer synthesises for a
+    folder of them is a valid index: one schema for both sources of data."""
+    from summit_fast.viewer.index import build_index
+
+    (tmp_path / "ag").mkdir()
+    for new, c in enumerate(range(0, 1000, 50)):  # 20 of Summit's 1000 graphs, renumbered
+        graph = read(SUMMIT_DATA / "ag" / f"ag-{c}.json")
+        validator("graph").validate(graph)
+        (tmp_path / "ag" / f"ag-{new}.json").write_text(json.dumps(graph))
+    index, classes = build_index(tmp_path)
+    validator().validate(index)
+    validator("classes").validate(classes)
+
+
 def test_schema_rejects_wrong_summit_types():
     node = {"channel": 3, "count": 5, "layer": "b", "pagerank": 0.1,
             "prev_channels": [{"prev_channel": 1, "inf": 2}], "attr_channels": [{"prev_channel": "7", "inf": 4}]}
@@ -147,6 +166,7 @@ def test_umap_parameters_and_init_chain(digits_result, monkeypatch):
             return init + 1.0 if isinstance(init, np.ndarray) else np.arange(2 * len(x), dtype=float).reshape(-1, 2)
 
     monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    monkeypatch.setattr("summit_fast.export._umap_installed", lambda: True)
     embeds, info = class_embedding(many_classes_result(digits_result.graph, digits_result.params), "auto")
     assert info == {"method": "umap", "metric": "cosine", "n_neighbors": 15, "min_dist": 0.1, "random_state": 0,
                     "init": "previous layer"}

@@ -309,7 +309,8 @@ def test_top_widest_matches_brute_force(max_count):
         row_ok = rng.random(j) < 0.8
         products.append(_Product(_Coo.from_dense(a), a.shape, _Coo.from_dense(b), n, c, row_ok))
         dense.append((a, b, n, row_ok))
-    for out, (a, b, n, row_ok) in zip(_top_widest(products), dense):
+    scratch = np.zeros(10_000, dtype=np.int32)
+    for out, (a, b, n, row_ok) in zip(_top_widest(products, scratch), dense):
         got = sorted(zip(out.k.tolist(), out.row.tolist(), out.col.tolist(), out.val.tolist()))
         expected = []
         for k in range(a.shape[0]):
@@ -318,6 +319,7 @@ def test_top_widest_matches_brute_force(max_count):
                 best = sorted((i for i in range(w.shape[1]) if w[j, i] > 0), key=lambda i: (-w[j, i], i))[:n[k]]
                 expected += [(k, j, i, int(w[j, i])) for i in best]
         assert got == sorted(expected)
+    assert not scratch.any()  # left zeroed for the next call
 
 
 def test_three_conv_chain_widest_path():

@@ -23,6 +23,7 @@ Only the three entries above are replaced in an existing folder; other files (im
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -174,11 +175,7 @@ def _umap(rows: dict, present: dict) -> dict[str, np.ndarray]:
 
 
 def _umap_installed() -> bool:
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("umap") is not None
 
 
 def _top_channels(row: np.ndarray) -> list[dict]:

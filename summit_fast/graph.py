@@ -1,19 +1,26 @@
 """Per-class attribution graphs (SPEC.md C) from the counts of a :class:`SummitResult`.
 
-For class c, the nodes are the summary-layer channels with at least one edge; an edge joins
-channel i of layer l-1 and channel j of layer l with weight
+Public API::
+
+    build_graphs(result, classes=None) -> {class: ClassGraph}   # all (or some) classes
+    iter_graphs(result, classes=None)  -> Iterator[ClassGraph]  # the same, streamed chunk by chunk
+    class_graph(result, c)             -> ClassGraph
+    ClassGraph.to_summit()             -> Summit's ag-{c}.json layout (layers last to first)
+    pagerank(adjacency, personalization, groups, num_groups)   # many graphs at once, as networkx
+
+What a graph is. For class c, the nodes are the summary-layer channels with at least one edge;
+an edge joins channel i of layer l-1 and channel j of layer l with weight
 
 - ``I_e[c, j', i]`` through a conv ``e`` that reads layer l-1 and writes j (a direct branch), or
-- the widest path through intermediate tensors (a chain of convs ``l-1 -> mid -> ... -> l``):
-  the max over paths of the min of the counts along the path; per target j only the top ``n``
-  sources are kept (ties by ascending source), ``n = max(1, floor(mean over the direct-branch
-  channels of layer l of their number of nonzero sources))`` (Summit's rule). A layer without
-  a direct branch takes the mean over the channels written by the last conv of its chains, of
-  their nonzero sources in that conv's own source space.
+- the widest path through intermediate tensors (a chain of convs ``l-1 -> mid -> ... -> l`` of
+  any length): the max over paths of the min of the counts along the path; per target j only
+  the top ``n`` sources are kept (ties by ascending source), ``n = max(1, floor(mean over the
+  direct-branch channels of layer l of their number of nonzero sources))`` (Summit's rule). A
+  layer without a direct branch takes that mean over the channels written by its chains' last convs.
 
+A grouped conv's compact counts (C_out, C_in/groups) are mapped to its real input channels.
 Where two convs write the same channel (a residual sum of two branches), the larger weight wins.
-Excluded channels (``result.params["excluded"]``) are removed before anything else: they are
-never nodes, never edges, never kept.
+Excluded channels (``result.params["excluded"]``) are removed first: never nodes, edges or kept.
 
 Importance is personalised PageRank on the undirected weighted graph (alpha 0.85,
 personalisation from A_l[c] normalised per layer by its max over non-excluded channels, dangling
@@ -25,16 +32,23 @@ would raise ZeroDivisionError).
 Selection, per layer: the shortest prefix of the channels by PageRank (descending, ties by
 channel) whose sum reaches ``tau_l`` times the layer's sum, ``tau_l = 0.075`` to begin with;
 while some layer l > 0 has no kept edge to a kept node of layer l-1, ``tau_l`` and ``tau_{l-1}``
-grow by 0.005 for every such l (capped at 1.0), and selection runs again.
+grow by 0.005 for every such l (capped at 1.0), and selection runs again. ``attr_channels``: the
+top 3 raw sources of the conv that writes the channel, in that conv's input channels.
 
-Everything is vectorised over a chunk of classes (one block-diagonal sparse matrix per chunk
-for PageRank); chunks bound memory and keep each chunk's graph in cache.
+How it runs. A chunk of classes is computed at once with numpy/scipy, no Python loop over
+classes, edges or nodes: counts become coordinate lists; the widest-path top-n rule runs as a
+band-by-band search in decreasing value that never forms the full max-min product
+(:func:`_top_widest`); PageRank is one power iteration over a block-diagonal sparse matrix
+holding the chunk's graphs, each class stopping on its own; selection and its relaxation loop
+run on the whole chunk. On the 2-core development VM an InceptionV1-sized class takes ~25-55 ms
+(bench/bench_graph.py; Summit's NetworkX code took ~30 s).
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +64,7 @@ TOL = 1.0e-6
 TAU = 0.075
 TAU_STEP = 0.005
 ATTR_TOP = 3
-CHUNK = 16  # classes per vectorised chunk
+CHUNK = 8  # classes per vectorised chunk (more only adds cache misses)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,15 +134,34 @@ def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, t
     (bounded memory: use this to stream thousands of classes)."""
     if not 0.0 < tau <= 1.0 or not tau_step > 0.0:
         raise ValueError(f"need 0 < tau <= 1 and tau_step > 0, got tau={tau}, tau_step={tau_step}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     k_total = result.num_classes
     classes = list(range(k_total)) if classes is None else [int(c) for c in classes]
     bad = [c for c in classes if not 0 <= c < k_total]
     if bad:
         raise ValueError(f"class index(es) {bad[:5]} out of range for {k_total} classes")
     layout = _Layout(result.graph, result.params.get("excluded", {}))
-    scratch = np.zeros(min(chunk_size, len(classes)) * layout.merged_keys, dtype=np.int32)
+    scratch = _scratch(min(chunk_size, len(classes)) * layout.merged_keys)
     for start in range(0, len(classes), chunk_size):
-        yield from _Chunk(result, layout, classes[start:start + chunk_size], tau, tau_step, scratch).graphs()
+        try:
+            graphs = _Chunk(result, layout, classes[start:start + chunk_size], tau, tau_step, scratch).graphs()
+        except BaseException:
+            _SCRATCH.buffer = None  # may hold a partial state
+            raise
+        yield from graphs
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """A zeroed int32 work buffer of at least ``size`` entries for _top_widest, kept per thread
+    between calls: fresh memory costs a page fault per page on first use."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _SCRATCH.buffer = np.zeros(size, dtype=np.int32)
+    return buffer
 
 
 def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.ndarray, num_groups: int, *,
@@ -148,8 +181,8 @@ def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.nda
     Returns (ranks (n,), 0 for non-nodes; iterations used per group). Each group starts from the
     uniform vector and stops on its own when its L1 change falls below ``N_group * tol``; a
     group that does not converge in ``max_iter`` iterations keeps its last iterate (with a
-    warning) where networkx would raise. The sparse products run in float32 (the ranks' error
-    stays below 1e-9), everything else in float64.
+    warning) where networkx would raise. The sparse products run in float32 (their rounding moves
+    a rank by ~1e-10, far below the 1e-6 the tests allow), everything else in float64.
     """
     adjacency = sp.csr_matrix(adjacency)
     groups = np.asarray(groups)
