@@ -45,3 +45,20 @@ def test_errors_are_reported_without_traceback(tmp_path):
     out = run_cli("demo", "--out", str(tmp_path / "x"), "--backend", "nope", "--epochs", "1", "--no-progress")
     assert out.returncode == 1
     assert "error: backend 'nope' cannot run" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_info_reports_the_count_state_of_a_model():
+    import re
+
+    import torch
+
+    from summit_fast.discovery import discover
+    from summit_fast.models import inception_v1
+
+    out = run_cli("info", "--model", "inception_v1", "--classes", "1000")
+    assert out.returncode == 0, out.stderr
+    reported = float(re.search(r"with 1000 classes: ([0-9.]+) GiB", out.stdout).group(1))
+    model = inception_v1()
+    graph = discover(model, torch.zeros(1, 3, 224, 224), model.SUMMARY_LAYERS)
+    per_class = summit_fast.SummitResult.zeros(graph, 2).nbytes - summit_fast.SummitResult.zeros(graph, 1).nbytes
+    assert abs(reported - 1000 * per_class / 2**30) < 0.05  # confusion grows as K^2: negligible here

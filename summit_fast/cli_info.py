@@ -7,10 +7,13 @@ import torch
 from . import __version__
 from ._native import import_error, native
 from .backends import backend_names, unavailable_reason
+from .cli_run import MODELS
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help="version and available backends")
+    p = subparsers.add_parser("info", help="version, available backends, count-state size of a model")
+    p.add_argument("--model", choices=MODELS, help="also report the count state this bundled model needs")
+    p.add_argument("--classes", type=int, default=1000, help="number of classes for --model (default 1000)")
     p.set_defaults(func=run)
 
 
@@ -30,4 +33,28 @@ def run(args) -> int:
             print(f"  {name:7s} available on {', '.join(usable)}")
         else:
             print(f"  {name:7s} unavailable: {'; '.join(sorted(set(reasons.values())))}")
+    if args.model:
+        print(count_state_report(args.model, args.classes))
     return 0
+
+
+def count_state_report(model_name: str, num_classes: int) -> str:
+    """The size of the count state of a bundled model with its preset layers, without allocating it."""
+    from .cli_run import load_model
+    from .discovery import discover
+    from .result import SummitResult
+
+    if num_classes < 1:
+        raise ValueError(f"--classes must be positive, got {num_classes}")
+    model = load_model(model_name, None)
+    with torch.inference_mode():
+        graph = discover(model, torch.zeros(1, *model.INPUT_SHAPE), model.SUMMARY_LAYERS)
+    specs = SummitResult.tensor_specs(graph, num_classes)
+    sizes = {"activation": 0, "influence": 0, "other": 0}
+    for key, (shape, dtype) in specs.items():
+        kind = key.split("/")[0] if "/" in key else "other"
+        sizes[kind] += torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    gib = {k: v / 2**30 for k, v in sizes.items()}
+    return (f"count state of {model_name} ({len(graph.layers)} layers, {len(graph.edges)} conv edges) with "
+            f"{num_classes} classes: {sum(gib.values()):.2f} GiB (activation {gib['activation']:.3f}, "
+            f"influence {gib['influence']:.2f}, predictions {gib['other']:.3f})")
