@@ -309,7 +309,7 @@ def test_top_widest_matches_brute_force(max_count):
         row_ok = rng.random(j) < 0.8
         products.append(_Product(_Coo.from_dense(a), a.shape, _Coo.from_dense(b), n, c, row_ok))
         dense.append((a, b, n, row_ok))
-    scratch = np.zeros(10_000, dtype=np.int32)
+    scratch = np.zeros(10_000, dtype=np.int64)
     for out, (a, b, n, row_ok) in zip(_top_widest(products, scratch), dense):
         got = sorted(zip(out.k.tolist(), out.row.tolist(), out.col.tolist(), out.val.tolist()))
         expected = []

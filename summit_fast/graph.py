@@ -156,11 +156,11 @@ _SCRATCH = threading.local()
 
 
 def _scratch(size: int) -> np.ndarray:
-    """A zeroed int32 work buffer of at least ``size`` entries for _top_widest, kept per thread
+    """A zeroed int64 work buffer of at least ``size`` entries for _top_widest, kept per thread
     between calls: fresh memory costs a page fault per page on first use."""
     buffer = getattr(_SCRATCH, "buffer", None)
     if buffer is None or len(buffer) < size:
-        buffer = _SCRATCH.buffer = np.zeros(size, dtype=np.int32)
+        buffer = _SCRATCH.buffer = np.zeros(size, dtype=np.int64)
     return buffer
 
 
@@ -335,10 +335,11 @@ def _widest(ca: _Coo, b: _Coo, kc: int, m_dim: int) -> tuple[np.ndarray, ...]:
     return ca.k[src], ca.row[src], b.col[pos], np.minimum(ca.val[src], b.val[pos])
 
 
-def _expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ranges [start, start + length): (index of the range, position) of every element."""
-    which = np.repeat(np.arange(len(start)), length)
-    pos = np.arange(len(which)) + (start - np.cumsum(length) + length)[which]
+def _expand(start: np.ndarray, length: np.ndarray, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For ranges [start, start + length): (id of the range (default: its index), position) of
+    every element."""
+    which = np.repeat(np.arange(len(start)) if ids is None else ids, length)
+    pos = np.arange(len(which)) + np.repeat(start - np.cumsum(length) + length, length)
     return which, pos
 
 
@@ -369,7 +370,7 @@ def _top_widest(products: list[_Product], scratch: np.ndarray | None = None) -> 
     is finished in the band where it reaches n distinct sources, and only that band's entries
     are sorted to break its ties. Rows of all products share one loop.
 
-    ``scratch``: optional zeroed int32 array of at least sum(K * J * C) entries, reused across
+    ``scratch``: optional zeroed int64 array of at least sum(K * J * C) entries, reused across
     calls (a fresh one costs page faults); it is zeroed again on return.
     """
     rows, qs, vals, key_base, n_row = [], [], [], [], []
@@ -411,8 +412,10 @@ def _top_widest(products: list[_Product], scratch: np.ndarray | None = None) -> 
     a_row, a_q, a_val, a_lvl = a_row[by_level], a_q[by_level], a_val[by_level], a_lvl[by_level]
     level_end = np.cumsum(np.bincount(a_lvl, minlength=top)[::-1])[::-1]  # entries of level >= l: a prefix
 
-    # best[key_base[row] + i]: w of source i of the row once found (0: not yet)
-    best = scratch[:key_off] if scratch is not None and len(scratch) >= key_off else np.zeros(key_off, np.int32)
+    # best[key_base[row] + i]: (w << 32) + 2**32 - 1 - candidate index of source i of the row's
+    # best path once found (0: not yet); one maximum.at keeps the max w and, among ties, one path
+    best = scratch[:key_off] if scratch is not None and len(scratch) >= key_off else np.zeros(key_off, np.int64)
+    a_key = key_base[a_row]
     touched = []
     found = np.zeros(row_off, dtype=np.int64)
     active = np.ones(row_off, dtype=bool)
@@ -435,24 +438,20 @@ def _top_widest(products: list[_Product], scratch: np.ndarray | None = None) -> 
         block = block[active[a_row[block]]]
         # a target entry of this level meets every path of level >= lvl; a higher one, those of lvl
         q_new, q_old = a_q[block], a_q[pending]
-        e_of, pos = _expand(np.r_[q_start[q_new], q_start[q_old] + above[q_old]],
-                            np.r_[at_least[q_new], at_least[q_old] - above[q_old]])
-        e = np.r_[block, pending][e_of]
+        e, pos = _expand(np.r_[q_start[q_new], q_start[q_old] + above[q_old]],
+                         np.r_[at_least[q_new], at_least[q_old] - above[q_old]], np.r_[block, pending])
         pending = np.r_[pending, block]
         if not len(pos):
             continue
-        key = key_base[a_row[e]] + col_sorted[pos]
+        key = a_key[e] + col_sorted[pos]
         fresh = np.flatnonzero(best[key] == 0)  # sources already found came through a higher band
         e, pos, key = e[fresh], pos[fresh], key[fresh]
-        val = np.minimum(a_val[e], val_sorted[pos])
-        np.maximum.at(best, key, val)
-        win = np.flatnonzero(best[key] == val)
-        best[key[win]] = -1 - win  # ties for the max: the last write names one entry per source
-        win = win[best[key[win]] == -1 - win]
-        key, val = key[win], val[win]
-        best[key] = val
+        packed = (np.minimum(a_val[e], val_sorted[pos]).astype(np.int64) << 32) + (2**32 - 1 - np.arange(len(e)))
+        np.maximum.at(best, key, packed)
+        win = np.flatnonzero(best[key] == packed)  # one path per new source: the best, first on ties
+        key, row, col = key[win], a_row[e[win]], col_sorted[pos[win]]
+        val = (packed[win] >> 32).astype(a_val.dtype)
         touched.append(key)
-        row, col = a_row[e[win]], col_sorted[pos[win]]
         added = np.bincount(row, minlength=row_off)
         need = n_row - found
         ends = active & (added >= need) & (added > 0)
