@@ -195,6 +195,19 @@ def test_embedding_errors(digits_result, monkeypatch):
     assert class_embedding(digits_result, "auto")[1]["method"] == "pca"
 
 
+def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
+    params = dict(digits_result.params, classes=[7, 2, 9])
+    result = summit_fast.SummitResult.zeros(digits_result.graph, 3, params)
+    for name, t in digits_result.influence.items():
+        result.influence[name].copy_(t[:3])
+    for name, t in digits_result.activation.items():
+        result.activation[name].copy_(t[:3])
+    out = export(result, tmp_path / "some", embedding="pca")
+    assert [c["target_class"] for c in read(out / "classes.json")] == [7, 2, 9]
+    assert sorted(p.name for p in (out / "ag").iterdir()) == ["ag-0.json", "ag-1.json", "ag-2.json"]
+    validator().validate(read(out / "summit_fast.json"))
+
+
 def test_class_names_and_image_patterns(digits_result, tmp_path):
     names = [f"<img src=x onerror=alert({k})>" for k in range(K)]
     out = export(digits_result, tmp_path / "named", class_names=names, embedding="pca",

@@ -4,10 +4,12 @@ Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
 
     OUT/summit_fast.json   the index: classes, layers, channel counts, class names, how the embedding
                            was computed, the aggregation parameters, image patterns, file names
-    OUT/classes.json       one entry per class in the format of Summit's imagenet.json: name,
-                           target_class, topChannels, embed, numOfInstances (and topOneAcc,
-                           topOneAccCount, accs when predictions were recorded)
-    OUT/ag/ag-{c}.json     class c's attribution graph in Summit's format (layers last to first)
+    OUT/classes.json       one entry per class (row of the counts) in the format of Summit's
+                           imagenet.json: name, target_class (the model's class index), topChannels,
+                           embed, numOfInstances (and topOneAcc, topOneAccCount, accs when
+                           predictions were recorded)
+    OUT/ag/ag-{c}.json     the attribution graph of classes.json's entry c, in Summit's format
+                           (layers last to first)
 
 The class embedding is per layer: UMAP of the classes' activation count rows (cosine, 15
 neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous layer's embedding)
@@ -102,9 +104,10 @@ def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> li
     if predictions:
         correct = result.confusion.diagonal().detach().cpu().numpy()
         probability = result.top1_probability.detach().cpu().numpy()
+    class_ids = result.class_ids  # the model's class index of each row (a run may count only some)
     classes = []
     for k, name in enumerate(names):
-        entry = {"name": name, "target_class": k,
+        entry = {"name": name, "target_class": int(class_ids[k]),
                  "topChannels": {l: _top_channels(counts[l][k]) for l in result.layers},
                  "embed": embeds[k], "numOfInstances": int(images[k])}
         if predictions:
