@@ -45,6 +45,7 @@ struct KxkPlan {
   int64_t tile_max_np;          // positions of the largest tile, padded to kPositionBlock
   std::vector<Acc> panels;      // per source: its group's targets x taps weights
   int64_t cin_g, cout_g;
+  bool direct;                  // few targets per source: read the padded plane without im2col
 };
 
 // lmax[jj] = max(lmax[jj], max over the tile's positions p of sum_t w[jj*T + t] * P[t*np + p])
@@ -71,6 +72,38 @@ SUMMIT_ALWAYS_INLINE void tile_max(const Acc* P, int64_t np, int64_t T, const Ac
     for (int jj = 0; jj < JB; ++jj) {
       const V m = a0[jj] > a1[jj] ? a0[jj] : a1[jj];
       mx[jj] = m > mx[jj] ? m : mx[jj];
+    }
+  }
+  for (int jj = 0; jj < JB; ++jj) {
+    Acc m = lmax[jj];
+    for (int l = 0; l < L; ++l) m = mx[jj][l] > m ? mx[jj][l] : m;
+    lmax[jj] = m;
+  }
+}
+
+// The same maxima for small groups (depthwise convs), where im2col would cost more than the
+// products: the taps read the padded plane directly, one vector of output columns at a time
+// (stride 1; the last vector of a row overlaps the previous one, which a max ignores).
+template <int JB, class Acc>
+SUMMIT_ALWAYS_INLINE void direct_max(const Acc* xp, const KxkPlan<Acc>& plan, const Acc* w, Acc* lmax) {
+  using V = typename Vec<Acc>::type;
+  constexpr int L = Vec<Acc>::lanes;
+  const int64_t T = plan.T;
+  V mx[JB];
+  for (int jj = 0; jj < JB; ++jj) mx[jj] = V{} - std::numeric_limits<Acc>::infinity();
+  for (int64_t y = 0; y < plan.out_h; ++y) {
+    const Acc* row = xp + y * plan.step_h * plan.used_w;
+    for (int64_t x0 = 0;; x0 += L) {
+      const Acc* at = row + std::min(x0, plan.out_w - L);
+      V acc[JB];
+      for (int jj = 0; jj < JB; ++jj) acc[jj] = V{};
+      for (int64_t t = 0; t < T; ++t) {
+        V p;
+        __builtin_memcpy(&p, at + plan.tap_offset[t], sizeof p);
+        for (int jj = 0; jj < JB; ++jj) acc[jj] += w[jj * T + t] * p;
+      }
+      for (int jj = 0; jj < JB; ++jj) mx[jj] = acc[jj] > mx[jj] ? acc[jj] : mx[jj];
+      if (x0 + L >= plan.out_w) break;
     }
   }
   for (int jj = 0; jj < JB; ++jj) {
@@ -110,6 +143,14 @@ SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan
   const int64_t T = plan.T, cout_g = plan.cout_g, out_w = plan.out_w, block = kPositionBlock<Acc>;
   const Acc* panel = plan.panels.data() + i * cout_g * T;
   std::fill(lrow, lrow + cout_g, -std::numeric_limits<Acc>::infinity());
+  if (plan.direct) {
+    switch (cout_g) {
+      case 3: direct_max<3>(xp, plan, panel, lrow); break;
+      case 2: direct_max<2>(xp, plan, panel, lrow); break;
+      default: direct_max<1>(xp, plan, panel, lrow); break;
+    }
+    return;
+  }
   for (int64_t y0 = 0; y0 < plan.out_h; y0 += plan.tile_rows) {
     // im2col of whole output rows, P[t][p]: row copies (contiguous when step_w is 1), then
     // the tail up to a multiple of the micro-kernel's block repeats the last position, which
@@ -185,6 +226,7 @@ KxkPlan<Acc> make_plan(const InfluenceArgs& a) {
   const int64_t block = kPositionBlock<Acc>;
   plan.tile_rows = std::max<int64_t>(1, 16384 / static_cast<int64_t>(sizeof(Acc)) / plan.T / g.out_w);
   plan.tile_max_np = (std::min(plan.tile_rows, g.out_h) * g.out_w + block - 1) / block * block;
+  plan.direct = plan.cout_g < 4 && g.step_w == 1 && g.out_w >= Vec<Acc>::lanes;
   // Weight panels: source i = (group, s) -> its targets' T taps, contiguous.
   const Acc* w = static_cast<const Acc*>(a.weight);
   plan.panels.resize(static_cast<size_t>(a.c_out * plan.cin_g * plan.T));

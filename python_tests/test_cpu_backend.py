@@ -104,7 +104,8 @@ def test_activation_counts_accumulate_across_calls(cpu):
 # ------------------------------------------------------------------------------ influence (SPEC.md B)
 # (name, C_out, kh, kw, ConvSpec): 1x1 (with padding that the sampled grid reads), kxk with
 # stride, dilation, groups, depthwise (with a channel multiplier), every padding mode,
-# asymmetric "same" padding, non-square kernels.
+# asymmetric "same" padding, non-square kernels. Groups with 1-3 targets per source take the
+# kernel's direct path at stride 1 (7 px in float64, 28 px), the others im2col tiles.
 CONVS = [
     ("1x1", 30, 1, 1, ConvSpec()),
     ("1x1_s2_p1", 30, 1, 1, ConvSpec(stride=(2, 2), pad=(1, 1, 1, 1))),
@@ -114,6 +115,8 @@ CONVS = [
     ("3x3_g2_d2", 30, 3, 3, ConvSpec(dilation=(2, 2), groups=2)),
     ("3x3_depthwise", 50, 3, 3, ConvSpec(pad=(1, 1, 1, 1), groups=50)),
     ("3x3_depthwise_x2_s2", 100, 3, 3, ConvSpec(stride=(2, 2), pad=(1, 1, 1, 1), groups=50)),
+    ("3x3_g5_x2", 10, 3, 3, ConvSpec(pad=(1, 1, 1, 1), groups=5)),
+    ("5x5_g5_x3_d2_replicate", 15, 5, 5, ConvSpec(pad=(4, 4, 4, 4), dilation=(2, 2), groups=5, padding_mode="replicate")),
     ("5x5_p2", 30, 5, 5, ConvSpec(pad=(2, 2, 2, 2))),
     ("5x5_p2_reflect", 30, 5, 5, ConvSpec(pad=(2, 2, 2, 2), padding_mode="reflect")),
     ("3x3_circular", 30, 3, 3, ConvSpec(pad=(1, 1, 1, 1), padding_mode="circular")),
