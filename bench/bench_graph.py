@@ -18,7 +18,7 @@ processed in chunks of ``--chunk`` classes (one ``build_graphs`` call each); onl
 is timed (wall and CPU). ``--networkx`` also times networkx.pagerank on one class's full graph,
 the step that took Summit ~30 s per class.
 
-    python bench/bench_graph.py [--classes 1000] [--tails 10,30] [--networkx]
+    python bench/bench_graph.py [--classes 1000] [--tails 10,30] [--networkx] [--stages]
 """
 
 from __future__ import annotations
@@ -105,6 +105,40 @@ def networkx_seconds(graph, images: int, head: int, tail: float) -> tuple[float,
     return time.perf_counter() - t0, g.number_of_edges()
 
 
+def stage_times(graph, images: int, head: int, tail: float, classes: int = 8) -> dict[str, float]:
+    """CPU ms per class of each stage of build_graphs on one chunk (best of 3)."""
+    from summit_fast.graph import _Chunk, _csr, _Layout, _scratch, pagerank
+
+    result = synthetic_result(graph, classes, images, head, tail, seed=0)
+    layout = _Layout(result.graph, {})
+    chunk = _Chunk(result, layout, list(range(classes)), 0.075, 0.005, _scratch(classes * layout.merged_keys))
+    width, slots = layout.width, classes * layout.width
+
+    def best_of(f):
+        times, out = [], None
+        for _ in range(3):
+            c0 = time.process_time()
+            out = f()
+            times.append(time.process_time() - c0)
+        return 1000 * min(times) / classes, out
+
+    out = {}
+    out["nonzero extraction"], _ = best_of(lambda: [chunk._sources(e.conv) for e in graph.edges])
+    out["edges (nonzero + widest-path top-n)"], edges = best_of(chunk._edges)
+    rows = np.concatenate([e.k * width + layout.offsets[li] + e.row for li, e in enumerate(edges) if li])
+    cols = np.concatenate([e.k * width + layout.offsets[li - 1] + e.col for li, e in enumerate(edges) if li])
+    weights = np.concatenate([e.val for li, e in enumerate(edges) if li])
+    out["sparse matrix"], adjacency = best_of(lambda: _csr(rows, cols, weights, slots))
+    degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=slots)
+    groups = np.where(degree > 0, np.repeat(np.arange(classes), width), -1)
+    personalization = chunk._personalization()
+    out["pagerank"], (ranks, _) = best_of(lambda: pagerank(adjacency, personalization, groups, classes, undirected=True))
+    out["selection"], (kept, tau) = best_of(lambda: chunk._select(adjacency, ranks, groups))
+    out["nodes out"], _ = best_of(lambda: chunk._assemble(adjacency, ranks, kept, tau, groups))
+    out["whole chunk"], _ = best_of(chunk.graphs)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=1000)
@@ -113,6 +147,7 @@ def main() -> None:
     ap.add_argument("--head", type=int, default=5)
     ap.add_argument("--tails", default="10,30", help="mean numbers of weak sources per target, one run each")
     ap.add_argument("--networkx", action="store_true", help="also time networkx.pagerank on one class's graph")
+    ap.add_argument("--stages", action="store_true", help="also time each stage on one chunk of 8 classes")
     args = ap.parse_args()
     graph = inception_graph()
     rows = [run(graph, args.classes, args.chunk, args.images, args.head, float(t)) for t in args.tails.split(",")]
@@ -124,6 +159,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['tail']:g} | {r['per_target']:.1f} | {r['nodes']:.0f} | {r['kept']:.1f} | {r['classes']} "
               f"| {r['wall']:.1f} | {r['cpu']:.1f} | {1000 * r['wall'] / r['classes']:.1f} |")
+    if args.stages:
+        tails = args.tails.split(",")
+        stages = [stage_times(graph, args.images, args.head, float(t)) for t in tails]
+        print("| stage (CPU ms/class, 8-class chunk) | " + " | ".join(f"tail {t}" for t in tails) + " |")
+        print("|---|" + "---|" * len(tails))
+        for name in stages[0]:
+            print(f"| {name} | " + " | ".join(f"{s[name]:.1f}" for s in stages) + " |")
     if args.networkx:
         for t in args.tails.split(","):
             seconds, n_edges = networkx_seconds(graph, args.images, args.head, float(t))
