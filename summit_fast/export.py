@@ -74,10 +74,10 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "ag").mkdir(parents=True)
     try:
+        embeds, method = class_embedding(result, embedding)  # first: it is the step likeliest to fail
+        _write_json(staging / CLASSES_FILE, class_list(result, names, embeds))
         for graph in iter_graphs(result):
             _write_json(staging / GRAPHS_PATTERN.format(c=graph.target_class), graph.to_summit())
-        embeds, method = class_embedding(result, embedding)
-        _write_json(staging / CLASSES_FILE, class_list(result, names, embeds))
         index = {
             "schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "generator": f"summit_fast {__version__}",
             "num_classes": result.num_classes, "num_images": result.num_images,
