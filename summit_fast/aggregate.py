@@ -26,6 +26,8 @@ from .result import SummitResult
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
+# Parameters found on the first batch rather than given (see Aggregator._setup).
+_DERIVED_PARAMS = ("predictions", "num_classes")
 
 
 def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
@@ -171,8 +173,8 @@ class Aggregator:
 
     def resume(self, result: SummitResult) -> None:
         """Continue counting on top of ``result`` (e.g. a checkpoint) made with the same options."""
-        mine = {k: v for k, v in self.params.items() if k != "predictions"}
-        theirs = {k: v for k, v in result.params.items() if k != "predictions"}
+        mine = {k: v for k, v in self.params.items() if k not in _DERIVED_PARAMS}
+        theirs = {k: v for k, v in result.params.items() if k not in _DERIVED_PARAMS}
         if mine != theirs or result.layers != self.layers:
             raise ValueError("cannot resume from a result made with different layers or parameters")
         self._adopt(result.to(self.device))
