@@ -175,7 +175,7 @@ def test_index_built_from_graphs_alone(tmp_path):
     assert index["layers"] == list(LAYERS)                      # graphs list last to first
     assert index["class_names"] == [f"class {c}" for c in range(len(NAMES))]
     assert index["images"] == {"feature_vis": "feature-vis/channel/{layer}-{channel}-channel.jpg", "dataset_examples": None}
-    assert index["embedding"] == {"method": "pca"}
+    assert index["embedding"]["method"] == "pca"  # umap-learn is not a test dependency
     graph = json.loads((folder / "ag" / "ag-2.json").read_text())
     top = classes[2]["topChannels"]["conv2"]
     assert sorted((e["i"], -e["c"]) for e in top)[::-1] == [(e["i"], -e["c"]) for e in top]   # by count, descending

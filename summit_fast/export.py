@@ -119,10 +119,18 @@ def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> li
 
 
 def class_embedding(result: SummitResult, method: str = "auto") -> tuple[list[dict], dict]:
-    """Per class ``{layer: {"x", "y"} or None}``, and the description of the method used."""
+    """Per class ``{layer: {"x", "y"} or None}`` from its activation count rows, and the
+    description of the method used (see :func:`embed_rows`)."""
+    return embed_rows({l: result.activation[l].detach().cpu().numpy() for l in result.layers}, method)
+
+
+def embed_rows(counts: dict[str, np.ndarray], method: str = "auto") -> tuple[list[dict], dict]:
+    """A 2-D position per class and layer from per-layer count rows ``{layer: (K, C)}`` (layers
+    first to last): UMAP (cosine, Summit's settings, each layer initialised from the previous)
+    or PCA of the unit-length rows; None where a class's row is all zero."""
     rows = {}
-    for l in result.layers:
-        a = result.activation[l].detach().cpu().numpy().astype(np.float64)
+    for l, a in counts.items():
+        a = np.asarray(a, dtype=np.float64)
         norms = np.linalg.norm(a, axis=1, keepdims=True)
         rows[l] = np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
     present = {l: np.linalg.norm(r, axis=1) > 0 for l, r in rows.items()}
@@ -138,9 +146,10 @@ def class_embedding(result: SummitResult, method: str = "auto") -> tuple[list[di
     else:
         positions, info = _pca(rows, present), {"method": "pca", "input": "unit-length activation count rows",
                                                 "init": "axes flipped to agree with the previous layer"}
-    embeds = [{} for _ in range(result.num_classes)]
+    num_classes = len(next(iter(rows.values())))
+    embeds = [{} for _ in range(num_classes)]
     for l, xy in positions.items():
-        for k in range(result.num_classes):
+        for k in range(num_classes):
             embeds[k][l] = ({"x": round(float(xy[k, 0]), 5), "y": round(float(xy[k, 1]), 5)}
                             if present[l][k] else None)
     return embeds, info

@@ -9,10 +9,9 @@ visualisations), so for such a folder they are built here from the graphs alone:
   only the kept channels);
 - a class's ``topChannels`` are its graph's node counts (the kept channels only, so the sidebar's
   similarity compares graphs, not full activation rows);
-- the embedding is the export's PCA fallback applied to those count rows: the first two principal
-  components of the rows scaled to unit length (the cosine geometry of the similarity sort), each
-  layer's axes flipped to agree with the previous layer's so that switching layers moves points only
-  as much as the data does; a class without nodes in a layer has no position there;
+- the embedding is the export's (:func:`summit_fast.export.embed_rows`) applied to those count
+  rows: UMAP when umap-learn is installed and there are enough classes, else PCA of the rows scaled
+  to unit length; a class without nodes in a layer has no position there;
 - instance counts and accuracies are unknown (``numOfInstances`` is null; the viewer disables those
   sorts).
 """
@@ -25,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..export import CLASSES_FILE, GRAPHS_PATTERN, INDEX_FILE, embed_rows
 from ..imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
 
-INDEX_FILE = "summit_fast.json"
-CLASSES_FILE = "classes.json"
 FEATURE_VIS_PATTERN = "feature-vis/channel/{layer}-{channel}-channel.jpg"
 _GRAPH_NAME = re.compile(r"^ag-(\d+)\.json$")
 
@@ -80,30 +78,15 @@ def _top_channels(graph: dict) -> dict[str, list[dict]]:
     return top
 
 
-def _pca_embedding(top_channels: list[dict], layers: list[str], channels: dict[str, int]) -> list[dict]:
-    """Per class {layer: {"x", "y"} or None}: the first two principal components of the unit-length
-    rows; None where the class has no node in that layer (as in an export)."""
-    embeds = [{} for _ in top_channels]
-    previous = None
+def _count_rows(top_channels: list[dict], layers: list[str], channels: dict[str, int]) -> dict[str, np.ndarray]:
+    """Per layer, the (K, C) rows of the graphs' node counts."""
+    rows = {}
     for layer in layers:
-        rows = np.zeros((len(top_channels), channels[layer]))
+        rows[layer] = np.zeros((len(top_channels), channels[layer]))
         for k, top in enumerate(top_channels):
             for entry in top.get(layer, []):
-                rows[k, entry["c"]] = entry["i"]
-        norms = np.linalg.norm(rows, axis=1)
-        present = norms > 0
-        xy = np.zeros((len(rows), 2))
-        if present.any():
-            unit = rows[present] / norms[present, None]
-            u, s, _ = np.linalg.svd(unit - unit.mean(axis=0), full_matrices=False)
-            rank = min(2, len(s))
-            xy[present, :rank] = u[:, :rank] * s[:rank]
-        if previous is not None:
-            xy *= np.where((xy * previous).sum(axis=0) < 0, -1, 1)
-        previous = xy
-        for k, (x, y) in enumerate(xy):
-            embeds[k][layer] = {"x": round(float(x), 5), "y": round(float(y), 5)} if present[k] else None
-    return embeds
+                rows[layer][k, entry["c"]] = entry["i"]
+    return rows
 
 
 def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[dict, list[dict]]:
@@ -120,7 +103,7 @@ def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[d
     layers = layers_last_first[::-1]
     channels = {layer: 1 + max((n["channel"] for g in graphs for n in g.get(layer, [])), default=-1) for layer in layers}
     top_channels = [_top_channels(g) for g in graphs]
-    embeds = _pca_embedding(top_channels, layers, channels)
+    embeds, embedding = embed_rows(_count_rows(top_channels, layers, channels))
     has_feature_vis = next((data_dir / "feature-vis" / "channel").glob("*-channel.jpg"), None) is not None
 
     index = {
@@ -131,9 +114,9 @@ def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[d
         "layers": layers,
         "channels": channels,
         "class_names": class_names,
-        "embedding": {"method": "pca"},
+        "embedding": embedding,
         "images": {"feature_vis": FEATURE_VIS_PATTERN if has_feature_vis else None, "dataset_examples": None},
-        "graphs": "ag/ag-{c}.json",
+        "graphs": GRAPHS_PATTERN,
         "classes": CLASSES_FILE,
     }
     classes = [
