@@ -320,6 +320,16 @@ void influence_kxk(const InfluenceArgs& a) {
 }  // namespace
 
 void influence_update(const InfluenceArgs& a) {
+  const int64_t cin_g = a.x.shape[1] / a.groups;
+  if (a.k >= cin_g) {
+    // Every target keeps all of its sources (depthwise convs, for one): the scores cannot
+    // change the counts, so none are computed.
+    for (int64_t b = 0; b < a.x.shape[0]; ++b) {
+      int32_t* rows = a.counts + a.labels[b] * a.c_out * cin_g;
+      for (int64_t n = 0; n < a.c_out * cin_g; ++n) rows[n] += 1;
+    }
+    return;
+  }
   dispatch_dtype(a.x.dtype, [&](auto e) {
     using E = decltype(e);
     const bool one_by_one = a.geo.kh == 1 && a.geo.kw == 1;
