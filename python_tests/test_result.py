@@ -160,3 +160,10 @@ def test_dataset_examples_merge_across_shards_with_global_ids(net, batches):
     for images, labels in batches[1:]:
         agg2.update(images, labels, image_ids=6 + agg2.images_counted + torch.arange(len(images)))
     assert first + agg2.result == whole
+
+
+def test_result_tensors_are_ordinary_tensors_users_can_edit(net, batches):
+    result = summit_fast.aggregate(net, batches, backend="torch", progress=False, examples=2)
+    for t in result.tensors().values():
+        assert not t.is_inference()
+    result.activation["mix1"] += 1  # would raise for an inference tensor

@@ -63,3 +63,24 @@ class TinySequential(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x).amax(dim=(2, 3)))
+
+
+class TwoResidualBlocks(nn.Module):
+    """block1 = relu(conv0(x)); block2 = relu(conv2(relu(conv1(block1))) + block1): a residual
+    identity from block1 into block2, beside the conv chain conv1 -> conv2."""
+
+    SUMMARY_LAYERS = ["block1", "block2"]
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 6, 3, padding=1)
+        self.block1 = nn.ReLU()
+        self.conv1 = nn.Conv2d(6, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 1)
+        self.block2 = nn.ReLU()
+        self.head = nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        y1 = self.block1(self.conv0(x))
+        y2 = self.block2(self.conv2(F.relu(self.conv1(y1))) + y1)
+        return self.head(y2.mean(dim=(2, 3)))

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .backends import get_backend
 from .backends.base import Backend, check_labels
+from .backends.torch_ref import channel_max, select_channels
 from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .examples import batch_candidates, merge_examples
@@ -258,7 +259,8 @@ class Aggregator:
         # Predictions are recorded when the output is (B, num_classes) class scores.
         params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes), num_classes=int(num_classes))
         rows = len(classes) if classes is not None else num_classes
-        self._adopt(SummitResult.zeros(graph, rows, params, self.class_names, self.device))
+        with torch.inference_mode(False):  # ordinary tensors: users may edit the counts afterwards
+            self._adopt(SummitResult.zeros(graph, rows, params, self.class_names, self.device))
 
     def _adopt(self, result: SummitResult) -> None:
         """Continue counting into ``result``."""
@@ -267,6 +269,7 @@ class Aggregator:
         self.excluded = _excluded_masks(self.params["excluded"], result.graph, self.device)
         self.convs = ({e.conv: (self.modules[e.conv], e.spec) for e in result.graph.edges}
                       if self.params["influence"] else {})
+        self.skips = result.graph.counted_skips() if self.params["influence"] else []
         # row of each class index (-1: not counted)
         self.row_of = torch.full((self.params["num_classes"],), -1, dtype=torch.long, device=self.device)
         self.row_of[torch.tensor(result.class_ids, dtype=torch.long)] = torch.arange(result.num_classes)
@@ -313,12 +316,28 @@ class Aggregator:
                                          result.influence[conv], self.params["influence_k"],
                                          self.params["spatial_stride"])
         result.images_per_class += torch.bincount(rows, minlength=result.num_classes)
+        self._count_skips(result, rows)
         if self.record_predictions:
             _add_predictions(result, output, rows, self.row_of)
         for layer, state in result.examples.items():
             candidates = batch_candidates(self.captured[f"layer:{layer}"], image_ids)
-            state.update(merge_examples(state, candidates, self.params["examples"]))
+            for name, merged in merge_examples(state, candidates, self.params["examples"]).items():
+                state[name].copy_(merged)  # in place: the state stays an ordinary tensor
         self.interrupted = False
+
+    def _count_skips(self, result: SummitResult, rows: torch.Tensor) -> None:
+        """skip[k, c] += 1 for images of class k that select both ends of skipped channel c. The
+        selections are SPEC.md A's, computed with the reference functions (exactly what every
+        backend selects)."""
+        selected = {}
+        for skip in self.skips:
+            for layer in (skip.source, skip.target):
+                if layer not in selected:
+                    z = channel_max(self.captured[f"layer:{layer}"])
+                    selected[layer] = select_channels(z, self.rule, self.excluded.get(layer))
+            both = (selected[skip.source][:, skip.source_offset:skip.source_offset + skip.channels]
+                    & selected[skip.target][:, skip.target_offset:skip.target_offset + skip.channels])
+            result.skip[skip.key].index_add_(0, rows, both.to(torch.int32))
 
     def _check_captured(self, index: int) -> None:
         for key in [f"layer:{l}" for l in self.layers] + [f"conv:{c}" for c in self.convs]:

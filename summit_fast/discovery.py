@@ -84,13 +84,19 @@ class ConvEdge:
 class Skip:
     """Channels that reach a summary layer without passing a conv (a residual identity, a
     pooled branch): channels [source_offset, +channels) of ``source`` are channels
-    [target_offset, +channels) of ``target``. Recorded, not counted."""
+    [target_offset, +channels) of ``target``. A skip from the previous summary layer is counted
+    (see :meth:`ModelGraph.counted_skips`); others are only recorded."""
 
     source: str
     target: str
     source_offset: int
     target_offset: int
     channels: int
+
+    @property
+    def key(self) -> str:
+        """The name of its counts in ``SummitResult.skip``."""
+        return f"{self.source}->{self.target}@{self.target_offset}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,12 @@ class ModelGraph:
     channels: dict[str, int]
     edges: list[ConvEdge]
     skips: list[Skip] = field(default_factory=list)
+
+    def counted_skips(self) -> list[Skip]:
+        """The skips from one summary layer to the next: they become identity edges of the
+        attribution graph, weighted by how many images of the class select both ends."""
+        index = {layer: i for i, layer in enumerate(self.layers)}
+        return [s for s in self.skips if index.get(s.target, 0) >= 1 and s.source == self.layers[index[s.target] - 1]]
 
     def to_json(self) -> dict:
         return {"layers": list(self.layers), "input_node": self.input_node, "channels": dict(self.channels),

@@ -279,7 +279,12 @@ class _Layout:
                 raise ValueError(f"conv {chain[-1]!r} on the way into layer {e.target!r} reads {source!r}, "
                                  f"not the previous summary layer {self.layers[li - 1]!r}")
             self.branches[li].append(_Branch(tuple(chain), e.target_offset, e.out_channels))
-        self.overlapping = [_overlaps([(b.offset, b.out) for b in bs]) for bs in self.branches]
+        # identity edges: skips from the previous summary layer (residual additions)
+        self.skips: list[list] = [[] for _ in self.layers]
+        for skip in graph.counted_skips():
+            self.skips[self.layers.index(skip.target)].append(skip)
+        self.overlapping = [_overlaps([(b.offset, b.out) for b in bs]) or bool(sk)
+                            for bs, sk in zip(self.branches, self.skips)]
         # per class, the (target, source) pairs of all chains: the size of _top_widest's scratch
         self.merged_keys = sum(b.out * self.channels[li - 1] for li, bs in enumerate(self.branches)
                                for b in bs if len(b.chain) > 1)
@@ -566,6 +571,10 @@ class _Chunk:
         for (li, offset), e in zip(owners, _top_widest(products, self.scratch) if products else []):
             e.row += offset
             parts[li].append(e)
+        for li in range(1, len(lay.layers)):
+            for skip in lay.skips[li]:
+                e = self._skip_edges(skip)
+                parts[li].append(e.select(~lay.excluded[li - 1][e.col] & ~lay.excluded[li][e.row]))
         edges = [_Coo(*(np.zeros(0, np.int64) for _ in range(4)))]
         for li in range(1, len(lay.layers)):
             e = _Coo(*(np.concatenate([getattr(p, f) for p in parts[li]] or [np.zeros(0, np.int64)])
@@ -574,6 +583,14 @@ class _Chunk:
                 e = _max_dedupe(e.k, e.row, e.col, e.val, (self.kc, lay.channels[li], lay.channels[li - 1]))
             edges.append(e)
         return edges
+
+    def _skip_edges(self, skip) -> _Coo:
+        """Identity edges source_offset + t -> target_offset + t, weighted by the skip's counts."""
+        t = self.result.skip[skip.key]
+        part = t[torch.as_tensor(self.classes)].detach().cpu().numpy()
+        k, ch = np.nonzero(part)
+        return _Coo(k.astype(np.int64), (skip.target_offset + ch).astype(np.int64),
+                    (skip.source_offset + ch).astype(np.int64), part[k, ch].astype(np.int64))
 
     def _chain_paths(self, br: _Branch, li: int) -> _Coo:
         """Widest paths from layer li-1 to the sources of ``br.chain[0]`` (the intermediate it reads)."""

@@ -42,6 +42,9 @@ class SummitResult:
       (column), over the result's classes; all zero when the model's output is not class scores.
     - ``top1_probability``: float64 (K,) — per class, the sum over its images of the top-1
       probability (softmax of the output, or the output itself when it already is probabilities).
+    - ``skip[key]``: int32 (K, channels) per skip connection between consecutive summary layers
+      (``graph.counted_skips()``, e.g. a residual identity): images of class k that selected both
+      the source channel and the target channel it is added to (counted with influence).
     - ``examples[layer]``: when dataset examples were tracked (``params["examples"]`` = N > 0),
       the top-N images per channel (see :mod:`summit_fast.examples`); otherwise empty.
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
@@ -60,6 +63,7 @@ class SummitResult:
     params: dict = field(default_factory=dict)
     class_names: list[str] | None = None
     examples: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    skip: dict[str, torch.Tensor] = field(default_factory=dict)
 
     # -- metadata views -----------------------------------------------------------------
     @property
@@ -111,6 +115,7 @@ class SummitResult:
         out.update(images_per_class=self.images_per_class, confusion=self.confusion,
                    top1_probability=self.top1_probability)
         out.update({f"examples/{l}/{f}": t for l, fields in self.examples.items() for f, t in fields.items()})
+        out.update({f"skip/{k}": t for k, t in self.skip.items()})
         return out
 
     @staticmethod
@@ -124,6 +129,7 @@ class SummitResult:
                       for e in graph.edges})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
                      top1_probability=((k,), torch.float64))
+        specs.update({f"skip/{s.key}": ((k, s.channels), torch.int32) for s in graph.counted_skips()})
         if examples:
             for layer in graph.layers:
                 for f in EXAMPLE_FIELDS:
@@ -140,7 +146,8 @@ class SummitResult:
         return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
                    {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges},
                    tensors["images_per_class"], tensors["confusion"], tensors["top1_probability"], graph,
-                   dict(params or {}), None if class_names is None else list(class_names), examples)
+                   dict(params or {}), None if class_names is None else list(class_names), examples,
+                   {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips()})
 
     @classmethod
     def zeros(cls, graph: ModelGraph, num_classes: int, params: dict | None = None,
