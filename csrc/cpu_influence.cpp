@@ -239,23 +239,30 @@ KxkPlan<Acc> make_plan(const InfluenceArgs& a) {
   return plan;
 }
 
-// For every target j (threads own whole targets, so no two threads touch one count) and
-// image b in [b0, b1): keep the top k of j's scores over its group's sources.
-// scores(b, j, buffer) returns a pointer to the cin_g scores, filling buffer if it needs to.
+// For every target j and image b in [b0, b1): keep the top k of j's scores over its group's
+// sources s; counts are (K, C_out, C_in/groups), sources indexed within j's group. Threads own
+// whole blocks of targets, so no two threads touch one count. scores(b, j, buffer) returns a
+// pointer to the cin_g scores, filling buffer if it needs to.
 template <class V, class F>
 void count_top_sources(const InfluenceArgs& a, int64_t b0, int64_t b1, F&& scores) {
-  const int64_t cin_g = a.x.shape[1] / a.groups;
+  const int64_t cin_g = a.x.shape[1] / a.groups, block = 16;
   std::vector<V> buffer(cin_g);
   std::vector<int64_t> chosen(cin_g);
   SelectScratch scratch;
-#pragma omp for schedule(dynamic, 4)
-  for (int64_t j = 0; j < a.c_out; ++j) {
+#pragma omp for schedule(dynamic, 1)
+  for (int64_t j0 = 0; j0 < a.c_out; j0 += block) {
+    const int64_t j1 = std::min(a.c_out, j0 + block);
     for (int64_t b = b0; b < b1; ++b) {
-      const V* v = scores(b, j, buffer.data());
-      const int64_t m = select_top_k(v, cin_g, a.k, chosen.data(), scratch);
-      // counts are (K, C_out, C_in/groups): sources indexed within j's group
-      int32_t* row = a.counts + (a.labels[b] * a.c_out + j) * cin_g;
-      for (int64_t n = 0; n < m; ++n) row[chosen[n]] += 1;
+      // Targets inner: one image's count rows of consecutive targets are adjacent in memory.
+      int32_t* rows = a.counts + (a.labels[b] * a.c_out + j0) * cin_g;
+      for (int64_t j = j0; j < j1; ++j, rows += cin_g) {
+        // Count rows of 1000-class tensors are cold; short rows (where the selection is quick)
+        // are fetched two targets ahead. 1.4x on MobileNetV2's 1x1 expand convs.
+        if (cin_g <= 256 && j + 2 < j1)
+          for (int64_t o = 0; o < cin_g; o += 16) __builtin_prefetch(rows + 2 * cin_g + o, 1);
+        const int64_t m = select_top_k(scores(b, j, buffer.data()), cin_g, a.k, chosen.data(), scratch);
+        for (int64_t n = 0; n < m; ++n) rows[chosen[n]] += 1;
+      }
     }
   }
 }

@@ -11,24 +11,8 @@ namespace summit {
 // Reusable buffers of the selections (one per thread, to avoid allocations per row).
 struct SelectScratch {
   std::vector<int64_t> idx;
-  std::vector<double> block_max;
+  std::vector<double> block_max, work;
 };
-
-// Inserts v[i0..i1) into out[0..m), kept sorted by value descending, capacity k. A strict
-// '>' against the k-th keeps the earlier index on ties (indices arrive in ascending order).
-template <class V>
-void insert_top_k(const V* v, int64_t i0, int64_t i1, int64_t k, int64_t* out, int64_t& m) {
-  for (int64_t i = i0; i < i1; ++i) {
-    const V x = v[i];
-    if (m == k && !(x > v[out[k - 1]])) continue;
-    int64_t pos = m < k ? m++ : k - 1;
-    while (pos > 0 && v[out[pos - 1]] < x) {
-      out[pos] = out[pos - 1];
-      --pos;
-    }
-    out[pos] = i;
-  }
-}
 
 // The k largest of v[0..n) (ties: lower index first) into out; returns how many (min(k, n)).
 // The order within out is unspecified.
@@ -38,32 +22,40 @@ int64_t select_top_k(const V* v, int64_t n, int64_t k, int64_t* out, SelectScrat
     std::iota(out, out + n, int64_t{0});
     return n;
   }
-  constexpr int64_t kBlock = 16, kSmallK = 16;
+  auto before = [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); };
+  constexpr int64_t kBlock = 16;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  if (k > kSmallK || blocks <= k) {
-    s.idx.resize(n);
-    std::iota(s.idx.begin(), s.idx.end(), int64_t{0});
-    std::nth_element(s.idx.begin(), s.idx.begin() + (k - 1), s.idx.end(),
-                     [v](int64_t a, int64_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
-    std::copy(s.idx.begin(), s.idx.begin() + k, out);
-    return k;
-  }
-  // The k-th largest block max is at most the k-th largest value (k blocks reach it), so
-  // only blocks whose max reaches it can hold a selected element: usually about k blocks.
-  s.block_max.resize(blocks);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-    V m = v[i0];
+  s.idx.resize(n);
+  int64_t count = n;
+  if (blocks > k) {
+    // The k-th largest block max t is at most the k-th largest value (k blocks reach it), so
+    // only elements >= t can be selected: usually a few more than k, gathered without branches
+    // from the blocks whose max reaches t.
+    s.block_max.resize(blocks);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
+      V m = v[i0];
 #pragma omp simd reduction(max : m)
-    for (int64_t i = i0; i < i1; ++i) m = v[i] > m ? v[i] : m;
-    s.block_max[b] = m;
+      for (int64_t i = i0; i < i1; ++i) m = v[i] > m ? v[i] : m;
+      s.block_max[b] = m;
+    }
+    s.work.assign(s.block_max.begin(), s.block_max.end());
+    std::nth_element(s.work.begin(), s.work.begin() + (blocks - k), s.work.end());
+    const double t = s.work[blocks - k];
+    count = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (s.block_max[b] < t) continue;
+      for (int64_t i = b * kBlock; i < std::min(n, b * kBlock + kBlock); ++i) {
+        s.idx[count] = i;
+        count += v[i] >= t;
+      }
+    }
+  } else {
+    std::iota(s.idx.begin(), s.idx.end(), int64_t{0});
   }
-  int64_t top_blocks[kSmallK], m = 0;
-  insert_top_k(s.block_max.data(), 0, blocks, k, top_blocks, m);
-  const double threshold = s.block_max[top_blocks[k - 1]];
-  m = 0;
-  for (int64_t b = 0; b < blocks; ++b)
-    if (s.block_max[b] >= threshold) insert_top_k(v, b * kBlock, std::min(n, b * kBlock + kBlock), k, out, m);
+  // The candidates are in ascending index order; order the first k of them.
+  std::nth_element(s.idx.begin(), s.idx.begin() + (k - 1), s.idx.begin() + count, before);
+  std::copy(s.idx.begin(), s.idx.begin() + k, out);
   return k;
 }
 
