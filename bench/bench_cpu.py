@@ -59,6 +59,13 @@ def median_time(fn, repeats: int, before=None) -> float:
     return statistics.median(times)
 
 
+def seconds(fn) -> float:
+    """Wall time of one run of ``fn()``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def capture_shapes(model: nn.Module, layers, convs) -> tuple[dict, dict]:
     """Output shapes of ``layers`` and (input shape, conv module) of ``convs`` for one 224 px image."""
     outputs, inputs, hooks = {}, {}, []
@@ -149,31 +156,36 @@ def bench_influence(cases, repeats, matmul):
 
 def bench_aggregate(batches: int):
     """Seconds per batch of the plain forward pass, aggregate(activations only) and
-    aggregate(activations + influence): (whole run / batches, steady state). The steady state
-    leaves out the first batch, which also discovers the model's graph."""
+    aggregate(activations + influence): (whole ``aggregate`` call / batches, steady state).
+    The whole call includes the first batch, which discovers the model's graph and allocates
+    the count tensors; the steady state is ``Aggregator.update`` on an aggregator that has
+    already seen a batch (what ``aggregate`` loops over), timed interleaved with the forward."""
     model = inception_v1()
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(BATCH, 3, 224, 224, generator=g) * 50, torch.randint(0, 1008, (BATCH,), generator=g))
             for _ in range(batches)]
+    options = dict(backend="cpu", num_classes=1008)
 
-    def forward(n):
-        def run():
-            with torch.no_grad():
-                for images, _ in data[:n]:
-                    model(images)
-        return run
+    def forward():
+        with torch.no_grad():
+            for images, _ in data:
+                model(images)
 
-    def aggregate(n, influence):
-        return lambda: summit_fast.aggregate(model, data[:n], backend="cpu", influence=influence, progress=False,
-                                             num_classes=1008)
-
-    rows = []
-    for label, make in (("plain forward (no_grad)", forward),
-                        ("aggregate, activation only", lambda n: aggregate(n, False)),
-                        ("aggregate, activation + influence", lambda n: aggregate(n, True))):
-        t_all, t_one = median_time(make(batches), 1), median_time(make(1), 1)
-        rows.append((label, t_all / batches, (t_all - t_one) / (batches - 1)))
-    return rows
+    whole = {infl: seconds(lambda: summit_fast.aggregate(model, data, progress=False, influence=infl, **options))
+             for infl in (False, True)}
+    warm = {infl: summit_fast.Aggregator(model, influence=infl, **options) for infl in (False, True)}
+    for aggregator in warm.values():
+        aggregator.update(*data[0])
+    steady = {"forward": [], False: [], True: []}
+    for _ in range(2):
+        steady["forward"].append(seconds(forward))
+        for infl, aggregator in warm.items():
+            steady[infl].append(seconds(lambda: [aggregator.update(x, y) for x, y in data]))
+    per_batch = {key: statistics.median(ts) / batches for key, ts in steady.items()}
+    t_forward = per_batch["forward"]
+    return [("plain forward (no_grad)", t_forward, t_forward),
+            ("aggregate, activation only", whole[False] / batches, per_batch[False]),
+            ("aggregate, activation + influence", whole[True] / batches, per_batch[True])]
 
 
 def geomean(xs):
@@ -185,13 +197,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="three InceptionV1 layers, one MobileNetV2 block")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the torch reference (cpu: 3x)")
-    parser.add_argument("--batches", type=int, default=3, help="batches of 16 for the aggregate timing (>= 2)")
+    parser.add_argument("--batches", type=int, default=3, help="batches of 16 for the aggregate timing")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="threads of torch and of the OpenMP kernels (default: torch's default); on a shared "
                              "machine 1 gives stable numbers, as a parallel region waits for descheduled threads")
     args = parser.parse_args()
     if args.quick:
-        args.batches = 2
+        args.batches = 1
     torch.set_num_threads(args.threads)
     native.set_num_threads(args.threads)
 
