@@ -39,8 +39,8 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     ``loader`` yields ``(images, labels)`` (images (B, C, H, W), labels (B,) class indices); with
     ``label_source="prediction"`` it may yield images alone. ``progress`` shows a progress bar
     counting images. Every other keyword is an option of :class:`Aggregator` (layers, num_classes,
-    selection, influence, influence_k, spatial_stride, excluded, label_source, backend, device,
-    amp_dtype, channels_last, edges, class_names, input_shape).
+    classes, selection, influence, influence_k, spatial_stride, excluded, label_source, backend,
+    device, amp_dtype, channels_last, edges, class_names, input_shape, examples).
 
     With ``checkpoint_dir`` the counts and the position in the loader are saved atomically every
     ``checkpoint_every`` batches, when the run ends, and when it fails; a later call with the
