@@ -53,7 +53,7 @@ int64_t select_top_k(const V* v, int64_t n, int64_t k, int64_t* out, SelectScrat
   } else {
     std::iota(s.idx.begin(), s.idx.end(), int64_t{0});
   }
-  // The candidates are in ascending index order; order the first k of them.
+  // The k best candidates (value descending, lower index first) to the front.
   std::nth_element(s.idx.begin(), s.idx.begin() + (k - 1), s.idx.begin() + count, before);
   std::copy(s.idx.begin(), s.idx.begin() + k, out);
   return k;
