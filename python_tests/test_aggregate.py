@@ -143,7 +143,7 @@ def test_num_classes_inferred_and_overridden():
 
 def test_activation_only_run_has_no_influence_counts():
     r = summit_fast.aggregate(model(), make_batches(1), influence=False, backend="torch", progress=False)
-    assert all(int(v.sum()) == 0 for v in r.influence.values())
+    assert r.influence == {} and r.skip == {}  # not even allocated
     assert int(r.activation["mix2"].sum()) > 0
 
 
@@ -262,3 +262,13 @@ def test_classes_restrict_the_rows_to_those_classes():
         summit_fast.aggregate(net, batches, classes=[4], backend="torch", progress=False)
     with pytest.raises(ValueError, match="out of range for 5 classes"):
         summit_fast.aggregate(net, batches, classes=[7], backend="torch", progress=False)
+
+
+def test_activation_only_result_saves_and_refuses_graphs(tmp_path):
+    from summit_fast.graph import class_graph
+
+    r = summit_fast.aggregate(model(), make_batches(1), influence=False, backend="torch", progress=False)
+    r.save(tmp_path / "r")
+    assert SummitResult.load(tmp_path / "r") == r
+    with pytest.raises(ValueError, match="influence=False"):
+        class_graph(r, 0)

@@ -136,6 +136,9 @@ def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, t
         raise ValueError(f"need 0 < tau <= 1 and tau_step > 0, got tau={tau}, tau_step={tau_step}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    if not result.params.get("influence", True):
+        raise ValueError("the result has no influence counts (it was aggregated with influence=False); "
+                         "attribution graphs need them")
     k_total = result.num_classes
     classes = list(range(k_total)) if classes is None else [int(c) for c in classes]
     bad = [c for c in classes if not 0 <= c < k_total]

@@ -33,7 +33,7 @@ class SummitResult:
     """Counts of SPEC.md A and B over a dataset.
 
     - ``activation[layer]``: int32 (K, C_layer) — images of class k that selected channel c.
-    - ``influence[conv]``: int32 (K, C_out, C_src) — images of class k for which source channel i
+    - ``influence[conv]``: int32 (K, C_out, C_src) (empty for an activation-only run) — images of class k for which source channel i
       was among the top-k influences on the conv's output channel j. For a grouped or depthwise
       conv the last dim holds only the C_src/groups sources of j's group (``edge.dense()``
       expands it; ``edge.source_channel(j, s)`` names the input channel).
@@ -119,17 +119,18 @@ class SummitResult:
         return out
 
     @staticmethod
-    def tensor_specs(graph: ModelGraph, num_classes: int,
-                     examples: int = 0) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Shape and dtype of every tensor of a result for ``graph``, ``num_classes`` and
-        ``examples`` dataset examples per channel."""
+    def tensor_specs(graph: ModelGraph, num_classes: int, examples: int = 0,
+                     influence: bool = True) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Shape and dtype of every tensor of a result for ``graph``, ``num_classes``,
+        ``examples`` dataset examples per channel, and with or without influence counts."""
         k = num_classes
         specs = {f"activation/{l}": ((k, graph.channels[l]), torch.int32) for l in graph.layers}
-        specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.sources_per_target), torch.int32)
-                      for e in graph.edges})
+        if influence:
+            specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.sources_per_target), torch.int32)
+                          for e in graph.edges})
+            specs.update({f"skip/{s.key}": ((k, s.channels), torch.int32) for s in graph.counted_skips()})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
                      top1_probability=((k,), torch.float64))
-        specs.update({f"skip/{s.key}": ((k, s.channels), torch.int32) for s in graph.counted_skips()})
         if examples:
             for layer in graph.layers:
                 for f in EXAMPLE_FIELDS:
@@ -144,10 +145,10 @@ class SummitResult:
         examples = {l: {f: tensors[f"examples/{l}/{f}"] for f in EXAMPLE_FIELDS}
                     for l in graph.layers if f"examples/{l}/value" in tensors}
         return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
-                   {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges},
+                   {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges if f"influence/{e.conv}" in tensors},
                    tensors["images_per_class"], tensors["confusion"], tensors["top1_probability"], graph,
                    dict(params or {}), None if class_names is None else list(class_names), examples,
-                   {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips()})
+                   {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips() if f"skip/{s.key}" in tensors})
 
     @classmethod
     def zeros(cls, graph: ModelGraph, num_classes: int, params: dict | None = None,
@@ -155,9 +156,9 @@ class SummitResult:
         """An empty result (all counts zero) for ``graph`` and ``num_classes`` classes."""
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
-        n = int((params or {}).get("examples", 0))
+        n, influence = int((params or {}).get("examples", 0)), bool((params or {}).get("influence", True))
         tensors = {key: torch.zeros(shape, dtype=dtype, device=device)
-                   for key, (shape, dtype) in cls.tensor_specs(graph, num_classes).items()}
+                   for key, (shape, dtype) in cls.tensor_specs(graph, num_classes, 0, influence).items()}
         if n:
             for layer in graph.layers:
                 tensors.update({f"examples/{layer}/{f}": t
@@ -255,7 +256,8 @@ class SummitResult:
         try:
             graph = ModelGraph.from_json(manifest["graph"])
             params, class_names = dict(manifest["params"]), manifest["class_names"]
-            specs = cls.tensor_specs(graph, int(manifest["num_classes"]), int(params.get("examples", 0)))
+            specs = cls.tensor_specs(graph, int(manifest["num_classes"]), int(params.get("examples", 0)),
+                                     bool(params.get("influence", True)))
             tensors = load_file(str(counts_path))
         except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ResultFormatError(f"{directory} is corrupted: {exc}") from None
