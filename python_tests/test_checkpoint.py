@@ -1,7 +1,6 @@
 """Checkpoint and resume: killed runs resume to identical counts; mismatched or damaged
 checkpoints are refused; a failing loader keeps its last checkpoint."""
 
-import os
 import random
 import signal
 import subprocess
