@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 
 from .backends import get_backend
 from .backends.base import Backend, check_labels
-from .backends.torch_ref import channel_max, select_channels
+from .backends.torch_ref import select_channels
 from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
-from .examples import batch_candidates, merge_examples
 from .distributed import ShardIds, all_reduce_result, rank_directory
+from .examples import batch_candidates, channel_max_positions, merge_examples
 from .result import SummitResult
 from .rules import Mass, SelectionRule, TopK, mass
 
@@ -55,16 +55,16 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive int (batches), got {checkpoint_every!r}")
     aggregator = Aggregator(model, **options)
-    shard = ShardIds.of(loader)
+    shard, length = ShardIds.of(loader), _dataset_length(loader)
     checkpoints, start = None, 0
     if checkpoint_dir is not None:
-        checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(_dataset_length(loader)))
+        checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(length))
         found = checkpoints.load()
         if found is not None:
             aggregator.resume(found.result)
             start = found.batches_done
     done = start
-    with tqdm(total=_dataset_length(loader), initial=aggregator.images_counted, unit="img", desc="summit_fast",
+    with tqdm(total=length, initial=aggregator.images_counted, unit="img", desc="summit_fast",
               disable=not progress) as bar:
         try:
             for index, batch in enumerate(loader):
@@ -316,24 +316,31 @@ class Aggregator:
                                          result.influence[conv], self.params["influence_k"],
                                          self.params["spatial_stride"])
         result.images_per_class += torch.bincount(rows, minlength=result.num_classes)
-        self._count_skips(result, rows)
+        maxima = {}  # layer -> (channel maxima, their positions), computed once for skips and examples
+        self._count_skips(result, rows, maxima)
         if self.record_predictions:
             _add_predictions(result, output, rows, self.row_of)
         for layer, state in result.examples.items():
-            candidates = batch_candidates(self.captured[f"layer:{layer}"], image_ids)
+            acts = self.captured[f"layer:{layer}"]
+            candidates = batch_candidates(*self._maxima(layer, maxima), acts.shape[3], image_ids)
             for name, merged in merge_examples(state, candidates, self.params["examples"]).items():
                 state[name].copy_(merged)  # in place: the state stays an ordinary tensor
         self.interrupted = False
 
-    def _count_skips(self, result: SummitResult, rows: torch.Tensor) -> None:
+    def _maxima(self, layer: str, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer not in cache:
+            cache[layer] = channel_max_positions(self.captured[f"layer:{layer}"])
+        return cache[layer]
+
+    def _count_skips(self, result: SummitResult, rows: torch.Tensor, maxima: dict) -> None:
         """skip[k, c] += 1 for images of class k that select both ends of skipped channel c. The
-        selections are SPEC.md A's, computed with the reference functions (exactly what every
+        selections are SPEC.md A's, computed with the reference function (exactly what every
         backend selects)."""
         selected = {}
         for skip in self.skips:
             for layer in (skip.source, skip.target):
                 if layer not in selected:
-                    z = channel_max(self.captured[f"layer:{layer}"])
+                    z = self._maxima(layer, maxima)[0]
                     selected[layer] = select_channels(z, self.rule, self.excluded.get(layer))
             both = (selected[skip.source][:, skip.source_offset:skip.source_offset + skip.channels]
                     & selected[skip.target][:, skip.target_offset:skip.target_offset + skip.channels])

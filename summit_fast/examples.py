@@ -21,12 +21,19 @@ def empty_examples(channels: int, n: int, device="cpu") -> dict[str, torch.Tenso
             "x": torch.full((channels, n), -1, dtype=torch.int64, device=device)}
 
 
-def batch_candidates(acts: torch.Tensor, image_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One batch's (C, B) candidates: each image's channel max, its position and the image id."""
+def channel_max_positions(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) channel maxima (float32, exact) and the flat position h * W + w of each."""
     b, c, h, w = acts.shape
-    value, flat = acts.reshape(b, c, h * w).float().max(dim=2)  # position of the first max on CPU
+    return acts.reshape(b, c, h * w).float().max(dim=2)  # position of the first max on CPU
+
+
+def batch_candidates(value: torch.Tensor, flat: torch.Tensor, width: int,
+                     image_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch's (C, B) candidates from :func:`channel_max_positions` of a layer ``width``
+    pixels wide: each image's channel max, its position and the image id."""
+    b, c = value.shape
     return {"value": value.t(), "image": image_ids.view(1, b).expand(c, b),
-            "y": (flat // w).t(), "x": (flat % w).t()}
+            "y": (flat // width).t(), "x": (flat % width).t()}
 
 
 def merge_examples(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
