@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -23,14 +24,14 @@ def net():
     return TinyInception().eval()
 
 
-def worker(rank, world_size, port, out_dir):
+def worker(rank, world_size, port, out_dir, count_dtype):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         data = dataset()
         loader = torch.utils.data.DataLoader(data, batch_size=4, sampler=ShardSampler(data))
         result = summit_fast.aggregate(net(), loader, backend="torch", progress=False, examples=3,
-                                       checkpoint_dir=os.path.join(out_dir, "ckpt"))
+                                       checkpoint_dir=os.path.join(out_dir, "ckpt"), count_dtype=count_dtype)
         if rank == 0:
             result.save(os.path.join(out_dir, "result"))
     finally:
@@ -43,10 +44,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path):
-    mp.start_processes(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+@pytest.mark.parametrize("count_dtype", ["int32", "int16"])
+def test_two_gloo_processes_equal_one_process(tmp_path, count_dtype):
+    mp.start_processes(worker, args=(2, free_port(), str(tmp_path), count_dtype), nprocs=2, join=True,
+                       start_method="spawn")
     single = summit_fast.aggregate(net(), torch.utils.data.DataLoader(dataset(), batch_size=4), backend="torch",
-                                   progress=False, examples=3)
+                                   progress=False, examples=3, count_dtype=count_dtype)
     mine, theirs = SummitResult.load(tmp_path / "result").tensors(), single.tensors()
     assert mine.keys() == theirs.keys()
     for key, t in mine.items():  # example values: conv outputs may differ in the last bit between batchings

@@ -2,7 +2,8 @@
 
 Forward hooks capture each summary layer's output and each conv edge's input; after every
 batch's forward pass all captured tensors and labels are validated first, then the backend's
-fused ops add the batch to the int32 counts. Nothing of one batch is counted unless all of it is.
+fused ops add the batch to the counts (int32, or int16 with ``count_dtype="int16"``). Nothing of
+one batch is counted unless all of it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
 from .examples import batch_candidates, channel_max_positions, merge_examples
-from .result import SummitResult
+from .result import SummitResult, check_count_capacity, count_dtype_name
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
@@ -40,7 +41,7 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     ``label_source="prediction"`` it may yield images alone. ``progress`` shows a progress bar
     counting images. Every other keyword is an option of :class:`Aggregator` (layers, num_classes,
     classes, selection, influence, influence_k, spatial_stride, excluded, label_source, backend,
-    device, amp_dtype, channels_last, edges, class_names, input_shape, examples).
+    device, amp_dtype, channels_last, edges, class_names, input_shape, examples, count_dtype).
 
     With ``checkpoint_dir`` the counts and the position in the loader are saved atomically every
     ``checkpoint_every`` batches, when the run ends, and when it fails; a later call with the
@@ -111,6 +112,10 @@ class Aggregator:
         input_shape: (C, H, W) used to discover the layers when no batch was seen;
             default ``model.INPUT_SHAPE`` if present.
         examples: track the top-N dataset examples per channel of each summary layer (0: off).
+        count_dtype: ``"int32"`` (default) or ``"int16"``: the integer type of the counts. int16
+            halves the count state (e.g. InceptionV1 at 1000 classes) and is exact up to 32767
+            images per class; a batch that would exceed it raises OverflowError before anything
+            of it is counted.
     """
 
     def __init__(self, model: nn.Module, *, layers: Sequence[str] | None = None, num_classes: int | None = None,
@@ -120,7 +125,7 @@ class Aggregator:
                  label_source: str = "target", backend: str = "auto", device: torch.device | str | None = None,
                  amp_dtype: torch.dtype | None = None, channels_last: bool = False, edges: Sequence | None = None,
                  class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
-                 examples: int = 0):
+                 examples: int = 0, count_dtype: str | torch.dtype = "int32"):
         if label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
         selection = mass(0.01) if selection is None else selection
@@ -141,7 +146,8 @@ class Aggregator:
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
                        "spatial_stride": int(spatial_stride), "label_source": label_source,
                        "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()},
-                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes]}
+                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes],
+                       "count_dtype": count_dtype_name(count_dtype)}
         if classes is not None and (len(set(self.params["classes"])) != len(classes) or min(classes, default=0) < 0):
             raise ValueError(f"classes must be distinct non-negative class indices, got {list(classes)!r}")
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
@@ -306,6 +312,8 @@ class Aggregator:
             raise ValueError(f"batch {index}: label {int(labels[rows < 0][0])} is not one of the classes being "
                              f"aggregated (classes={self.params['classes']})")
         self._check_captured(index)
+        images_per_class = result.images_per_class + torch.bincount(rows, minlength=result.num_classes)
+        check_count_capacity(images_per_class, result.count_dtype, result.class_ids, f"batch {index}")
         # Everything is validated: from here on the whole batch is counted.
         self.interrupted = True
         for layer in self.layers:
@@ -315,7 +323,7 @@ class Aggregator:
             self.engine.influence_update(self.captured[f"conv:{conv}"], module.weight, spec, rows,
                                          result.influence[conv], self.params["influence_k"],
                                          self.params["spatial_stride"])
-        result.images_per_class += torch.bincount(rows, minlength=result.num_classes)
+        result.images_per_class.copy_(images_per_class)
         maxima = {}  # layer -> (channel maxima, their positions), computed once for skips and examples
         self._count_skips(result, rows, maxima)
         if self.record_predictions:
@@ -344,7 +352,7 @@ class Aggregator:
                     selected[layer] = select_channels(z, self.rule, self.excluded.get(layer))
             both = (selected[skip.source][:, skip.source_offset:skip.source_offset + skip.channels]
                     & selected[skip.target][:, skip.target_offset:skip.target_offset + skip.channels])
-            result.skip[skip.key].index_add_(0, rows, both.to(torch.int32))
+            result.skip[skip.key].index_add_(0, rows, both.to(result.count_dtype))
 
     def _check_captured(self, index: int) -> None:
         for key in [f"layer:{l}" for l in self.layers] + [f"conv:{c}" for c in self.convs]:

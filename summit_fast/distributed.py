@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from .examples import merge_examples
-from .result import SummitResult
+from .result import SummitResult, check_count_capacity
 
 
 def is_distributed() -> bool:
@@ -69,11 +69,20 @@ def all_reduce_result(result: SummitResult) -> SummitResult:
     outside a multi-rank group. Every rank ends with the total."""
     if not is_distributed():
         return result
-    backend = dist.get_backend()
+    if dist.get_backend() == "nccl" and any(t.device.type != "cuda" for t in result.tensors().values()):
+        raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
+    # Refuse before any count changes if the total would overflow a narrow count type.
+    total_images = result.images_per_class.clone()
+    dist.all_reduce(total_images, op=dist.ReduceOp.SUM)
+    check_count_capacity(total_images, result.count_dtype, result.class_ids, "summing the counts of all ranks")
     for key, tensor in result.tensors().items():
-        if backend == "nccl" and tensor.device.type != "cuda":
-            raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
-        if not key.startswith("examples/"):
+        if key.startswith("examples/"):
+            continue
+        if tensor.dtype == torch.int16:  # neither gloo nor NCCL reduces int16: sum a widened copy
+            wide = tensor.to(torch.int32)
+            dist.all_reduce(wide, op=dist.ReduceOp.SUM)
+            tensor.copy_(wide)  # exact: the capacity check above bounds every sum
+        else:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     n = int(result.params.get("examples", 0))
     for state in result.examples.values():

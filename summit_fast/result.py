@@ -1,4 +1,4 @@
-"""SummitResult: the additive int32 counts of one aggregation run plus what rebuilds its graphs.
+"""SummitResult: the additive counts of one aggregation run plus what rebuilds its graphs.
 
 On disk a result is a folder with ``counts.safetensors`` (no pickle) and ``manifest.json``;
 both are written to temporary names, fsynced and renamed, manifest last, so a crash never
@@ -23,6 +23,41 @@ FORMAT_VERSION = 1
 _COUNTS_FILE = "counts.safetensors"
 _MANIFEST_FILE = "manifest.json"
 
+# Integer types a result's counts can be stored in (``params["count_dtype"]``). Every count is at
+# most the number of images of its class (an image adds at most 1 to each entry of its class's
+# row), so a narrower type is exact while no class has more images than the type's maximum.
+COUNT_DTYPES = {"int32": torch.int32, "int16": torch.int16}
+
+
+def count_dtype_name(count_dtype: str | torch.dtype) -> str:
+    """``"int32"`` or ``"int16"`` for that name or torch dtype; ValueError for anything else."""
+    name = {v: k for k, v in COUNT_DTYPES.items()}.get(count_dtype, count_dtype)
+    if not isinstance(name, str) or name not in COUNT_DTYPES:
+        raise ValueError(f"count_dtype must be one of {', '.join(COUNT_DTYPES)}, got {count_dtype!r}")
+    return name
+
+
+def count_dtype_of(params: dict) -> torch.dtype:
+    """The count type a result with these parameters uses (int32 for results without the key)."""
+    return COUNT_DTYPES[count_dtype_name(params.get("count_dtype", "int32"))]
+
+
+def check_count_capacity(images_per_class: torch.Tensor, count_dtype: torch.dtype, class_ids: list[int],
+                         what: str) -> None:
+    """Raise OverflowError if some class would have more images than ``count_dtype`` can count.
+
+    ``images_per_class`` is the per-row total *after* the operation ``what`` describes; call this
+    before writing anything, so that a refused operation leaves the counts untouched.
+    """
+    limit = torch.iinfo(count_dtype).max
+    over = torch.nonzero(images_per_class > limit).flatten()
+    if over.numel():
+        row = int(over[0])
+        name = str(count_dtype).removeprefix("torch.")
+        raise OverflowError(f"{what} would give class {class_ids[row]} {int(images_per_class[row])} images, more "
+                            f"than {name} counts can hold ({limit}), so it was refused and nothing "
+                            f"changed. Use count_dtype='int32' (SummitResult.with_count_dtype('int32') widens a result)")
+
 
 class ResultFormatError(ValueError):
     """A result folder is missing, corrupted or of another format; the message says what."""
@@ -31,6 +66,9 @@ class ResultFormatError(ValueError):
 @dataclass
 class SummitResult:
     """Counts of SPEC.md A and B over a dataset.
+
+    The counts (activation, influence, skip) are int32, or int16 when the run asked for
+    ``count_dtype="int16"`` (half the memory; exact up to 32767 images per class, checked).
 
     - ``activation[layer]``: int32 (K, C_layer) — images of class k that selected channel c.
     - ``influence[conv]``: int32 (K, C_out, C_src) (empty for an activation-only run) — images of class k for which source channel i
@@ -99,6 +137,11 @@ class SummitResult:
         return self.confusion.diagonal().double() / self.images_per_class.double()
 
     @property
+    def count_dtype(self) -> torch.dtype:
+        """The integer type of the activation, influence and skip counts."""
+        return count_dtype_of(self.params)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the count state."""
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
@@ -119,16 +162,17 @@ class SummitResult:
         return out
 
     @staticmethod
-    def tensor_specs(graph: ModelGraph, num_classes: int, examples: int = 0,
-                     influence: bool = True) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    def tensor_specs(graph: ModelGraph, num_classes: int, examples: int = 0, influence: bool = True,
+                     count_dtype: torch.dtype = torch.int32) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Shape and dtype of every tensor of a result for ``graph``, ``num_classes``,
-        ``examples`` dataset examples per channel, and with or without influence counts."""
+        ``examples`` dataset examples per channel, with or without influence counts, and counts
+        of type ``count_dtype``."""
         k = num_classes
-        specs = {f"activation/{l}": ((k, graph.channels[l]), torch.int32) for l in graph.layers}
+        specs = {f"activation/{l}": ((k, graph.channels[l]), count_dtype) for l in graph.layers}
         if influence:
-            specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.sources_per_target), torch.int32)
+            specs.update({f"influence/{e.conv}": ((k, e.out_channels, e.sources_per_target), count_dtype)
                           for e in graph.edges})
-            specs.update({f"skip/{s.key}": ((k, s.channels), torch.int32) for s in graph.counted_skips()})
+            specs.update({f"skip/{s.key}": ((k, s.channels), count_dtype) for s in graph.counted_skips()})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
                      top1_probability=((k,), torch.float64))
         if examples:
@@ -156,9 +200,10 @@ class SummitResult:
         """An empty result (all counts zero) for ``graph`` and ``num_classes`` classes."""
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but there are {num_classes} classes")
-        n, influence = int((params or {}).get("examples", 0)), bool((params or {}).get("influence", True))
-        tensors = {key: torch.zeros(shape, dtype=dtype, device=device)
-                   for key, (shape, dtype) in cls.tensor_specs(graph, num_classes, 0, influence).items()}
+        params = params or {}
+        n, influence = int(params.get("examples", 0)), bool(params.get("influence", True))
+        specs = cls.tensor_specs(graph, num_classes, 0, influence, count_dtype_of(params))
+        tensors = {key: torch.zeros(shape, dtype=dtype, device=device) for key, (shape, dtype) in specs.items()}
         if n:
             for layer in graph.layers:
                 tensors.update({f"examples/{layer}/{f}": t
@@ -184,6 +229,8 @@ class SummitResult:
         """The result of the union of two disjoint shards: counts add, dataset examples merge
         (image ids must then be global, e.g. dataset indices)."""
         self._check_compatible(other)
+        check_count_capacity(self.images_per_class + other.images_per_class.to(self.images_per_class.device),
+                             self.count_dtype, self.class_ids, "adding these results")
         theirs = other.tensors()
         total = {k: v + theirs[k].to(v.device) for k, v in self.tensors().items() if not k.startswith("examples/")}
         n = int(self.params.get("examples", 0))
@@ -191,6 +238,16 @@ class SummitResult:
             merged = merge_examples(mine, other.examples[layer], n)
             total.update({f"examples/{layer}/{f}": t for f, t in merged.items()})
         return self.from_tensors(total, self.graph, self.params, self.class_names or other.class_names)
+
+    def with_count_dtype(self, count_dtype: str | torch.dtype) -> "SummitResult":
+        """A copy whose counts are stored as ``count_dtype`` ("int32" or "int16"); narrowing is
+        refused (OverflowError) when a class has more images than the narrower type can count."""
+        name = count_dtype_name(count_dtype)
+        params, dtype = dict(self.params, count_dtype=name), COUNT_DTYPES[name]
+        check_count_capacity(self.images_per_class, dtype, self.class_ids, f"storing the counts as {name}")
+        counted = ("activation/", "influence/", "skip/")
+        tensors = {k: v.to(dtype) if k.startswith(counted) else v.clone() for k, v in self.tensors().items()}
+        return self.from_tensors(tensors, self.graph, params, self.class_names)
 
     @staticmethod
     def merge(results: list["SummitResult"]) -> "SummitResult":
@@ -257,7 +314,7 @@ class SummitResult:
             graph = ModelGraph.from_json(manifest["graph"])
             params, class_names = dict(manifest["params"]), manifest["class_names"]
             specs = cls.tensor_specs(graph, int(manifest["num_classes"]), int(params.get("examples", 0)),
-                                     bool(params.get("influence", True)))
+                                     bool(params.get("influence", True)), count_dtype_of(params))
             tensors = load_file(str(counts_path))
         except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ResultFormatError(f"{directory} is corrupted: {exc}") from None

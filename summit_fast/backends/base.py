@@ -37,10 +37,13 @@ def _check_float4d(t: torch.Tensor, what: str) -> None:
         raise TypeError(f"{what} must be float32, float16, bfloat16 or float64, got {t.dtype}")
 
 
+_COUNT_DTYPES = (torch.int32, torch.int16)
+
+
 def _check_counts(counts: torch.Tensor, shape: tuple, device: torch.device) -> None:
-    if not isinstance(counts, torch.Tensor) or counts.dtype != torch.int32:
+    if not isinstance(counts, torch.Tensor) or counts.dtype not in _COUNT_DTYPES:
         got = counts.dtype if isinstance(counts, torch.Tensor) else type(counts).__name__
-        raise TypeError(f"counts must be an int32 tensor, got {got}")
+        raise TypeError(f"counts must be an int32 or int16 tensor, got {got}")
     if tuple(counts.shape) != tuple(shape):
         raise ValueError(f"counts must have shape {tuple(shape)}, got {tuple(counts.shape)}")
     if not counts.is_contiguous():
@@ -53,6 +56,10 @@ class Backend:
     """Base class of every backend; see the module docstring."""
 
     name = "base"
+    # Count types each op's kernels add into directly; any other allowed type is counted
+    # through an int32 scratch (see _count_in).
+    activation_count_dtypes: tuple[torch.dtype, ...] = (torch.int32,)
+    influence_count_dtypes: tuple[torch.dtype, ...] = (torch.int32,)
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -64,7 +71,7 @@ class Backend:
         """Add one batch to the activation counts (SPEC.md A).
 
         acts: (B, C, H, W) float tensor, any memory layout. labels: (B,) integer class indices.
-        counts: (K, C) int32, updated in place. excluded: optional (C,) bool mask of channels
+        counts: (K, C) int32 or int16, updated in place (the caller keeps int16 from overflowing). excluded: optional (C,) bool mask of channels
         treated as zero.
         """
         _check_float4d(acts, "activations")
@@ -75,15 +82,16 @@ class Backend:
             raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
         if b == 0:
             return
-        self._activation_update(acts, labels.to(acts.device), counts, rule,
-                                None if excluded is None else excluded.to(acts.device))
+        excluded = None if excluded is None else excluded.to(acts.device)
+        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes,
+                       lambda rows, into: self._activation_update(acts, rows, into, rule, excluded))
 
     def influence_update(self, x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, labels: torch.Tensor,
                          counts: torch.Tensor, k: int = 5, spatial_stride: int = 1) -> None:
         """Add one batch to a conv edge's influence counts (SPEC.md B).
 
         x: the conv's input (B, C_in, H, W). weight: (C_out, C_in/groups, kh, kw).
-        counts: (K, C_out, C_in/groups) int32, updated in place; entry [k, j, s] is source
+        counts: (K, C_out, C_in/groups) int32 or int16, updated in place; entry [k, j, s] is source
         channel ``group(j) * C_in/groups + s`` (for groups=1 simply input channel s), so grouped
         and depthwise convs store only the sources a target can have.
         """
@@ -104,7 +112,21 @@ class Backend:
         conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
         if b == 0:
             return
-        self._influence_update(x, weight, conv, labels.to(x.device), counts, k, spatial_stride)
+        self._count_in(counts, labels.to(x.device), self.influence_count_dtypes,
+                       lambda rows, into: self._influence_update(x, weight, conv, rows, into, k, spatial_stride))
+
+    @staticmethod
+    def _count_in(counts: torch.Tensor, labels: torch.Tensor, native_dtypes: tuple, update) -> None:
+        """Run ``update(rows, into)`` so that it adds into ``counts``: directly when the kernels
+        support the count type (``native_dtypes``), else into an int32 scratch holding only this
+        batch's classes, which is then added (exact: a batch adds at most B to any entry)."""
+        if counts.dtype in native_dtypes:
+            update(labels, counts)
+            return
+        classes, rows = torch.unique(labels, return_inverse=True)
+        scratch = torch.zeros((classes.numel(), *counts.shape[1:]), dtype=torch.int32, device=counts.device)
+        update(rows, scratch)
+        counts.index_add_(0, classes, scratch.to(counts.dtype))
 
     # -- implemented by each backend; arguments are already validated ---------------------
     def _activation_update(self, acts, labels, counts, rule, excluded) -> None:

@@ -46,7 +46,7 @@ def select_channels(z: torch.Tensor, rule: SelectionRule, excluded: torch.Tensor
 
 def add_activation_counts(counts: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor) -> None:
     """counts[labels[b], c] += 1 for every selected (b, c)."""
-    counts.index_add_(0, labels.long(), selected.to(torch.int32))
+    counts.index_add_(0, labels.long(), selected.to(counts.dtype))
 
 
 # ---------------------------------------------------------------- influence (SPEC.md B)
@@ -114,7 +114,7 @@ def add_influence_counts(counts: torch.Tensor, labels: torch.Tensor, local_sourc
     b = local_sources.shape[0]
     j = torch.arange(c_out, device=counts.device).view(1, c_out, 1)
     flat = (labels.long().view(b, 1, 1) * c_out + j) * cin_g + local_sources
-    counts.view(-1).index_put_((flat.reshape(-1),), torch.ones(flat.numel(), dtype=torch.int32, device=counts.device),
+    counts.view(-1).index_put_((flat.reshape(-1),), torch.ones(flat.numel(), dtype=counts.dtype, device=counts.device),
                                accumulate=True)
 
 
@@ -122,6 +122,7 @@ class TorchBackend(Backend):
     """Pure PyTorch; the reference twin and the fallback on any device."""
 
     name = "torch"
+    activation_count_dtypes = influence_count_dtypes = (torch.int32, torch.int16)
 
     def __init__(self, compute_dtype: torch.dtype = torch.float32):
         if compute_dtype not in (torch.float32, torch.float64):
