@@ -25,8 +25,9 @@ struct InfluenceArgs {
   int64_t c_out = 0, groups = 1;
   ConvGeometry geo{};
   const int64_t* labels = nullptr;  // (B,)
-  int32_t* counts = nullptr;        // (num_classes, C_out, C_in/groups), contiguous; [k, j, s]
+  void* counts = nullptr;           // (num_classes, C_out, C_in/groups), contiguous; [k, j, s]
                                     // counts source channel group(j) * C_in/groups + s
+  bool counts_int16 = false;        // count type: int16 (the caller prevents overflow) or int32
   int64_t num_classes = 0;
   int64_t k = 0;                    // sources kept per (image, target)
 };

@@ -91,7 +91,7 @@ void py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape
                          std::uintptr_t weight, const std::string& weight_dtype, const Shape4& weight_shape,
                          const Pair& stride, const Shape4& pad, const Pair& dilation, int64_t groups,
                          const std::string& padding_mode, int64_t spatial_stride, std::uintptr_t labels,
-                         std::uintptr_t counts, int64_t num_classes, int64_t k) {
+                         std::uintptr_t counts, const std::string& count_dtype, int64_t num_classes, int64_t k) {
   InfluenceArgs a;
   a.x = make_view(x, dtype, shape, strides, "conv input");
   if (!weight) throw py::value_error("conv weight: null data pointer");
@@ -136,7 +136,10 @@ void py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape
   a.c_out = weight_shape[0];
   a.groups = groups;
   a.labels = checked_labels(labels, shape[0], num_classes);
+  if (count_dtype != "int32" && count_dtype != "int16")
+    throw py::type_error("counts must be int32 or int16, got " + count_dtype);
   a.counts = checked_counts(counts);
+  a.counts_int16 = count_dtype == "int16";
   a.num_classes = num_classes;
   a.k = k;
   py::gil_scoped_release release;
@@ -154,9 +157,10 @@ void bind_cpu_ops(py::module_& m) {
   m.def("cpu_influence_update", &py_influence_update, py::arg("x"), py::arg("dtype"), py::arg("shape"),
         py::arg("strides"), py::arg("weight"), py::arg("weight_dtype"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"), py::arg("spatial_stride"),
-        py::arg("labels"), py::arg("counts"), py::arg("num_classes"), py::arg("k"),
+        py::arg("labels"), py::arg("counts"), py::arg("count_dtype"), py::arg("num_classes"), py::arg("k"),
         "SPEC.md B on raw pointers: conv input x (B, C_in, H, W) with element strides, contiguous float32/float64 "
-        "weight, pad (left, right, top, bottom), int64 labels (B,), int32 counts (num_classes, C_out, C_in/groups).");
+        "weight, pad (left, right, top, bottom), int64 labels (B,), int32 or int16 counts "
+        "(num_classes, C_out, C_in/groups).");
 }
 
 }  // namespace summit

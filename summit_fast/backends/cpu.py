@@ -30,6 +30,7 @@ class CpuBackend(Backend):
     """C++ kernels with OpenMP threads; the default for CPU tensors when the extension is built."""
 
     name = "cpu"
+    influence_count_dtypes = (torch.int32, torch.int16)
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -70,4 +71,4 @@ class CpuBackend(Backend):
             x.data_ptr(), _dtype_name(x), tuple(x.shape), tuple(x.stride()),
             weight.data_ptr(), _dtype_name(weight), tuple(weight.shape),
             tuple(conv.stride), tuple(conv.pad), tuple(conv.dilation), conv.groups, conv.padding_mode,
-            spatial_stride, labels.data_ptr(), counts.data_ptr(), counts.shape[0], k)
+            spatial_stride, labels.data_ptr(), counts.data_ptr(), _dtype_name(counts), counts.shape[0], k)
