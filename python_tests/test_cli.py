@@ -57,8 +57,11 @@ def test_info_reports_the_count_state_of_a_model():
 
     out = run_cli("info", "--model", "inception_v1", "--classes", "1000")
     assert out.returncode == 0, out.stderr
-    reported = float(re.search(r"with 1000 classes: ([0-9.]+) GiB", out.stdout).group(1))
+    reported = float(re.search(r"with 1000 classes and int32 counts: ([0-9.]+) GiB", out.stdout).group(1))
     model = inception_v1()
     graph = discover(model, torch.zeros(1, 3, 224, 224), model.SUMMARY_LAYERS)
     per_class = summit_fast.SummitResult.zeros(graph, 2).nbytes - summit_fast.SummitResult.zeros(graph, 1).nbytes
     assert abs(reported - 1000 * per_class / 2**30) < 0.05  # confusion grows as K^2: negligible here
+    narrow = run_cli("info", "--model", "inception_v1", "--classes", "1000", "--count-dtype", "int16")
+    influence = [float(re.search(r"influence ([0-9.]+)", o.stdout).group(1)) for o in (out, narrow)]
+    assert abs(influence[1] - influence[0] / 2) < 0.01 and influence[1] > 1

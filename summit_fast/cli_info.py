@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="version, available backends, count-state size of a model")
     p.add_argument("--model", choices=MODELS, help="also report the count state this bundled model needs")
     p.add_argument("--classes", type=int, default=1000, help="number of classes for --model (default 1000)")
+    p.add_argument("--count-dtype", choices=("int32", "int16"), default="int32",
+                   help="integer type of the counts for --model (default int32)")
     p.set_defaults(func=run)
 
 
@@ -34,27 +36,28 @@ def run(args) -> int:
         else:
             print(f"  {name:7s} unavailable: {'; '.join(sorted(set(reasons.values())))}")
     if args.model:
-        print(count_state_report(args.model, args.classes))
+        print(count_state_report(args.model, args.classes, args.count_dtype))
     return 0
 
 
-def count_state_report(model_name: str, num_classes: int) -> str:
-    """The size of the count state of a bundled model with its preset layers, without allocating it."""
+def count_state_report(model_name: str, num_classes: int, count_dtype: str = "int32") -> str:
+    """The size of the count state of a bundled model with its preset layers and ``count_dtype``
+    counts, without allocating it."""
     from .cli_run import load_model
     from .discovery import discover
-    from .result import SummitResult
+    from .result import COUNT_DTYPES, SummitResult
 
     if num_classes < 1:
         raise ValueError(f"--classes must be positive, got {num_classes}")
     model = load_model(model_name, None)
     with torch.inference_mode():
         graph = discover(model, torch.zeros(1, *model.INPUT_SHAPE), model.SUMMARY_LAYERS)
-    specs = SummitResult.tensor_specs(graph, num_classes)
+    specs = SummitResult.tensor_specs(graph, num_classes, count_dtype=COUNT_DTYPES[count_dtype])
     sizes = {"activation": 0, "influence": 0, "other": 0}
     for key, (shape, dtype) in specs.items():
         kind = key.split("/")[0] if "/" in key else "other"
         sizes[kind] += torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
     gib = {k: v / 2**30 for k, v in sizes.items()}
     return (f"count state of {model_name} ({len(graph.layers)} layers, {len(graph.edges)} conv edges) with "
-            f"{num_classes} classes: {sum(gib.values()):.2f} GiB (activation {gib['activation']:.3f}, "
+            f"{num_classes} classes and {count_dtype} counts: {sum(gib.values()):.2f} GiB (activation {gib['activation']:.3f}, "
             f"influence {gib['influence']:.2f}, predictions {gib['other']:.3f})")

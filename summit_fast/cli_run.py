@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--examples", type=int, default=10, help="dataset examples per channel (default 10; 0: none)")
     p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto")
     p.add_argument("--checkpoint-every", type=int, default=100, help="batches between checkpoints (default 100)")
+    p.add_argument("--count-dtype", choices=("int32", "int16"), default="int32",
+                   help="integer type of the counts; int16 halves their memory and holds up to 32767 images "
+                        "per class (default int32)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -62,6 +65,7 @@ def run(args) -> int:
     names = [dataset.classes[c] for c in classes] if classes else None
     started = time.perf_counter()
     result = aggregate(model, loader, backend=args.backend, device=device, examples=args.examples, classes=classes,
+                       count_dtype=args.count_dtype,
                        class_names=names, label_source="target" if classes else "prediction",
                        progress=not args.no_progress,
                        checkpoint_dir=args.out / "checkpoints", checkpoint_every=args.checkpoint_every)
