@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..convspec import ConvSpec
+from ..examples import channel_max_positions
 from ..rules import SelectionRule
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -49,6 +50,29 @@ def _check_counts(counts: torch.Tensor, shape: tuple, device: torch.device) -> N
         raise ValueError(f"counts is on {counts.device} but the input is on {device}")
 
 
+def empty_maxima(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised (values, positions) outputs for :meth:`Backend.activation_update`'s
+    ``maxima``: (B, C) float32 and int64 on the activations' device."""
+    b, c = acts.shape[:2]
+    return (torch.empty(b, c, dtype=torch.float32, device=acts.device),
+            torch.empty(b, c, dtype=torch.int64, device=acts.device))
+
+
+def _check_maxima(maxima, batch: int, channels: int, device: torch.device) -> None:
+    if not (isinstance(maxima, (tuple, list)) and len(maxima) == 2
+            and all(isinstance(t, torch.Tensor) for t in maxima)):
+        raise TypeError(f"maxima must be a pair (values, positions) of tensors, got {type(maxima).__name__}")
+    for t, dtype, what in ((maxima[0], torch.float32, "values"), (maxima[1], torch.int64, "positions")):
+        if t.dtype != dtype:
+            raise TypeError(f"maxima {what} must be a {dtype} tensor, got {t.dtype}")
+        if tuple(t.shape) != (batch, channels):
+            raise ValueError(f"maxima {what} must have shape {(batch, channels)}, got {tuple(t.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"maxima {what} must be contiguous")
+        if t.device != device:
+            raise ValueError(f"maxima {what} is on {t.device} but the activations are on {device}")
+
+
 class Backend:
     """Base class of every backend; see the module docstring."""
 
@@ -60,12 +84,16 @@ class Backend:
         raise NotImplementedError
 
     def activation_update(self, acts: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
-                          rule: SelectionRule, excluded: torch.Tensor | None = None) -> None:
+                          rule: SelectionRule, excluded: torch.Tensor | None = None,
+                          maxima: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Add one batch to the activation counts (SPEC.md A).
 
         acts: (B, C, H, W) float tensor, any memory layout. labels: (B,) integer class indices.
         counts: (K, C) int32, updated in place. excluded: optional (C,) bool mask of channels
-        treated as zero.
+        treated as zero. maxima: optional outputs (values, positions), (B, C) float32 and int64,
+        contiguous (see :func:`empty_maxima`), filled with what
+        :func:`summit_fast.examples.channel_max_positions` returns: each channel's max (excluded
+        channels too) and the flat position h * W + w of its first occurrence.
         """
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
@@ -73,10 +101,16 @@ class Backend:
         check_labels(labels, b, counts.shape[0])
         if excluded is not None and (excluded.dtype != torch.bool or tuple(excluded.shape) != (c,)):
             raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
+        if maxima is not None:
+            _check_maxima(maxima, b, c, acts.device)
         if b == 0:
             return
-        self._activation_update(acts, labels.to(acts.device), counts, rule,
-                                None if excluded is None else excluded.to(acts.device))
+        labels = labels.to(acts.device)
+        excluded = None if excluded is None else excluded.to(acts.device)
+        if maxima is None:
+            self._activation_update(acts, labels, counts, rule, excluded)
+        else:
+            self._activation_update_maxima(acts, labels, counts, rule, excluded, maxima)
 
     def influence_update(self, x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, labels: torch.Tensor,
                          counts: torch.Tensor, k: int = 5, spatial_stride: int = 1) -> None:
@@ -109,6 +143,13 @@ class Backend:
     # -- implemented by each backend; arguments are already validated ---------------------
     def _activation_update(self, acts, labels, counts, rule, excluded) -> None:
         raise NotImplementedError
+
+    def _activation_update_maxima(self, acts, labels, counts, rule, excluded, maxima) -> None:
+        """The update, and ``maxima`` filled. This default makes a second pass over the
+        activations; a backend that finds the maxima in its own pass overrides it."""
+        self._activation_update(acts, labels, counts, rule, excluded)
+        for out, found in zip(maxima, channel_max_positions(acts)):
+            out.copy_(found)
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride) -> None:
         raise NotImplementedError

@@ -42,7 +42,7 @@ class CpuBackend(Backend):
             return "summit_fast._C was built without the CPU ops; reinstall the package with pip"
         return None
 
-    def _activation_update(self, acts, labels, counts, rule, excluded):
+    def _activation_update(self, acts, labels, counts, rule, excluded, maxima=None):
         _require_cpu(acts, counts)
         if acts.shape[2] * acts.shape[3] == 0:
             raise ValueError(f"activations have an empty spatial grid: shape {tuple(acts.shape)}")
@@ -57,7 +57,11 @@ class CpuBackend(Backend):
         native.cpu_activation_update(
             acts.data_ptr(), _dtype_name(acts), tuple(acts.shape), tuple(acts.stride()),
             labels.data_ptr(), counts.data_ptr(), counts.shape[0], kind, tau, k,
-            0 if excluded is None else excluded.data_ptr())
+            0 if excluded is None else excluded.data_ptr(),
+            *((0, 0) if maxima is None else (maxima[0].data_ptr(), maxima[1].data_ptr())))
+
+    def _activation_update_maxima(self, acts, labels, counts, rule, excluded, maxima):
+        self._activation_update(acts, labels, counts, rule, excluded, maxima)  # fused: one pass
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
         _require_cpu(x, weight, counts)
