@@ -153,6 +153,9 @@ def test_bad_maxima_raise_before_anything_is_written(backend):
         with pytest.raises(exc, match=match):
             engine.activation_update(acts, labels, counts, mass(), maxima=maxima)
         assert int(counts.sum()) == 15 and bool((values == -1).all()) and bool((positions == -1).all())
+    with pytest.raises(ValueError, match="class index 3 is out of range"):  # checked in C++ on the cpu backend
+        engine.activation_update(acts, torch.tensor([0, 3]), counts, mass(), maxima=(values, positions))
+    assert int(counts.sum()) == 15 and bool((values == -1).all()) and bool((positions == -1).all())
 
 
 @needs_native

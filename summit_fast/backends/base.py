@@ -16,15 +16,19 @@ from ..rules import SelectionRule
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def check_labels(labels: torch.Tensor, batch: int, num_classes: int, what: str = "labels") -> None:
-    """Labels must be a 1-D integer tensor of length ``batch`` with values in [0, num_classes)."""
+def check_labels(labels: torch.Tensor, batch: int, num_classes: int, what: str = "labels", values: bool = True) -> None:
+    """Labels must be a 1-D integer tensor of length ``batch`` with values in [0, num_classes)
+    (the values are not looked at with ``values=False``)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
         raise TypeError(f"{what} must have an integer dtype (class indices), got {labels.dtype}")
     if labels.dim() != 1 or labels.shape[0] != batch:
         raise ValueError(f"{what} must have shape ({batch},) to match the batch, got {tuple(labels.shape)}")
-    if batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if not values or not batch:
+        return
+    lowest, highest = torch.aminmax(labels)  # one pass, not two
+    if int(lowest) < 0 or int(highest) >= num_classes:
         bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
         raise ValueError(f"{what}: class index {bad} is out of range [0, {num_classes})")
 
@@ -77,6 +81,10 @@ class Backend:
     """Base class of every backend; see the module docstring."""
 
     name = "base"
+    #: True when the backend's entry points check every label value themselves before writing
+    #: any count (the cpu backend's C++ does, with the same message): the Python check then skips
+    #: its pass over the labels, which from a cold cache costs more than a small update.
+    checks_label_values = False
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -98,7 +106,7 @@ class Backend:
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
         _check_counts(counts, (counts.shape[0] if counts.dim() == 2 else -1, c), acts.device)
-        check_labels(labels, b, counts.shape[0])
+        check_labels(labels, b, counts.shape[0], values=not self.checks_label_values)
         if excluded is not None and (excluded.dtype != torch.bool or tuple(excluded.shape) != (c,)):
             raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
         if maxima is not None:
@@ -134,7 +142,7 @@ class Backend:
         if weight.device != x.device:
             raise ValueError(f"conv weight is on {weight.device} but its input is on {x.device}")
         _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, cin_g), x.device)
-        check_labels(labels, b, counts.shape[0])
+        check_labels(labels, b, counts.shape[0], values=not self.checks_label_values)
         conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
         if b == 0:
             return

@@ -30,6 +30,7 @@ class CpuBackend(Backend):
     """C++ kernels with OpenMP threads; the default for CPU tensors when the extension is built."""
 
     name = "cpu"
+    checks_label_values = True  # cpu_ops.cpp checks them before releasing the GIL
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -52,7 +53,8 @@ class CpuBackend(Backend):
             kind, tau, k = "topk", 0.0, int(rule.k)
         else:
             raise TypeError(f"rule must be summit_fast.mass(...) or summit_fast.topk(...), got {rule!r}")
-        labels = labels.to(torch.int64).contiguous()
+        if labels.dtype != torch.int64 or not labels.is_contiguous():  # usually neither: no copies
+            labels = labels.to(torch.int64).contiguous()
         excluded = None if excluded is None else excluded.contiguous()
         native.cpu_activation_update(
             acts.data_ptr(), _dtype_name(acts), tuple(acts.shape), tuple(acts.stride()),
