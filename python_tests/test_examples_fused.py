@@ -54,8 +54,9 @@ def _data(shape, dtype, layout, kind, seed):
 
 
 # 1x1 and odd grids, batch 1, planes shorter and longer than a 64-byte block, a channel count
-# that is not a multiple of the channels_last blocks, a grid with a partial group of four.
-SHAPES = [(1, 3, 1, 1), (1, 50, 7, 7), (3, 37, 9, 11), (2, 130, 3, 5), (5, 20, 17, 13), (1, 9, 57, 57)]
+# that is not a multiple of 64 bytes, and one tensor of over 2 MiB (two threads share it).
+SHAPES = [(1, 3, 1, 1), (1, 50, 7, 7), (3, 37, 9, 11), (2, 130, 3, 5), (5, 20, 17, 13), (1, 9, 57, 57),
+          (12, 130, 31, 29)]
 
 
 @needs_native
