@@ -11,6 +11,10 @@ with forward hooks. Last, end-to-end ``summit_fast.aggregate`` against the plain
     python bench/bench_cpu.py            # everything, about 5 minutes on 2 cores
     python bench/bench_cpu.py --quick    # three InceptionV1 layers, one MobileNetV2 block
     python bench/bench_cpu.py --threads 1  # single-threaded (stable on a shared machine)
+    python bench/bench_cpu.py --ops activation --channels-last  # the activation update alone, NHWC
+
+The load average (1 min) is printed at the start and end: on a shared machine, numbers taken
+under load are not comparable (a two-thread parallel region waits for a descheduled thread).
 
 Influence GFLOP counts the definition (2 * B * C_out * C_in/groups * kh * kw * positions), which
 is also the FLOP count of the conv itself; for 1x1 convs the backends use the exact max/min
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -43,6 +48,7 @@ NUM_CLASSES = 1000
 INFLUENCE_K = 5
 INCEPTION_BRANCHES = ("1x1", "3x3_bottleneck", "3x3", "5x5_bottleneck", "5x5", "pool_reduce")
 MOBILENET_BLOCKS = ("features.3", "features.13", "features.17")  # 56 px, 14 px, 7 px
+OPS = ("activation", "influence", "aggregate")
 
 
 def median_time(fn, repeats: int, before=None) -> float:
@@ -115,12 +121,14 @@ def measure_matmul_gflops() -> float:
     return 2 * 2048**3 / median_time(lambda: a @ b, 5) / 1e9
 
 
-def bench_activation(cases, repeats, bandwidth):
+def bench_activation(cases, repeats, bandwidth, channels_last=False):
     ref, cpu = TorchBackend(torch.float32), CpuBackend()
     flush = torch.ones(16 * 1024 * 1024)  # 64 MiB, read before each run: activations start cold
     rows = []
     for label, shape in cases:
         acts = torch.randn(BATCH, *shape[1:])
+        if channels_last:
+            acts = acts.contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, NUM_CLASSES, (BATCH,))
         counts = torch.zeros(NUM_CLASSES, shape[1], dtype=torch.int32)
         t_ref = median_time(lambda: ref.activation_update(acts, labels, counts, mass(0.01)), repeats, flush.sum)
@@ -193,6 +201,38 @@ def geomean(xs):
     return float(torch.tensor(xs).log().mean().exp())
 
 
+def bench_and_print_influence(inf_cases, repeats, matmul):
+    inf = bench_influence(inf_cases, repeats, matmul)
+    print("\n### Influence update (float32 NCHW, k = 5, K = 1000, spatial_stride 1)\n")
+    print("| conv edge | C_in->C_out kernel @px | GFLOP | torch ms | cpu ms | speedup | cpu GFLOP/s | of matmul |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, desc, gflop, t_ref, t_cpu, speedup, rate, frac in inf:
+        print(f"| {label} | {desc} | {gflop:.2f} | {t_ref * 1e3:.1f} | {t_cpu * 1e3:.2f} | {speedup:.1f}x | "
+              f"{'all kept' if rate is None else f'{rate:.1f}'} | {'-' if frac is None else f'{frac:.0%}'} |")
+
+    scored = [r for r in inf if r[6] is not None]
+    inf_speed = [r[5] for r in scored]
+    print(f"\n- influence >= 10x the torch reference: min {min(inf_speed):.1f}x, geomean {geomean(inf_speed):.1f}x; "
+          f"{sum(s >= 10 for s in inf_speed)}/{len(inf_speed)} edges that compute scores meet it")
+    print(f"- all influence edges together: torch {sum(r[3] for r in inf):.2f} s, cpu {sum(r[4] for r in inf):.3f} s "
+          f"({sum(r[3] for r in inf) / sum(r[4] for r in inf):.0f}x); without the all-kept edges "
+          f"{sum(r[3] for r in scored) / sum(r[4] for r in scored):.0f}x")
+
+
+def print_aggregate(batches):
+    rows = bench_aggregate(batches)
+    print(f"\n### End to end: InceptionV1 (random weights), {batches} batches of {BATCH} at 224 px\n")
+    print("| run | s/batch, whole run | vs forward | s/batch, steady state | vs forward |")
+    print("|---|---:|---:|---:|---:|")
+    fwd_all, fwd_steady = rows[0][1], rows[0][2]
+    for label, t_all, t_steady in rows:
+        print(f"| {label} | {t_all:.2f} | {t_all / fwd_all:.2f}x | {t_steady:.2f} | {t_steady / fwd_steady:.2f}x |")
+    print(f"\n- activation only <= 1.2x forward: {rows[1][1] / fwd_all:.2f}x whole run, "
+          f"{rows[1][2] / fwd_steady:.2f}x steady state")
+    print(f"- activation + influence <= 3x forward: {rows[2][1] / fwd_all:.2f}x whole run, "
+          f"{rows[2][2] / fwd_steady:.2f}x steady state")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="three InceptionV1 layers, one MobileNetV2 block")
@@ -201,6 +241,8 @@ def main():
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="threads of torch and of the OpenMP kernels (default: torch's default); on a shared "
                              "machine 1 gives stable numbers, as a parallel region waits for descheduled threads")
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="what to measure (default: all)")
+    parser.add_argument("--channels-last", action="store_true", help="activation inputs in channels_last")
     args = parser.parse_args()
     if args.quick:
         args.batches = 1
@@ -208,52 +250,32 @@ def main():
     native.set_num_threads(args.threads)
 
     print(f"# {datetime.date.today()} {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"{native.num_threads()} OpenMP threads, torch {torch.__version__}", flush=True)
+          f"{native.num_threads()} OpenMP threads, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}",
+          flush=True)
     bandwidth, matmul = measure_read_bandwidth(), measure_matmul_gflops()
     print(f"# measured: memory read {bandwidth:.1f} GB/s (512 MiB sum), float32 matmul {matmul:.0f} GFLOP/s", flush=True)
     act_cases, inf_cases = model_cases(args.quick)
-    act = bench_activation(act_cases, args.repeats, bandwidth)
-    inf = bench_influence(inf_cases, args.repeats, matmul)
+    if "activation" in args.ops:
+        act = bench_activation(act_cases, args.repeats, bandwidth, args.channels_last)
+        layout = "channels_last" if args.channels_last else "NCHW"
+        print(f"\n### Activation update (float32 {layout}, mass(0.01), K = 1000, cold cache)\n")
+        print("| layer | shape | torch ms | cpu ms | speedup | cpu GB/s | of read BW |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for label, shape, t_ref, t_cpu, speedup, gbs, frac in act:
+            print(f"| {label} | {shape} | {t_ref * 1e3:.2f} | {t_cpu * 1e3:.2f} | {speedup:.1f}x | {gbs:.1f} | {frac:.0%} |")
+        act_speed = [r[4] for r in act]
+        act_frac = [r[6] for r in act]
+        print("\n### Targets\n")
+        print(f"- activation >= 3x the torch reference: min {min(act_speed):.1f}x, geomean {geomean(act_speed):.1f}x; "
+              f"{sum(s >= 3 for s in act_speed)}/{len(act_speed)} shapes meet it")
+        print(f"- activation >= 60% of read bandwidth: min {min(act_frac):.0%}, median "
+              f"{statistics.median(act_frac):.0%}; {sum(f >= 0.6 for f in act_frac)}/{len(act_frac)} shapes meet it")
+    if "influence" in args.ops:
+        bench_and_print_influence(inf_cases, args.repeats, matmul)
+    if "aggregate" in args.ops and hasattr(summit_fast, "aggregate"):
+        print_aggregate(args.batches)
+    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
 
-    print("\n### Activation update (float32 NCHW, mass(0.01), K = 1000, cold cache)\n")
-    print("| layer | shape | torch ms | cpu ms | speedup | cpu GB/s | of read BW |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for label, shape, t_ref, t_cpu, speedup, gbs, frac in act:
-        print(f"| {label} | {shape} | {t_ref * 1e3:.2f} | {t_cpu * 1e3:.2f} | {speedup:.1f}x | {gbs:.1f} | {frac:.0%} |")
-    print("\n### Influence update (float32 NCHW, k = 5, K = 1000, spatial_stride 1)\n")
-    print("| conv edge | C_in->C_out kernel @px | GFLOP | torch ms | cpu ms | speedup | cpu GFLOP/s | of matmul |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for label, desc, gflop, t_ref, t_cpu, speedup, rate, frac in inf:
-        print(f"| {label} | {desc} | {gflop:.2f} | {t_ref * 1e3:.1f} | {t_cpu * 1e3:.2f} | {speedup:.1f}x | "
-              f"{'all kept' if rate is None else f'{rate:.1f}'} | {'-' if frac is None else f'{frac:.0%}'} |")
-
-    act_speed = [r[4] for r in act]
-    act_frac = [r[6] for r in act]
-    scored = [r for r in inf if r[6] is not None]
-    inf_speed = [r[5] for r in scored]
-    print("\n### Targets\n")
-    print(f"- activation >= 3x the torch reference: min {min(act_speed):.1f}x, geomean {geomean(act_speed):.1f}x; "
-          f"{sum(s >= 3 for s in act_speed)}/{len(act_speed)} shapes meet it")
-    print(f"- activation >= 60% of read bandwidth: min {min(act_frac):.0%}, median {statistics.median(act_frac):.0%}; "
-          f"{sum(f >= 0.6 for f in act_frac)}/{len(act_frac)} shapes meet it")
-    print(f"- influence >= 10x the torch reference: min {min(inf_speed):.1f}x, geomean {geomean(inf_speed):.1f}x; "
-          f"{sum(s >= 10 for s in inf_speed)}/{len(inf_speed)} edges that compute scores meet it")
-    print(f"- all influence edges together: torch {sum(r[3] for r in inf):.2f} s, cpu {sum(r[4] for r in inf):.3f} s "
-          f"({sum(r[3] for r in inf) / sum(r[4] for r in inf):.0f}x); without the all-kept edges "
-          f"{sum(r[3] for r in scored) / sum(r[4] for r in scored):.0f}x")
-
-    if hasattr(summit_fast, "aggregate"):
-        rows = bench_aggregate(args.batches)
-        print(f"\n### End to end: InceptionV1 (random weights), {args.batches} batches of {BATCH} at 224 px\n")
-        print("| run | s/batch, whole run | vs forward | s/batch, steady state | vs forward |")
-        print("|---|---:|---:|---:|---:|")
-        fwd_all, fwd_steady = rows[0][1], rows[0][2]
-        for label, t_all, t_steady in rows:
-            print(f"| {label} | {t_all:.2f} | {t_all / fwd_all:.2f}x | {t_steady:.2f} | {t_steady / fwd_steady:.2f}x |")
-        print(f"\n- activation only <= 1.2x forward: {rows[1][1] / fwd_all:.2f}x whole run, "
-              f"{rows[1][2] / fwd_steady:.2f}x steady state")
-        print(f"- activation + influence <= 3x forward: {rows[2][1] / fwd_all:.2f}x whole run, "
-              f"{rows[2][2] / fwd_steady:.2f}x steady state")
 
 if __name__ == "__main__":
     main()

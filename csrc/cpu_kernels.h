@@ -16,6 +16,12 @@ struct ActivationArgs {
   int64_t k = 0;
   double tau = 0.0;
   const uint8_t* excluded = nullptr;  // (C,) bool mask or null
+  // Optional outputs, (B, C) contiguous, both or neither (the dataset examples' candidates):
+  // each channel's spatial max as float32 (excluded channels too) and the flat position
+  // h * W + w of its first occurrence in row-major order, as torch's max(dim) gives them for
+  // the activations converted with .float().
+  float* max_out = nullptr;
+  int64_t* argmax_out = nullptr;
 };
 
 struct InfluenceArgs {

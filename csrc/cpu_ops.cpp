@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <string>
 
 #include "cpu_kernels.h"
@@ -66,7 +67,8 @@ int32_t* checked_counts(std::uintptr_t ptr) {
 
 void py_activation_update(std::uintptr_t acts, const std::string& dtype, const Shape4& shape, const Shape4& strides,
                           std::uintptr_t labels, std::uintptr_t counts, int64_t num_classes, const std::string& rule,
-                          double tau, int64_t k, std::uintptr_t excluded) {
+                          double tau, int64_t k, std::uintptr_t excluded, std::uintptr_t max_out,
+                          std::uintptr_t argmax_out) {
   ActivationArgs a;
   a.acts = make_view(acts, dtype, shape, strides, "activations");
   a.labels = checked_labels(labels, shape[0], num_classes);
@@ -83,6 +85,12 @@ void py_activation_update(std::uintptr_t acts, const std::string& dtype, const S
     throw py::value_error("unknown rule '" + rule + "': expected mass or topk");
   }
   a.excluded = reinterpret_cast<const uint8_t*>(excluded);
+  if (!max_out != !argmax_out)
+    throw py::value_error("maxima: give both the values and the positions pointer, or neither (0)");
+  if (max_out && shape[2] * shape[3] > INT32_MAX)
+    throw py::value_error("maxima: positions need a spatial grid of fewer than 2^31 positions");
+  a.max_out = reinterpret_cast<float*>(max_out);
+  a.argmax_out = reinterpret_cast<int64_t*>(argmax_out);
   py::gil_scoped_release release;
   activation_update(a);
 }
@@ -151,9 +159,11 @@ void py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape
 void bind_cpu_ops(py::module_& m) {
   m.def("cpu_activation_update", &py_activation_update, py::arg("acts"), py::arg("dtype"), py::arg("shape"),
         py::arg("strides"), py::arg("labels"), py::arg("counts"), py::arg("num_classes"), py::arg("rule"),
-        py::arg("tau"), py::arg("k"), py::arg("excluded"),
+        py::arg("tau"), py::arg("k"), py::arg("excluded"), py::arg("max_out") = 0, py::arg("argmax_out") = 0,
         "SPEC.md A on raw pointers: acts (B, C, H, W) with element strides, int64 labels (B,), int32 counts "
-        "(num_classes, C) contiguous, rule 'mass' (tau) or 'topk' (k), excluded: (C,) bool mask pointer or 0.");
+        "(num_classes, C) contiguous, rule 'mass' (tau) or 'topk' (k), excluded: (C,) bool mask pointer or 0. "
+        "Optional max_out (float32) and argmax_out (int64), (B, C) contiguous, both or neither: each channel's "
+        "max and the flat position h * W + w of its first occurrence, from the same pass.");
   m.def("cpu_influence_update", &py_influence_update, py::arg("x"), py::arg("dtype"), py::arg("shape"),
         py::arg("strides"), py::arg("weight"), py::arg("weight_dtype"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"), py::arg("spatial_stride"),

@@ -161,3 +161,12 @@ def test_graphs_and_export_of_int16_counts_equal_those_of_int32(tmp_path):
     for f in files:  # identical but for the recorded parameter
         narrow_text = (folders[0] / f).read_text().replace('"count_dtype":"int16"', '"count_dtype":"int32"')
         assert narrow_text == (folders[1] / f).read_text(), f
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_of_range_labels_into_int16_counts_are_refused(backend):
+    engine = get_backend(backend, "cpu")
+    counts = torch.zeros(3, 5, dtype=torch.int16)
+    with pytest.raises(ValueError, match=r"class index 3 is out of range \[0, 3\)"):
+        engine.activation_update(torch.randn(2, 5, 4, 4), torch.tensor([0, 3]), counts, summit_fast.mass(0.5))
+    assert not counts.any()

@@ -18,12 +18,12 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .backends import get_backend
-from .backends.base import Backend, check_labels
+from .backends.base import Backend, check_labels, empty_maxima
 from .backends.torch_ref import select_channels
 from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
-from .examples import batch_candidates, channel_max_positions, merge_examples
+from .examples import batch_candidates, merge_examples
 from .result import SummitResult, check_count_capacity, count_dtype_name
 from .rules import Mass, SelectionRule, TopK, mass
 
@@ -316,29 +316,31 @@ class Aggregator:
         check_count_capacity(images_per_class, result.count_dtype, result.class_ids, f"batch {index}")
         # Everything is validated: from here on the whole batch is counted.
         self.interrupted = True
+        maxima = {}  # layer -> (channel maxima, their positions) for skips and examples, from the activation pass
         for layer in self.layers:
-            self.engine.activation_update(self.captured[f"layer:{layer}"], rows, result.activation[layer],
-                                          self.rule, self.excluded.get(layer))
+            acts = self.captured[f"layer:{layer}"]
+            if self._wants_maxima(layer):
+                maxima[layer] = empty_maxima(acts)
+            self.engine.activation_update(acts, rows, result.activation[layer], self.rule, self.excluded.get(layer),
+                                          maxima.get(layer))
         for conv, (module, spec) in self.convs.items():
             self.engine.influence_update(self.captured[f"conv:{conv}"], module.weight, spec, rows,
                                          result.influence[conv], self.params["influence_k"],
                                          self.params["spatial_stride"])
         result.images_per_class.copy_(images_per_class)
-        maxima = {}  # layer -> (channel maxima, their positions), computed once for skips and examples
         self._count_skips(result, rows, maxima)
         if self.record_predictions:
             _add_predictions(result, output, rows, self.row_of)
         for layer, state in result.examples.items():
             acts = self.captured[f"layer:{layer}"]
-            candidates = batch_candidates(*self._maxima(layer, maxima), acts.shape[3], image_ids)
+            candidates = batch_candidates(*maxima[layer], acts.shape[3], image_ids)
             for name, merged in merge_examples(state, candidates, self.params["examples"]).items():
                 state[name].copy_(merged)  # in place: the state stays an ordinary tensor
         self.interrupted = False
 
-    def _maxima(self, layer: str, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        if layer not in cache:
-            cache[layer] = channel_max_positions(self.captured[f"layer:{layer}"])
-        return cache[layer]
+    def _wants_maxima(self, layer: str) -> bool:
+        """Whether dataset examples or a skip count need the layer's channel maxima."""
+        return layer in self._result.examples or any(layer in (s.source, s.target) for s in self.skips)
 
     def _count_skips(self, result: SummitResult, rows: torch.Tensor, maxima: dict) -> None:
         """skip[k, c] += 1 for images of class k that select both ends of skipped channel c. The
@@ -348,8 +350,7 @@ class Aggregator:
         for skip in self.skips:
             for layer in (skip.source, skip.target):
                 if layer not in selected:
-                    z = self._maxima(layer, maxima)[0]
-                    selected[layer] = select_channels(z, self.rule, self.excluded.get(layer))
+                    selected[layer] = select_channels(maxima[layer][0], self.rule, self.excluded.get(layer))
             both = (selected[skip.source][:, skip.source_offset:skip.source_offset + skip.channels]
                     & selected[skip.target][:, skip.target_offset:skip.target_offset + skip.channels])
             result.skip[skip.key].index_add_(0, rows, both.to(result.count_dtype))

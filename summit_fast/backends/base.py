@@ -10,20 +10,25 @@ from __future__ import annotations
 import torch
 
 from ..convspec import ConvSpec
+from ..examples import channel_max_positions
 from ..rules import SelectionRule
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def check_labels(labels: torch.Tensor, batch: int, num_classes: int, what: str = "labels") -> None:
-    """Labels must be a 1-D integer tensor of length ``batch`` with values in [0, num_classes)."""
+def check_labels(labels: torch.Tensor, batch: int, num_classes: int, what: str = "labels", values: bool = True) -> None:
+    """Labels must be a 1-D integer tensor of length ``batch`` with values in [0, num_classes)
+    (the values are not looked at with ``values=False``)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of class indices, got {type(labels).__name__}")
     if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
         raise TypeError(f"{what} must have an integer dtype (class indices), got {labels.dtype}")
     if labels.dim() != 1 or labels.shape[0] != batch:
         raise ValueError(f"{what} must have shape ({batch},) to match the batch, got {tuple(labels.shape)}")
-    if batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if not values or not batch:
+        return
+    lowest, highest = torch.aminmax(labels)  # one pass, not two
+    if int(lowest) < 0 or int(highest) >= num_classes:
         bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
         raise ValueError(f"{what}: class index {bad} is out of range [0, {num_classes})")
 
@@ -52,6 +57,29 @@ def _check_counts(counts: torch.Tensor, shape: tuple, device: torch.device) -> N
         raise ValueError(f"counts is on {counts.device} but the input is on {device}")
 
 
+def empty_maxima(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised (values, positions) outputs for :meth:`Backend.activation_update`'s
+    ``maxima``: (B, C) float32 and int64 on the activations' device."""
+    b, c = acts.shape[:2]
+    return (torch.empty(b, c, dtype=torch.float32, device=acts.device),
+            torch.empty(b, c, dtype=torch.int64, device=acts.device))
+
+
+def _check_maxima(maxima, batch: int, channels: int, device: torch.device) -> None:
+    if not (isinstance(maxima, (tuple, list)) and len(maxima) == 2
+            and all(isinstance(t, torch.Tensor) for t in maxima)):
+        raise TypeError(f"maxima must be a pair (values, positions) of tensors, got {type(maxima).__name__}")
+    for t, dtype, what in ((maxima[0], torch.float32, "values"), (maxima[1], torch.int64, "positions")):
+        if t.dtype != dtype:
+            raise TypeError(f"maxima {what} must be a {dtype} tensor, got {t.dtype}")
+        if tuple(t.shape) != (batch, channels):
+            raise ValueError(f"maxima {what} must have shape {(batch, channels)}, got {tuple(t.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"maxima {what} must be contiguous")
+        if t.device != device:
+            raise ValueError(f"maxima {what} is on {t.device} but the activations are on {device}")
+
+
 class Backend:
     """Base class of every backend; see the module docstring."""
 
@@ -60,6 +88,10 @@ class Backend:
     # through an int32 scratch (see _count_in).
     activation_count_dtypes: tuple[torch.dtype, ...] = (torch.int32,)
     influence_count_dtypes: tuple[torch.dtype, ...] = (torch.int32,)
+    #: True when the backend's entry points check every label value themselves before writing
+    #: any count (the cpu backend's C++ does, with the same message): the Python check then skips
+    #: its pass over the labels, which from a cold cache costs more than a small update.
+    checks_label_values = False
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -67,24 +99,35 @@ class Backend:
         raise NotImplementedError
 
     def activation_update(self, acts: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
-                          rule: SelectionRule, excluded: torch.Tensor | None = None) -> None:
+                          rule: SelectionRule, excluded: torch.Tensor | None = None,
+                          maxima: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Add one batch to the activation counts (SPEC.md A).
 
         acts: (B, C, H, W) float tensor, any memory layout. labels: (B,) integer class indices.
-        counts: (K, C) int32 or int16, updated in place (the caller keeps int16 from overflowing). excluded: optional (C,) bool mask of channels
-        treated as zero.
+        counts: (K, C) int32 or int16, updated in place (the caller keeps int16 from overflowing).
+        excluded: optional (C,) bool mask of channels treated as zero. maxima: optional outputs
+        (values, positions), (B, C) float32 and int64, contiguous (see :func:`empty_maxima`),
+        filled with what :func:`summit_fast.examples.channel_max_positions` returns: each
+        channel's max (excluded channels too) and the flat position h * W + w of its first occurrence.
         """
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
         _check_counts(counts, (counts.shape[0] if counts.dim() == 2 else -1, c), acts.device)
-        check_labels(labels, b, counts.shape[0])
+        check_labels(labels, b, counts.shape[0], values=not self.checks_label_values)
         if excluded is not None and (excluded.dtype != torch.bool or tuple(excluded.shape) != (c,)):
             raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
+        if maxima is not None:
+            _check_maxima(maxima, b, c, acts.device)
         if b == 0:
             return
         excluded = None if excluded is None else excluded.to(acts.device)
-        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes,
-                       lambda rows, into: self._activation_update(acts, rows, into, rule, excluded))
+        if maxima is None:
+            def update(rows, into):
+                self._activation_update(acts, rows, into, rule, excluded)
+        else:
+            def update(rows, into):
+                self._activation_update_maxima(acts, rows, into, rule, excluded, maxima)
+        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes, update)
 
     def influence_update(self, x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, labels: torch.Tensor,
                          counts: torch.Tensor, k: int = 5, spatial_stride: int = 1) -> None:
@@ -108,7 +151,7 @@ class Backend:
         if weight.device != x.device:
             raise ValueError(f"conv weight is on {weight.device} but its input is on {x.device}")
         _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, cin_g), x.device)
-        check_labels(labels, b, counts.shape[0])
+        check_labels(labels, b, counts.shape[0], values=not self.checks_label_values)
         conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
         if b == 0:
             return
@@ -123,6 +166,7 @@ class Backend:
         if counts.dtype in native_dtypes:
             update(labels, counts)
             return
+        check_labels(labels, labels.shape[0], counts.shape[0])  # the kernels see only scratch rows
         classes, rows = torch.unique(labels, return_inverse=True)
         scratch = torch.zeros((classes.numel(), *counts.shape[1:]), dtype=torch.int32, device=counts.device)
         update(rows, scratch)
@@ -131,6 +175,13 @@ class Backend:
     # -- implemented by each backend; arguments are already validated ---------------------
     def _activation_update(self, acts, labels, counts, rule, excluded) -> None:
         raise NotImplementedError
+
+    def _activation_update_maxima(self, acts, labels, counts, rule, excluded, maxima) -> None:
+        """The update, and ``maxima`` filled. This default makes a second pass over the
+        activations; a backend that finds the maxima in its own pass overrides it."""
+        self._activation_update(acts, labels, counts, rule, excluded)
+        for out, found in zip(maxima, channel_max_positions(acts)):
+            out.copy_(found)
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride) -> None:
         raise NotImplementedError

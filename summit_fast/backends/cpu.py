@@ -31,6 +31,7 @@ class CpuBackend(Backend):
 
     name = "cpu"
     influence_count_dtypes = (torch.int32, torch.int16)
+    checks_label_values = True  # cpu_ops.cpp checks them before releasing the GIL
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -43,7 +44,7 @@ class CpuBackend(Backend):
             return "summit_fast._C was built without the CPU ops; reinstall the package with pip"
         return None
 
-    def _activation_update(self, acts, labels, counts, rule, excluded):
+    def _activation_update(self, acts, labels, counts, rule, excluded, maxima=None):
         _require_cpu(acts, counts)
         if acts.shape[2] * acts.shape[3] == 0:
             raise ValueError(f"activations have an empty spatial grid: shape {tuple(acts.shape)}")
@@ -53,12 +54,17 @@ class CpuBackend(Backend):
             kind, tau, k = "topk", 0.0, int(rule.k)
         else:
             raise TypeError(f"rule must be summit_fast.mass(...) or summit_fast.topk(...), got {rule!r}")
-        labels = labels.to(torch.int64).contiguous()
+        if labels.dtype != torch.int64 or not labels.is_contiguous():  # usually neither: no copies
+            labels = labels.to(torch.int64).contiguous()
         excluded = None if excluded is None else excluded.contiguous()
         native.cpu_activation_update(
             acts.data_ptr(), _dtype_name(acts), tuple(acts.shape), tuple(acts.stride()),
             labels.data_ptr(), counts.data_ptr(), counts.shape[0], kind, tau, k,
-            0 if excluded is None else excluded.data_ptr())
+            0 if excluded is None else excluded.data_ptr(),
+            *((0, 0) if maxima is None else (maxima[0].data_ptr(), maxima[1].data_ptr())))
+
+    def _activation_update_maxima(self, acts, labels, counts, rule, excluded, maxima):
+        self._activation_update(acts, labels, counts, rule, excluded, maxima)  # fused: one pass
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
         _require_cpu(x, weight, counts)
