@@ -24,7 +24,7 @@ void activation_update(const ActivationArgs& a) {
   // (distinct doubles may round to one float): a second pass, for that rare dtype only.
   const bool second_pass = a.argmax_out && a.acts.dtype == DType::f64;
   std::vector<double> z32(second_pass ? z.size() : 0);
-  const int64_t bytes = B * C * a.acts.shape[2] * a.acts.shape[3] * dispatch_dtype(a.acts.dtype, [](auto e) {
+  [[maybe_unused]] const int64_t bytes = B * C * a.acts.shape[2] * a.acts.shape[3] * dispatch_dtype(a.acts.dtype, [](auto e) {
     return static_cast<int64_t>(sizeof(typename decltype(e)::raw));
   });
 #pragma omp parallel if (bytes >= kParallelBytes)
