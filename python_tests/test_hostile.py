@@ -47,3 +47,26 @@ def test_labels_given_as_a_list_are_accepted_and_checked():
     assert result.images_per_class.tolist() == [0, 1, 0, 1, 0]
     with pytest.raises(TypeError, match="integer dtype"):
         summit_fast.aggregate(net(), [(images, [1.5, 3.0])], backend="torch", progress=False)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_activations_are_refused_before_counting(value):
+    model = net()
+    aggregator = summit_fast.Aggregator(model, backend="torch")
+    g = torch.Generator().manual_seed(2)
+    images, labels = torch.randn(3, 3, 9, 9, generator=g), torch.tensor([0, 1, 1])
+    aggregator.update(images, labels)
+    before = {k: v.clone() for k, v in aggregator.result.tensors().items()}
+
+    def poison(module, inputs, output):
+        output = output.clone()
+        output[1, 4, 2, 3] = value
+        return output
+
+    handle = model.mix1.register_forward_hook(poison)
+    with pytest.raises(FloatingPointError, match="batch 5: NaN or Inf in the summary layer 'mix1'"):
+        aggregator.update(images, labels, batch_index=5)
+    handle.remove()
+    assert all(torch.equal(v, before[k]) for k, v in aggregator.result.tensors().items())
+    aggregator.update(images, labels)  # the aggregator is still usable
+    assert aggregator.images_counted == 6
