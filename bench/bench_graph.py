@@ -90,15 +90,13 @@ def networkx_seconds(graph, images: int, head: int, tail: float) -> tuple[float,
     """networkx.pagerank on class 0's full graph (the nodes and edges build_graphs ranks)."""
     import networkx as nx
 
-    from summit_fast.graph import _Chunk, _Layout, _scratch
+    from summit_fast.graph import _Chunk, _Layout
 
     result = synthetic_result(graph, 1, images, head, tail, seed=0)
-    layout = _Layout(result.graph, {})
-    chunk = _Chunk(result, layout, [0], 0.075, 0.005, _scratch(layout.merged_keys))
+    adjacency = _Chunk(result, _Layout(result.graph, {}), [0], 0.075, 0.005)._adjacency()
+    rows = np.repeat(np.arange(len(adjacency.indptr) - 1), np.diff(adjacency.indptr))
     g = nx.Graph()
-    for li, e in enumerate(chunk._edges()):
-        if li:
-            g.add_weighted_edges_from(((li, int(j)), (li - 1, int(i)), int(w)) for j, i, w in zip(e.row, e.col, e.val))
+    g.add_weighted_edges_from(zip(rows.tolist(), adjacency.indices.tolist(), adjacency.weights.tolist()))
     personalization = {node: 1.0 for node in g}
     t0 = time.perf_counter()
     nx.pagerank(g, alpha=0.85, personalization=personalization, weight="weight")
@@ -106,33 +104,30 @@ def networkx_seconds(graph, images: int, head: int, tail: float) -> tuple[float,
 
 
 def stage_times(graph, images: int, head: int, tail: float, classes: int = 8) -> dict[str, float]:
-    """CPU ms per class of each stage of build_graphs on one chunk (best of 3)."""
-    from summit_fast.graph import _Chunk, _csr, _Layout, _scratch, pagerank
+    """CPU and wall ms per class of each stage of build_graphs on one chunk (best of 3 each)."""
+    from summit_fast.graph import _Chunk, _Layout, _pagerank
 
     result = synthetic_result(graph, classes, images, head, tail, seed=0)
     layout = _Layout(result.graph, {})
-    chunk = _Chunk(result, layout, list(range(classes)), 0.075, 0.005, _scratch(classes * layout.merged_keys))
-    width, slots = layout.width, classes * layout.width
+    chunk = _Chunk(result, layout, list(range(classes)), 0.075, 0.005)
+    width = layout.width
 
     def best_of(f):
-        times, out = [], None
+        cpu, wall, out = [], [], None
         for _ in range(3):
-            c0 = time.process_time()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = f()
-            times.append(time.process_time() - c0)
-        return 1000 * min(times) / classes, out
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - t0)
+        return (1000 * min(cpu) / classes, 1000 * min(wall) / classes), out
 
     out = {}
-    out["nonzero extraction"], _ = best_of(lambda: [chunk._sources(e.conv) for e in graph.edges])
-    out["edges (nonzero + widest-path top-n)"], edges = best_of(chunk._edges)
-    rows = np.concatenate([e.k * width + layout.offsets[li] + e.row for li, e in enumerate(edges) if li])
-    cols = np.concatenate([e.k * width + layout.offsets[li - 1] + e.col for li, e in enumerate(edges) if li])
-    weights = np.concatenate([e.val for li, e in enumerate(edges) if li])
-    out["sparse matrix"], adjacency = best_of(lambda: _csr(rows, cols, weights, slots))
-    degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=slots)
+    out["edges (native: nonzeros, widest-path top-n, CSR)"], adjacency = best_of(chunk._adjacency)
+    degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=classes * width)
     groups = np.where(degree > 0, np.repeat(np.arange(classes), width), -1)
     personalization = chunk._personalization()
-    out["pagerank"], (ranks, _) = best_of(lambda: pagerank(adjacency, personalization, groups, classes, undirected=True))
+    out["pagerank (native)"], (ranks, _) = best_of(
+        lambda: _pagerank(adjacency, personalization, groups, classes, undirected=True))
     out["selection"], (kept, tau) = best_of(lambda: chunk._select(adjacency, ranks, groups))
     out["nodes out"], _ = best_of(lambda: chunk._assemble(adjacency, ranks, kept, tau, groups))
     out["whole chunk"], _ = best_of(chunk.graphs)
@@ -162,10 +157,10 @@ def main() -> None:
     if args.stages:
         tails = args.tails.split(",")
         stages = [stage_times(graph, args.images, args.head, float(t)) for t in tails]
-        print("| stage (CPU ms/class, 8-class chunk) | " + " | ".join(f"tail {t}" for t in tails) + " |")
+        print("| stage (ms/class, 8-class chunk, CPU / wall) | " + " | ".join(f"tail {t}" for t in tails) + " |")
         print("|---|" + "---|" * len(tails))
         for name in stages[0]:
-            print(f"| {name} | " + " | ".join(f"{s[name]:.1f}" for s in stages) + " |")
+            print(f"| {name} | " + " | ".join(f"{s[name][0]:.1f} / {s[name][1]:.1f}" for s in stages) + " |")
     if args.networkx:
         for t in args.tails.split(","):
             seconds, n_edges = networkx_seconds(graph, args.images, args.head, float(t))

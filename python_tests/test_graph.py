@@ -295,23 +295,25 @@ def test_widest_path_and_top_n_rule():
     assert g.to_summit()["Q"][0]["attr_channels"][0]["prev_channel"] in {"0", "1"}
 
 
+def coo(t: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Nonzero entries of a (K, R, C) array as the native kernels take them: int64 (k, row, col), int32 values."""
+    k, row, col = np.nonzero(t)
+    return k, row, col, t[k, row, col].astype(np.int32)
+
+
 @pytest.mark.parametrize("max_count", [3, 1000])
 def test_top_widest_matches_brute_force(max_count):
-    """The band algorithm behind the top-n rule, on several products at once, with many ties."""
-    from summit_fast.graph import _Coo, _Product, _top_widest
+    """The native kernel behind the top-n rule, on several shapes, with many ties."""
+    from summit_fast._C import top_widest
 
     rng = np.random.default_rng(max_count)
-    products, dense = [], []
     for kc, j, m, c in [(3, 7, 5, 9), (3, 4, 6, 11), (3, 9, 3, 4)]:
         a = rng.integers(1, max_count + 1, (kc, j, m)) * (rng.random((kc, j, m)) < 0.5)
         b = rng.integers(1, max_count + 1, (kc, m, c)) * (rng.random((kc, m, c)) < 0.5)
         n = rng.integers(1, 6, kc)
         row_ok = rng.random(j) < 0.8
-        products.append(_Product(_Coo.from_dense(a), a.shape, _Coo.from_dense(b), n, c, row_ok))
-        dense.append((a, b, n, row_ok))
-    scratch = np.zeros(10_000, dtype=np.int64)
-    for out, (a, b, n, row_ok) in zip(_top_widest(products, scratch), dense):
-        got = sorted(zip(out.k.tolist(), out.row.tolist(), out.col.tolist(), out.val.tolist()))
+        out = top_widest(coo(a), coo(b), kc, j, m, c, n, row_ok)
+        got = sorted(zip(*(x.tolist() for x in out)))
         expected = []
         for k in range(a.shape[0]):
             w = np.max(np.minimum(a[k][:, :, None], b[k][None]), axis=1)
@@ -319,7 +321,6 @@ def test_top_widest_matches_brute_force(max_count):
                 best = sorted((i for i in range(w.shape[1]) if w[j, i] > 0), key=lambda i: (-w[j, i], i))[:n[k]]
                 expected += [(k, j, i, int(w[j, i])) for i in best]
         assert got == sorted(expected)
-    assert not scratch.any()  # left zeroed for the next call
 
 
 def test_three_conv_chain_widest_path():
