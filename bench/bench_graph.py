@@ -93,7 +93,7 @@ def networkx_seconds(graph, images: int, head: int, tail: float) -> tuple[float,
     from summit_fast.graph import _Chunk, _Layout
 
     result = synthetic_result(graph, 1, images, head, tail, seed=0)
-    adjacency = _Chunk(result, _Layout(result.graph, {}), [0], 0.075, 0.005)._adjacency()
+    adjacency, _ = _Chunk(result, _Layout(result.graph, {}), [0], 0.075, 0.005)._adjacency()
     rows = np.repeat(np.arange(len(adjacency.indptr) - 1), np.diff(adjacency.indptr))
     g = nx.Graph()
     g.add_weighted_edges_from(zip(rows.tolist(), adjacency.indices.tolist(), adjacency.weights.tolist()))
@@ -110,7 +110,6 @@ def stage_times(graph, images: int, head: int, tail: float, classes: int = 8) ->
     result = synthetic_result(graph, classes, images, head, tail, seed=0)
     layout = _Layout(result.graph, {})
     chunk = _Chunk(result, layout, list(range(classes)), 0.075, 0.005)
-    width = layout.width
 
     def best_of(f):
         cpu, wall, out = [], [], None
@@ -122,13 +121,11 @@ def stage_times(graph, images: int, head: int, tail: float, classes: int = 8) ->
         return (1000 * min(cpu) / classes, 1000 * min(wall) / classes), out
 
     out = {}
-    out["edges (native: nonzeros, widest-path top-n, CSR)"], adjacency = best_of(chunk._adjacency)
-    degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=classes * width)
-    groups = np.where(degree > 0, np.repeat(np.arange(classes), width), -1)
+    out["edges (native: nonzeros, widest-path top-n, CSR)"], (adjacency, groups) = best_of(chunk._adjacency)
     personalization = chunk._personalization()
     out["pagerank (native)"], (ranks, _) = best_of(
         lambda: _pagerank(adjacency, personalization, groups, classes, undirected=True))
-    out["selection"], (kept, tau) = best_of(lambda: chunk._select(adjacency, ranks, groups))
+    out["selection (native)"], (kept, tau) = best_of(lambda: chunk._select(adjacency, ranks, groups))
     out["nodes out"], _ = best_of(lambda: chunk._assemble(adjacency, ranks, kept, tau, groups))
     out["whole chunk"], _ = best_of(chunk.graphs)
     return out

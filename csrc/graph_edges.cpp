@@ -180,7 +180,8 @@ bool overlapping(const ChunkPlan& plan) {
   for (const LayerPlan& layer : plan.layers) {
     std::vector<std::pair<int64_t, int64_t>> ranges;
     for (const BranchPlan& b : layer.branches) ranges.emplace_back(b.offset, b.offset + b.chain[0].out);
-    for (const SkipPlan& skip : layer.skips) ranges.emplace_back(skip.target_offset, skip.target_offset + skip.channels);
+    for (const SkipPlan& skip : layer.skips)
+      ranges.emplace_back(skip.target_offset, skip.target_offset + skip.channels);
     std::sort(ranges.begin(), ranges.end());
     for (size_t i = 1; i < ranges.size(); ++i)
       if (ranges[i].first < ranges[i - 1].second) return true;
@@ -231,14 +232,18 @@ void merge_overlaps(ClassEdges& e, int64_t width, ClassScratch& s) {
 void write_rows(ClassEdges& e, int64_t k, int64_t width, int64_t at, Adjacency& adj) {
   std::sort(e.segments.begin(), e.segments.end(), [](const Segment& x, const Segment& y) { return x.slot < y.slot; });
   const int64_t base = k * width;
+  std::fill(adj.groups.begin() + base, adj.groups.begin() + base + width, -1);
   int64_t slot = 0;
   for (const Segment& seg : e.segments) {
     for (; slot < seg.slot; ++slot) adj.indptr[base + slot] = at;  // channels without edges
-    for (int64_t r = seg.first_row; r < seg.first_row + seg.rows; ++r) {
-      adj.indptr[base + slot++] = at;
+    for (int64_t r = seg.first_row; r < seg.first_row + seg.rows; ++r, ++slot) {
+      adj.indptr[base + slot] = at;
+      if (e.rows.start[r] < e.rows.start[r + 1]) adj.groups[base + slot] = k;
       for (int64_t x = e.rows.start[r]; x < e.rows.start[r + 1]; ++x, ++at) {
-        adj.indices[at] = static_cast<int32_t>(base + seg.prev_slot + e.rows.entries[x].index);
+        const int64_t source = base + seg.prev_slot + e.rows.entries[x].index;
+        adj.indices[at] = static_cast<int32_t>(source);
         adj.weights[at] = static_cast<float>(e.rows.entries[x].value);
+        adj.groups[source] = k;
       }
     }
   }
@@ -254,6 +259,7 @@ Adjacency chunk_adjacency(const ChunkPlan& plan) {
   std::vector<int64_t> first(classes + 1, 0);  // each class's first entry in the chunk's matrix
   Adjacency adj;
   adj.indptr.resize(classes * width + 1);
+  adj.groups.resize(classes * width);
 #pragma omp parallel if (classes > 1)
   {
     thread_local ClassScratch scratch;
@@ -265,7 +271,8 @@ Adjacency chunk_adjacency(const ChunkPlan& plan) {
     }
 #pragma omp single
     {
-      for (int64_t k = 0; k < classes; ++k) first[k + 1] = first[k] + static_cast<int64_t>(edges[k].rows.entries.size());
+      for (int64_t k = 0; k < classes; ++k)
+        first[k + 1] = first[k] + static_cast<int64_t>(edges[k].rows.entries.size());
       adj.indices.resize(first[classes]);
       adj.weights.resize(first[classes]);
     }

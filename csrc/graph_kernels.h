@@ -87,13 +87,33 @@ struct ChunkPlan {
 
 // The chunk's graphs as one CSR matrix over classes * width slots: each edge once, in the row
 // of its node in the later layer; where several convs (or a skip) give the same edge, the
-// largest weight. Weights are counts, exact in float32 below 2**24.
+// largest weight. Weights are counts, exact in float32 below 2**24. groups: per slot, its
+// class when it has an edge (a node of the graph), else -1.
 struct Adjacency {
-  std::vector<int64_t> indptr;
+  std::vector<int64_t> indptr, groups;
   std::vector<int32_t> indices;
   std::vector<float> weights;
 };
 Adjacency chunk_adjacency(const ChunkPlan& plan);
+
+// ---------------------------------------------------------------- selection
+// SPEC.md C.4 on a chunk's graphs (the layout of chunk_adjacency, each class's slots layer by
+// layer from layer_slot[l] on): per class and layer, the nodes by PageRank descending (ties by
+// slot) and the shortest prefix whose sum reaches tau_l times the layer's; while a layer l >= 1
+// has no kept edge to a kept node of layer l-1, tau_l and tau_{l-1} take one more step (at
+// most max_steps: tau 1.0). Classes run in parallel.
+struct SelectArgs {
+  const int64_t* indptr = nullptr;
+  const int32_t* indices = nullptr;
+  const double* ranks = nullptr;
+  const int64_t* groups = nullptr;
+  const int64_t* layer_slot = nullptr;  // (layers + 1,): slot offsets within a class
+  int64_t classes = 0, width = 0, layers = 0, max_steps = 0;
+  double tau0 = 0.075, tau_step = 0.005;
+  uint8_t* kept = nullptr;  // out (classes * width,)
+  double* tau = nullptr;    // out (classes, layers)
+};
+void select_nodes(const SelectArgs& a);
 
 // ---------------------------------------------------------------- PageRank
 // Personalised PageRank, as networkx.pagerank, of many graphs at once (one per group), on a

@@ -30,13 +30,16 @@ py::array_t<T> to_numpy(std::vector<T>&& v) {  // hands the vector's storage to 
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw py::value_error(message);
+[[noreturn]] void fail(const std::string& message) { throw py::value_error(message); }
+
+// For checks in loops: the message is a literal, so nothing is built unless the check fails.
+void require(bool ok, const char* message) {
+  if (!ok) fail(message);
 }
 
 template <class T>
 const T* checked(const Array<T>& a, int64_t size, const std::string& what) {
-  require(a.size() == size, what + " has " + str(a.size()) + " entries, expected " + str(size));
+  if (a.size() != size) fail(what + " has " + str(a.size()) + " entries, expected " + str(size));
   return a.data();
 }
 
@@ -49,14 +52,14 @@ std::vector<SparseRows> coo_rows(const CooArrays& coo, int64_t classes, int64_t 
                                  const std::string& what) {
   const auto& [k, row, col, val] = coo;
   const int64_t size = val.size();
-  require(k.size() == size && row.size() == size && col.size() == size,
-          what + ": k, row, col and val must have the same length");
+  if (k.size() != size || row.size() != size || col.size() != size)
+    fail(what + ": k, row, col and val must have the same length");
   std::vector<int64_t> start(classes * rows + 1, 0);
   for (int64_t e = 0; e < size; ++e) {
-    require(k.data()[e] >= 0 && k.data()[e] < classes && row.data()[e] >= 0 && row.data()[e] < rows &&
-                col.data()[e] >= 0 && col.data()[e] < cols,
-            what + ": entry " + str(e) + " is outside (" + str(classes) + ", " + str(rows) + ", " + str(cols) + ")");
-    require(val.data()[e] > 0, what + ": counts must be positive, entry " + str(e) + " is " + str(val.data()[e]));
+    if (k.data()[e] < 0 || k.data()[e] >= classes || row.data()[e] < 0 || row.data()[e] >= rows || col.data()[e] < 0 ||
+        col.data()[e] >= cols)
+      fail(what + ": entry " + str(e) + " is outside (" + str(classes) + ", " + str(rows) + ", " + str(cols) + ")");
+    if (val.data()[e] <= 0) fail(what + ": counts must be positive, entry " + str(e) + " is " + str(val.data()[e]));
     ++start[k.data()[e] * rows + row.data()[e] + 1];
   }
   for (int64_t r = 0; r < classes * rows; ++r) start[r + 1] += start[r];
@@ -121,14 +124,14 @@ using LayerTuple = std::tuple<std::vector<BranchTuple>, std::vector<SkipTuple>, 
 
 ConvCounts checked_conv(const ConvTuple& conv, int64_t classes, int64_t in_channels, const std::string& what) {
   const auto& [counts, groups] = conv;
-  require(counts.ndim() == 3 && counts.shape(0) == classes,
-          what + ": counts must be (classes=" + str(classes) + ", out, sources per target)");
+  if (counts.ndim() != 3 || counts.shape(0) != classes)
+    fail(what + ": counts must be (classes=" + str(classes) + ", out, sources per target)");
   ConvCounts c;
   c.data = counts.data();
   c.out = counts.shape(1), c.per_target = counts.shape(2), c.groups = groups;
-  require(groups >= 1 && c.out % groups == 0 && c.per_target * groups == in_channels,
-          what + ": counts (" + str(c.out) + ", " + str(c.per_target) + ") with groups=" + str(groups) +
-              " do not fit " + str(in_channels) + " input channels");
+  if (groups < 1 || c.out % groups != 0 || c.per_target * groups != in_channels)
+    fail(what + ": counts (" + str(c.out) + ", " + str(c.per_target) + ") with groups=" + str(groups) +
+         " do not fit " + str(in_channels) + " input channels");
   return c;
 }
 
@@ -145,10 +148,10 @@ py::tuple py_chunk_adjacency(const std::vector<LayerTuple>& layers, int64_t clas
     layer.excluded = reinterpret_cast<const uint8_t*>(excluded.data());
     layer.prev_excluded = reinterpret_cast<const uint8_t*>(prev_excluded.data());
     layer.slot = slot, layer.prev_slot = prev_slot;
-    require(slot >= 0 && slot + layer.channels <= width && prev_slot >= 0 && prev_slot + layer.prev_channels <= width,
-            where + ": its slots do not fit the width " + str(width));
+    if (slot < 0 || slot + layer.channels > width || prev_slot < 0 || prev_slot + layer.prev_channels > width)
+      fail(where + ": its slots do not fit the width " + str(width));
     for (const auto& [chain, offset] : branches) {
-      require(!chain.empty(), where + ": a branch without convs");
+      if (chain.empty()) fail(where + ": a branch without convs");
       BranchPlan b;
       b.offset = offset;
       for (size_t c = chain.size(); c-- > 0;) {  // reader first: it fixes the next one's input channels
@@ -156,18 +159,18 @@ py::tuple py_chunk_adjacency(const std::vector<LayerTuple>& layers, int64_t clas
         b.chain.insert(b.chain.begin(), checked_conv(chain[c], classes, in_channels,
                                                      where + " conv " + str(static_cast<int64_t>(c))));
       }
-      require(offset >= 0 && offset + b.chain.front().out <= layer.channels,
-              where + ": a branch writes past the layer's " + str(layer.channels) + " channels");
+      if (offset < 0 || offset + b.chain.front().out > layer.channels)
+        fail(where + ": a branch writes past the layer's " + str(layer.channels) + " channels");
       layer.branches.push_back(std::move(b));
     }
     for (const auto& [counts, source_offset, target_offset] : skips) {
       SkipPlan s;
-      require(counts.ndim() == 2 && counts.shape(0) == classes, where + ": skip counts must be (classes, channels)");
+      if (counts.ndim() != 2 || counts.shape(0) != classes) fail(where + ": skip counts must be (classes, channels)");
       s.data = counts.data();
       s.channels = counts.shape(1), s.source_offset = source_offset, s.target_offset = target_offset;
-      require(source_offset >= 0 && source_offset + s.channels <= layer.prev_channels && target_offset >= 0 &&
-                  target_offset + s.channels <= layer.channels,
-              where + ": a skip's channels do not fit its layers");
+      if (source_offset < 0 || source_offset + s.channels > layer.prev_channels || target_offset < 0 ||
+          target_offset + s.channels > layer.channels)
+        fail(where + ": a skip's channels do not fit its layers");
       layer.skips.push_back(s);
     }
     plan.layers.push_back(std::move(layer));
@@ -178,7 +181,37 @@ py::tuple py_chunk_adjacency(const std::vector<LayerTuple>& layers, int64_t clas
     adj = chunk_adjacency(plan);
   }
   return py::make_tuple(to_numpy(std::move(adj.indptr)), to_numpy(std::move(adj.indices)),
-                        to_numpy(std::move(adj.weights)));
+                        to_numpy(std::move(adj.weights)), to_numpy(std::move(adj.groups)));
+}
+
+// ---------------------------------------------------------------- select_nodes
+py::tuple py_select_nodes(const Array<int64_t>& indptr, const Array<int32_t>& indices, const Array<double>& ranks,
+                          const Array<int64_t>& groups, const Array<int64_t>& layer_slot, int64_t classes,
+                          double tau0, double tau_step, int64_t max_steps) {
+  SelectArgs a;
+  a.classes = classes, a.layers = layer_slot.size() - 1;
+  require(classes >= 0 && a.layers >= 1, "select_nodes: need classes >= 0 and at least one layer");
+  a.layer_slot = layer_slot.data();
+  a.width = a.layer_slot[a.layers];
+  for (int64_t l = 0; l < a.layers; ++l)
+    require(a.layer_slot[0] == 0 && a.layer_slot[l] <= a.layer_slot[l + 1], "select_nodes: bad layer_slot");
+  const int64_t n = classes * a.width;
+  a.indptr = checked(indptr, n + 1, "select_nodes: indptr");
+  a.indices = checked(indices, a.indptr[n], "select_nodes: indices");
+  for (int64_t e = 0; e < a.indptr[n]; ++e)
+    require(a.indices[e] >= 0 && a.indices[e] < n, "select_nodes: an index is outside the slots");
+  a.ranks = checked(ranks, n, "select_nodes: ranks");
+  a.groups = checked(groups, n, "select_nodes: groups");
+  a.tau0 = tau0, a.tau_step = tau_step, a.max_steps = max_steps;
+  py::array_t<bool> kept(n);
+  py::array_t<double> tau({classes, a.layers});
+  a.kept = reinterpret_cast<uint8_t*>(kept.mutable_data());
+  a.tau = tau.mutable_data();
+  {
+    py::gil_scoped_release release;
+    select_nodes(a);
+  }
+  return py::make_tuple(kept, tau);
 }
 
 // ---------------------------------------------------------------- pagerank
@@ -198,7 +231,7 @@ py::tuple py_pagerank(const Array<int64_t>& indptr, const Array<int32_t>& indice
   a.personalization = personalization.data();
   a.groups = checked(groups, a.n, "pagerank: groups");
   for (int64_t u = 0; u < a.n; ++u)
-    require(a.groups[u] >= -1 && a.groups[u] < num_groups, "pagerank: group " + str(a.groups[u]) + " out of range");
+    if (a.groups[u] < -1 || a.groups[u] >= num_groups) fail("pagerank: group " + str(a.groups[u]) + " out of range");
   a.undirected = undirected, a.alpha = alpha, a.max_iter = max_iter, a.tol = tol;
   py::array_t<double> ranks(a.n);
   py::array_t<int64_t> iterations(num_groups);
@@ -227,12 +260,19 @@ void bind_graph_ops(py::module_& m) {
         "ascending i). Returns (k, row, col, w) by (k, row), each row by w descending then source.");
   m.def("chunk_adjacency", &py_chunk_adjacency, py::arg("layers"), py::arg("classes"), py::arg("width"),
         "The edges of a chunk of classes' attribution graphs (SPEC.md C.2) as CSR (int64 indptr, int32 indices, "
-        "float32 weights) over "
+        "float32 weights), and per slot its class if it has an edge else -1 (int64 groups), over "
         "classes * width node slots, each edge once in the row of its later-layer node. layers: per summary layer "
         "after the first, (branches, skips, excluded, prev_excluded, slot, prev_slot); a branch is (chain, "
         "offset), its chain the convs from the one writing the layer back to the one reading the previous layer, "
         "each (int32 counts (classes, out, in / groups), groups); a skip is (int32 counts (classes, channels), "
         "source_offset, target_offset).");
+  m.def("select_nodes", &py_select_nodes, py::arg("indptr"), py::arg("indices"), py::arg("ranks"),
+        py::arg("groups"), py::arg("layer_slot"), py::arg("classes"), py::arg("tau0"), py::arg("tau_step"),
+        py::arg("max_steps"),
+        "SPEC.md C.4 on chunk_adjacency's graphs: per class and layer the shortest prefix of the nodes by rank "
+        "(descending, ties by slot) whose sum reaches tau times the layer's, relaxed while a layer has no kept edge "
+        "to the previous one. layer_slot: (layers + 1,) slot offsets within a class. Returns (kept (classes * "
+        "width,) bool, tau (classes, layers)).");
   m.def("pagerank", &py_pagerank, py::arg("indptr"), py::arg("indices"), py::arg("weights"),
         py::arg("personalization"), py::arg("groups"), py::arg("num_groups"), py::arg("undirected"), py::arg("alpha"),
         py::arg("max_iter"), py::arg("tol"),

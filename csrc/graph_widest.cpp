@@ -72,7 +72,9 @@ void widest_rows(const SparseRows& targets, const SparseRows& paths, int64_t sou
     // the row's cursors; values padded with zeros to whole vectors
     const int64_t most = targets.start[j + 1] - targets.start[j];
     const size_t padded = static_cast<size_t>((most + kLanes - 1) / kLanes * kLanes);
-    if (s.value.size() < padded) s.value.resize(padded), s.cap.resize(padded), s.pos.resize(padded), s.end.resize(padded);
+    if (s.value.size() < padded) {
+      s.value.resize(padded), s.cap.resize(padded), s.pos.resize(padded), s.end.resize(padded);
+    }
     size_t n = 0;
     for (int64_t t = targets.start[j]; t < targets.start[j + 1]; ++t) {
       const Entry& target = targets.entries[t];

@@ -306,8 +306,9 @@ class _Chunk:
             self._cache[key] = part.detach().cpu().numpy()
         return self._cache[key]
 
-    def _adjacency(self) -> _Csr:
-        """The chunk's edges (SPEC.md C.2), each once in the row of its node in the later layer."""
+    def _adjacency(self) -> tuple[_Csr, np.ndarray]:
+        """The chunk's edges (SPEC.md C.2), each once in the row of its node in the later layer,
+        and per slot its class when it has an edge (a node), else -1."""
         lay = self.layout
         plan = []
         for li in range(1, len(lay.layers)):
@@ -316,14 +317,12 @@ class _Chunk:
             skips = [(self._counts(skip.key, "skip"), skip.source_offset, skip.target_offset) for skip in lay.skips[li]]
             plan.append((branches, skips, lay.excluded[li], lay.excluded[li - 1], int(lay.offsets[li]),
                          int(lay.offsets[li - 1])))
-        return _Csr(*_native().chunk_adjacency(plan, self.kc, lay.width))
+        indptr, indices, weights, groups = _native().chunk_adjacency(plan, self.kc, lay.width)
+        return _Csr(indptr, indices, weights), groups
 
     # -- graphs -----------------------------------------------------------------------------
     def graphs(self) -> list[ClassGraph]:
-        width = self.layout.width
-        adjacency = self._adjacency()
-        degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=self.kc * width)
-        groups = np.where(degree > 0, np.repeat(np.arange(self.kc), width), -1)
+        adjacency, groups = self._adjacency()
         ranks, _ = _pagerank(adjacency, self._personalization(), groups, self.kc, undirected=True)
         kept, tau = self._select(adjacency, ranks, groups)
         return self._assemble(adjacency, ranks, kept, tau, groups)
@@ -339,40 +338,10 @@ class _Chunk:
         return np.concatenate(parts, axis=1).reshape(-1)
 
     def _select(self, adjacency, ranks, groups) -> tuple[np.ndarray, np.ndarray]:
-        """Per-layer mass selection with relaxation: (kept mask over slots, tau (kc, L))."""
-        lay = self.layout
-        n_layers = len(lay.layers)
-        slots = np.flatnonzero(groups >= 0)
-        k = groups[slots]
-        layer = lay.layer_of_slot[slots % lay.width]
-        r = ranks[slots]
-        # channel order within a layer is slot order, so a stable sort by (k, layer, -rank) breaks
-        # ties by channel; `before` = PageRank mass ahead of the node in its (class, layer)
-        order = np.lexsort((-r, layer, k))
-        seg = (k * n_layers + layer)[order]
-        csum = np.cumsum(r[order])
-        first = np.r_[True, seg[1:] != seg[:-1]]
-        seg_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-        base = np.where(seg_start > 0, csum[seg_start - 1], 0.0)
-        before = np.empty(len(order))
-        before[order] = csum - r[order] - base
-        total = np.zeros(self.kc * n_layers)
-        np.maximum.at(total, seg, csum - base)
-        total = total[k * n_layers + layer]
+        """Per-layer mass selection with relaxation (native): (kept mask over slots, tau (kc, L))."""
         max_steps = int(np.ceil((1.0 - self.tau0) / self.tau_step - 1e-9))  # tau reaches 1.0
-        steps = np.zeros((self.kc, n_layers), dtype=np.int64)
-        while True:
-            tau = np.minimum(1.0, self.tau0 + self.tau_step * steps)
-            kept = np.zeros(len(ranks), dtype=bool)
-            kept[slots] = before < tau[k, layer] * total
-            unlinked = ~self._linked(adjacency, kept)
-            unlinked[:, 0] = False
-            unlinked[:, 1:] &= (steps[:, 1:] < max_steps) | (steps[:, :-1] < max_steps)
-            if not unlinked.any():
-                return kept, tau
-            steps[:, 1:] += unlinked[:, 1:]
-            steps[:, :-1] += unlinked[:, 1:]
-            np.minimum(steps, max_steps, out=steps)
+        return _native().select_nodes(adjacency.indptr, adjacency.indices, ranks, groups, self.layout.offsets,
+                                      self.kc, self.tau0, self.tau_step, max_steps)
 
     def _kept_prev_edges(self, adjacency, kept) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Edges from kept slots u to kept slots of the previous layer: (u, neighbour, weight)."""
@@ -381,13 +350,6 @@ class _Chunk:
         u, nbr = u[which], adjacency.indices[pos]
         ok = kept[nbr]
         return u[ok], nbr[ok], adjacency.weights[pos][ok]
-
-    def _linked(self, adjacency, kept) -> np.ndarray:
-        """(kc, L): whether layer l of class k has a kept edge to a kept node of layer l-1."""
-        u, _, _ = self._kept_prev_edges(adjacency, kept)
-        linked = np.zeros((self.kc, len(self.layout.layers)), dtype=bool)
-        linked[u // self.layout.width, self.layout.layer_of_slot[u % self.layout.width]] = True
-        return linked
 
     def _assemble(self, adjacency, ranks, kept, tau, groups) -> list[ClassGraph]:
         lay = self.layout
