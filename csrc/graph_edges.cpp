@@ -24,7 +24,7 @@ struct ClassEdges {
   std::vector<Segment> segments;
 };
 
-// Per-thread work space, kept between calls (fresh memory costs a page fault per page).
+// Per-thread work space.
 struct ClassScratch {
   SparseRows targets, paths, widest_paths;
   WidestScratch widest;
@@ -262,8 +262,7 @@ Adjacency chunk_adjacency(const ChunkPlan& plan) {
   adj.groups.resize(classes * width);
 #pragma omp parallel if (classes > 1)
   {
-    thread_local ClassScratch scratch;
-    ClassScratch& s = scratch;
+    ClassScratch& s = per_thread<ClassScratch>();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < classes; ++k) {
       for (const LayerPlan& layer : plan.layers) layer_rows(layer, k, s, edges[k]);

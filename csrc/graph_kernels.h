@@ -6,6 +6,15 @@
 
 namespace summit {
 
+// A per-thread object kept between calls (fresh memory costs a page fault per page). Bind it
+// to a reference once: not inlined, so the compiler cannot redo the thread-local lookup (a
+// call) at every use.
+template <class T>
+[[gnu::noinline]] T& per_thread() {
+  thread_local T object;
+  return object;
+}
+
 // ---------------------------------------------------------------- sparse rows
 struct Entry {
   int32_t index;  // a column: a source channel, or an intermediate channel

@@ -354,25 +354,33 @@ class _Chunk:
     def _assemble(self, adjacency, ranks, kept, tau, groups) -> list[ClassGraph]:
         lay = self.layout
         width = lay.width
-        kept_slots = np.flatnonzero(kept)
-        attr = self._attr_channels(kept_slots)
+        # kept nodes by class, then PageRank descending, then slot (channel within a layer)
+        slots = np.flatnonzero(kept)
+        slots = slots[np.lexsort((slots, -ranks[slots], slots // width))]
+        k, local = np.divmod(slots, width)
+        layer = lay.layer_of_slot[local]
+        activation = np.concatenate([self._counts(name, "activation") for name in lay.layers], axis=1)
+        attr = self._attr_channels(slots)
         u, nbr, w = self._kept_prev_edges(adjacency, kept)
         order = np.lexsort((nbr, -w, u))
+        nbr_local = nbr[order] % width
         prev: dict[int, list[tuple[int, int]]] = {}
-        for s, t, wt in zip(u[order].tolist(), nbr[order].tolist(), w[order].tolist()):
-            prev.setdefault(s, []).append((t % width - int(lay.offsets[lay.layer_of_slot[t % width]]), int(wt)))
-        counts = [self._counts(layer, "activation") for layer in lay.layers]
+        for s, t, wt in zip(u[order].tolist(), (nbr_local - lay.offsets[lay.layer_of_slot[nbr_local]]).tolist(),
+                            w[order].astype(np.int64).tolist()):
+            prev.setdefault(s, []).append((t, wt))
+        columns = zip(slots.tolist(), layer.tolist(), (local - lay.offsets[layer]).tolist(),
+                      activation[k, local].tolist(), ranks[slots].tolist())
+        class_end = np.searchsorted(k, np.arange(1, self.kc + 1)).tolist()
         candidates = np.bincount(groups[groups >= 0], minlength=self.kc)
-        graphs = []
-        for k, c in enumerate(self.classes):
-            nodes: dict[str, list[Node]] = {layer: [] for layer in lay.layers}
-            block = kept_slots[(kept_slots >= k * width) & (kept_slots < (k + 1) * width)]
-            for s in block[np.lexsort((block, -ranks[block]))].tolist():
-                li = int(lay.layer_of_slot[s % width])
-                ch = s % width - int(lay.offsets[li])
-                nodes[lay.layers[li]].append(Node(lay.layers[li], ch, int(counts[li][k, ch]), float(ranks[s]),
-                                                  prev.get(s, []), attr.get(s, [])))
-            graphs.append(ClassGraph(c, nodes, {l: float(t) for l, t in zip(lay.layers, tau[k])}, int(candidates[k])))
+        graphs, done = [], 0
+        for kk, c in enumerate(self.classes):
+            nodes: dict[str, list[Node]] = {name: [] for name in lay.layers}
+            for _, (s, li, ch, count, rank) in zip(range(class_end[kk] - done), columns):
+                name = lay.layers[li]
+                nodes[name].append(Node(name, ch, count, rank, prev.get(s, []), attr.get(s, [])))
+            done = class_end[kk]
+            graphs.append(ClassGraph(c, nodes, {l: float(t) for l, t in zip(lay.layers, tau[kk])},
+                                     int(candidates[kk])))
         return graphs
 
     def _attr_channels(self, kept_slots: np.ndarray) -> dict[int, list[tuple[int, int]]]:
