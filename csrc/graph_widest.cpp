@@ -14,15 +14,15 @@ namespace {
 
 bool wider(const Entry& x, const Entry& y) { return x.value != y.value ? x.value > y.value : x.index < y.index; }
 
-// Of `found` (by value descending, as the merge yields it), the first `keep` by wider(): all
-// entries above the keep-th's value, then its ties by ascending index.
-void keep_widest(std::vector<Entry>& found, size_t keep) {
-  if (found.size() <= keep) return;
+// Of found[0..n) (by value descending, as the merge yields it), the first `keep` by wider():
+// all entries above the keep-th's value, then its ties by ascending index. Returns the count.
+size_t keep_widest(Entry* found, size_t n, size_t keep) {
+  if (n <= keep) return n;
   const int32_t nth = found[keep - 1].value;
-  const auto ties = std::find_if(found.begin(), found.end(), [nth](const Entry& e) { return e.value == nth; });
-  const auto ties_end = std::find_if(ties, found.end(), [nth](const Entry& e) { return e.value != nth; });
-  std::nth_element(ties, found.begin() + (keep - 1), ties_end, wider);
-  found.resize(keep);
+  Entry* ties = std::find_if(found, found + n, [nth](const Entry& e) { return e.value == nth; });
+  Entry* ties_end = std::find_if(ties, found + n, [nth](const Entry& e) { return e.value != nth; });
+  std::nth_element(ties, found + (keep - 1), ties_end, wider);
+  return keep;
 }
 
 // The largest and second largest of v[0..n), n a multiple of kLanes (the largest twice when
@@ -57,8 +57,9 @@ void sort_rows_by_value(SparseRows& rows) {
 
 void widest_rows(const SparseRows& targets, const SparseRows& paths, int64_t sources, int64_t keep_n,
                  const uint8_t* excluded_rows, WidestScratch& s, SparseRows& out) {
-  if (static_cast<int64_t>(s.seen.size()) < sources) s.seen.assign(sources, 0u);
+  if (static_cast<int64_t>(s.seen.size()) < sources) s.seen.assign(sources, 0u), s.found.resize(sources);
   const size_t keep = static_cast<size_t>(std::min(keep_n, sources));
+  const Entry* path = paths.entries.data();
   for (int64_t j = 0; j < targets.rows(); ++j) {
     if (excluded_rows && excluded_rows[j]) {
       out.end_row();
@@ -68,59 +69,69 @@ void widest_rows(const SparseRows& targets, const SparseRows& paths, int64_t sou
       std::fill(s.seen.begin(), s.seen.end(), 0u);
       s.stamp = 1;
     }
-    s.found.clear();
     // the row's cursors; values padded with zeros to whole vectors
     const int64_t most = targets.start[j + 1] - targets.start[j];
     const size_t padded = static_cast<size_t>((most + kLanes - 1) / kLanes * kLanes);
     if (s.value.size() < padded) {
       s.value.resize(padded), s.cap.resize(padded), s.pos.resize(padded), s.end.resize(padded);
     }
+    // raw pointers and locals below: the compiler may not keep vector members in registers
+    // across the stores into `found`
+    int32_t* value = s.value.data();
+    int32_t* cap = s.cap.data();
+    int64_t* pos = s.pos.data();
+    int64_t* end = s.end.data();
+    uint32_t* seen = s.seen.data();
+    Entry* found = s.found.data();
+    const uint32_t stamp = s.stamp;
     size_t n = 0;
     for (int64_t t = targets.start[j]; t < targets.start[j + 1]; ++t) {
       const Entry& target = targets.entries[t];
-      const int64_t first = paths.start[target.index], end = paths.start[target.index + 1];
-      if (first == end) continue;
-      s.value[n] = std::min(target.value, paths.entries[first].value);
-      s.cap[n] = target.value, s.pos[n] = first, s.end[n] = end;
+      const int64_t first = paths.start[target.index], last = paths.start[target.index + 1];
+      if (first == last) continue;
+      value[n] = std::min(target.value, path[first].value);
+      cap[n] = target.value, pos[n] = first, end[n] = last;
       ++n;
     }
-    std::fill(s.value.begin() + n, s.value.begin() + padded, 0);
+    std::fill(value + n, value + padded, 0);
     // A row has a few dozen cursors: a vector scan for the widest and the runner-up beats a
     // heap's unpredictable branches. Follow the widest while it stays at least as wide as the
     // runner-up: its candidates come in the merge's order with one scan per run.
+    size_t found_n = 0;
     int32_t nth_value = 0;  // the width at which the keep-th source was found
     bool done = false;
     while (!done && n > 0) {
-      const auto [best, runner_up] = top_two(s.value.data(), padded);
+      const auto [best, runner_up] = top_two(value, padded);
       if (best <= 0) break;  // only non-positive counts left (none in a valid result)
-      const size_t c = std::find(s.value.begin(), s.value.begin() + n, best) - s.value.begin();
-      int64_t pos = s.pos[c];
-      const int32_t cap = s.cap[c];
-      for (; pos < s.end[c]; ++pos) {
-        const Entry& path = paths.entries[pos];
-        const int32_t value = std::min(cap, path.value);
-        if (value < runner_up) break;
-        if (s.found.size() >= keep && value < nth_value) {  // no tie with the keep-th left
+      const size_t c = std::find(value, value + n, best) - value;
+      const int64_t stop = end[c];
+      const int32_t cap_c = cap[c];
+      int64_t p = pos[c];
+      for (; p < stop; ++p) {
+        const Entry e = path[p];
+        const int32_t width = std::min(cap_c, e.value);
+        if (width < runner_up) break;
+        if (found_n >= keep && width < nth_value) {  // no tie with the keep-th left
           done = true;
           break;
         }
-        if (s.seen[path.index] != s.stamp) {  // a source's first candidate is its widest path
-          s.seen[path.index] = s.stamp;
-          s.found.push_back({path.index, value});
-          if (s.found.size() == keep) nth_value = value;
+        if (seen[e.index] != stamp) {  // a source's first candidate is its widest path
+          seen[e.index] = stamp;
+          found[found_n++] = {e.index, width};
+          if (found_n == keep) nth_value = width;
         }
       }
-      if (pos < s.end[c]) {
-        s.pos[c] = pos;
-        s.value[c] = std::min(cap, paths.entries[pos].value);
+      if (p < stop) {
+        pos[c] = p;
+        value[c] = std::min(cap_c, path[p].value);
       } else {  // exhausted: the last cursor takes its place
         --n;
-        s.value[c] = s.value[n], s.cap[c] = s.cap[n], s.pos[c] = s.pos[n], s.end[c] = s.end[n];
-        s.value[n] = 0;
+        value[c] = value[n], cap[c] = cap[n], pos[c] = pos[n], end[c] = end[n];
+        value[n] = 0;
       }
     }
-    keep_widest(s.found, keep);
-    out.entries.insert(out.entries.end(), s.found.begin(), s.found.end());
+    found_n = keep_widest(found, found_n, keep);
+    out.entries.insert(out.entries.end(), found, found + found_n);
     out.end_row();
   }
 }
