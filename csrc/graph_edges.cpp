@@ -255,7 +255,10 @@ void write_rows(ClassEdges& e, int64_t k, int64_t width, int64_t at, Adjacency& 
 Adjacency chunk_adjacency(const ChunkPlan& plan) {
   const int64_t classes = plan.classes, width = plan.width;
   const bool merge = overlapping(plan);
-  std::vector<ClassEdges> edges(classes);
+  // kept by the calling thread between calls (a chunk's worth, some MB): fresh memory costs a
+  // page fault per page
+  std::vector<ClassEdges>& edges = per_thread<std::vector<ClassEdges>>();
+  if (static_cast<int64_t>(edges.size()) < classes) edges.resize(classes);
   std::vector<int64_t> first(classes + 1, 0);  // each class's first entry in the chunk's matrix
   Adjacency adj;
   adj.indptr.resize(classes * width + 1);
@@ -265,6 +268,8 @@ Adjacency chunk_adjacency(const ChunkPlan& plan) {
     ClassScratch& s = per_thread<ClassScratch>();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < classes; ++k) {
+      edges[k].rows.clear();
+      edges[k].segments.clear();
       for (const LayerPlan& layer : plan.layers) layer_rows(layer, k, s, edges[k]);
       if (merge) merge_overlaps(edges[k], width, s);
     }
@@ -276,10 +281,7 @@ Adjacency chunk_adjacency(const ChunkPlan& plan) {
       adj.weights.resize(first[classes]);
     }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < classes; ++k) {
-      write_rows(edges[k], k, width, first[k], adj);
-      edges[k] = ClassEdges();  // free as we go
-    }
+    for (int64_t k = 0; k < classes; ++k) write_rows(edges[k], k, width, first[k], adj);
   }
   adj.indptr[classes * width] = first[classes];
   return adj;
