@@ -2,6 +2,8 @@
 // branches and skips straight from the dense counts, chains through widest_rows, each class's
 // rows appended as they come; then the chunk's matrix, rows in slot order.
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -28,9 +30,10 @@ struct ClassEdges {
 struct ClassScratch {
   SparseRows targets, paths, widest_paths;
   WidestScratch widest;
-  std::vector<Entry> staging;             // one row's nonzero counts
-  std::vector<int64_t> fill, where;       // merge_overlaps: counting sort; per slot, its entry in the row
-  std::vector<int64_t> row_of;            // per slot, the row that last wrote `where` (-1: none)
+  std::vector<Entry> staging;  // one row's nonzero counts
+  // merge_overlaps: the counting sort's fill pointers; per slot, its entry in the current row
+  // and the row that last set it (-1: none); the merged rows
+  std::vector<int64_t> fill, where, row_of;
   SparseRows merged;
 };
 
@@ -194,8 +197,8 @@ bool overlapping(const ChunkPlan& plan) {
 void merge_overlaps(ClassEdges& e, int64_t width, ClassScratch& s) {
   s.fill.assign(width + 1, 0);
   for (const Segment& seg : e.segments)
-    for (int64_t r = 0; r < seg.rows; ++r) s.fill[seg.slot + r + 1] += e.rows.start[seg.first_row + r + 1] -
-                                                                        e.rows.start[seg.first_row + r];
+    for (int64_t r = 0; r < seg.rows; ++r)
+      s.fill[seg.slot + r + 1] += e.rows.start[seg.first_row + r + 1] - e.rows.start[seg.first_row + r];
   for (int64_t r = 0; r < width; ++r) s.fill[r + 1] += s.fill[r];
   s.merged.start.assign(s.fill.begin(), s.fill.end());
   s.merged.entries.resize(e.rows.entries.size());
@@ -230,7 +233,8 @@ void merge_overlaps(ClassEdges& e, int64_t width, ClassScratch& s) {
 
 // Writes class k's rows (segments disjoint) into the chunk's matrix from entry `at` on.
 void write_rows(ClassEdges& e, int64_t k, int64_t width, int64_t at, Adjacency& adj) {
-  std::sort(e.segments.begin(), e.segments.end(), [](const Segment& x, const Segment& y) { return x.slot < y.slot; });
+  std::sort(e.segments.begin(), e.segments.end(),
+            [](const Segment& x, const Segment& y) { return x.slot < y.slot; });
   const int64_t base = k * width;
   std::fill(adj.groups.begin() + base, adj.groups.begin() + base + width, -1);
   int64_t slot = 0;

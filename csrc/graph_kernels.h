@@ -128,7 +128,7 @@ void select_nodes(const SelectArgs& a);
 // Personalised PageRank, as networkx.pagerank, of many graphs at once (one per group), on a
 // CSR matrix (row = from) whose entries never join two groups nor touch a non-node (group -1).
 // Each group starts uniform and stops on its own when its L1 change is below size * tol.
-// Returns false (and computes nothing) when an entry breaks that rule.
+// Returns false when an entry breaks that rule (the outputs are then incomplete).
 struct PagerankArgs {
   const int64_t* indptr = nullptr;  // (n + 1,)
   const int32_t* indices = nullptr;

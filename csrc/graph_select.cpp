@@ -8,7 +8,7 @@
 namespace summit {
 namespace {
 
-// One layer's nodes of a class, taken widest first: a heap of those not yet kept.
+// One layer's nodes of a class, taken by rank, highest first: a heap of those not yet kept.
 struct LayerNodes {
   std::vector<int64_t> heap;  // max-heap by rank, ties by lower slot
   std::vector<int64_t> kept;  // the kept prefix, in order

@@ -4,7 +4,6 @@
 // once n distinct sources are found and no tie with the n-th remains.
 #include <algorithm>
 #include <cstring>
-#include <functional>
 #include <utility>
 
 #include "graph_kernels.h"
