@@ -63,7 +63,7 @@ TOL = 1.0e-6
 TAU = 0.075
 TAU_STEP = 0.005
 ATTR_TOP = 3
-CHUNK = 8  # classes per vectorised chunk (more only adds cache misses)
+CHUNK = 8  # classes per native call (one class per thread at a time)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +171,8 @@ def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.nda
     adjacency = sp.csr_matrix(adjacency)
     if adjacency.shape != (len(groups), len(groups)):
         raise ValueError(f"adjacency is {adjacency.shape}, expected ({len(groups)}, {len(groups)})")
+    if len(groups) >= 2**31:
+        raise ValueError(f"pagerank takes fewer than 2**31 nodes, got {len(groups)}")
     return _pagerank(_Csr(adjacency.indptr, adjacency.indices, adjacency.data), personalization, groups, num_groups,
                      undirected=undirected, alpha=alpha, max_iter=max_iter, tol=tol)
 
