@@ -1,6 +1,6 @@
-// The edges of a chunk's attribution graphs (SPEC.md C.2), one class per thread: direct
-// branches and skips straight from the dense counts, chains through widest_rows, each class's
-// rows appended as they come; then the chunk's matrix, rows in slot order.
+// The edges of a class's attribution graph (SPEC.md C.2): direct branches and skips straight
+// from the dense counts, chains through widest_rows, rows appended as they come; then the
+// class's CSR matrix, rows in slot order.
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -26,8 +26,9 @@ struct ClassEdges {
   std::vector<Segment> segments;
 };
 
-// Per-thread work space.
+// A thread's work space.
 struct ClassScratch {
+  ClassEdges edges;
   SparseRows targets, paths, widest_paths;
   WidestScratch widest;
   std::vector<Entry> staging;  // one row's nonzero counts
@@ -231,63 +232,59 @@ void merge_overlaps(ClassEdges& e, int64_t width, ClassScratch& s) {
   e.segments.assign(1, {0, 0, width, 0});
 }
 
-// Writes class k's rows (segments disjoint) into the chunk's matrix from entry `at` on.
-void write_rows(ClassEdges& e, int64_t k, int64_t width, int64_t at, Adjacency& adj) {
+// The class's rows (segments disjoint) as CSR over `width` slots.
+void to_csr(ClassEdges& e, int64_t width, Csr& out) {
   std::sort(e.segments.begin(), e.segments.end(),
             [](const Segment& x, const Segment& y) { return x.slot < y.slot; });
-  const int64_t base = k * width;
-  std::fill(adj.groups.begin() + base, adj.groups.begin() + base + width, -1);
-  int64_t slot = 0;
+  out.indptr.resize(width + 1);
+  out.indices.resize(e.rows.entries.size());
+  out.weights.resize(e.rows.entries.size());
+  int64_t slot = 0, at = 0;
   for (const Segment& seg : e.segments) {
-    for (; slot < seg.slot; ++slot) adj.indptr[base + slot] = at;  // channels without edges
+    for (; slot < seg.slot; ++slot) out.indptr[slot] = at;  // channels without edges
     for (int64_t r = seg.first_row; r < seg.first_row + seg.rows; ++r, ++slot) {
-      adj.indptr[base + slot] = at;
-      if (e.rows.start[r] < e.rows.start[r + 1]) adj.groups[base + slot] = k;
+      out.indptr[slot] = at;
       for (int64_t x = e.rows.start[r]; x < e.rows.start[r + 1]; ++x, ++at) {
-        const int64_t source = base + seg.prev_slot + e.rows.entries[x].index;
-        adj.indices[at] = static_cast<int32_t>(source);
-        adj.weights[at] = static_cast<float>(e.rows.entries[x].value);
-        adj.groups[source] = k;
+        out.indices[at] = static_cast<int32_t>(seg.prev_slot + e.rows.entries[x].index);
+        out.weights[at] = static_cast<float>(e.rows.entries[x].value);
       }
     }
   }
-  for (; slot < width; ++slot) adj.indptr[base + slot] = at;
+  for (; slot <= width; ++slot) out.indptr[slot] = at;
 }
 
 }  // namespace
 
+void class_graph(const ChunkPlan& plan, int64_t k, Csr& out) {
+  ClassScratch& s = per_thread<ClassScratch>();
+  s.edges.rows.clear();
+  s.edges.segments.clear();
+  for (const LayerPlan& layer : plan.layers) layer_rows(layer, k, s, s.edges);
+  if (overlapping(plan)) merge_overlaps(s.edges, plan.width, s);
+  to_csr(s.edges, plan.width, out);
+}
+
 Adjacency chunk_adjacency(const ChunkPlan& plan) {
   const int64_t classes = plan.classes, width = plan.width;
-  const bool merge = overlapping(plan);
-  // kept by the calling thread between calls (a chunk's worth, some MB): fresh memory costs a
-  // page fault per page
-  std::vector<ClassEdges>& edges = per_thread<std::vector<ClassEdges>>();
-  if (static_cast<int64_t>(edges.size()) < classes) edges.resize(classes);
-  std::vector<int64_t> first(classes + 1, 0);  // each class's first entry in the chunk's matrix
+  std::vector<Csr> graphs(classes);
+#pragma omp parallel for schedule(dynamic, 1) if (classes > 1)
+  for (int64_t k = 0; k < classes; ++k) class_graph(plan, k, graphs[k]);
   Adjacency adj;
-  adj.indptr.resize(classes * width + 1);
-  adj.groups.resize(classes * width);
-#pragma omp parallel if (classes > 1)
-  {
-    ClassScratch& s = per_thread<ClassScratch>();
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < classes; ++k) {
-      edges[k].rows.clear();
-      edges[k].segments.clear();
-      for (const LayerPlan& layer : plan.layers) layer_rows(layer, k, s, edges[k]);
-      if (merge) merge_overlaps(edges[k], width, s);
+  adj.csr.indptr.assign(1, 0);
+  adj.groups.assign(classes * width, -1);
+  for (int64_t k = 0; k < classes; ++k) {
+    const Csr& g = graphs[k];
+    const int64_t base = k * width, first = adj.csr.indptr.back();
+    for (int64_t slot = 0; slot < width; ++slot) {
+      adj.csr.indptr.push_back(first + g.indptr[slot + 1]);
+      if (g.indptr[slot] < g.indptr[slot + 1]) adj.groups[base + slot] = k;
     }
-#pragma omp single
-    {
-      for (int64_t k = 0; k < classes; ++k)
-        first[k + 1] = first[k] + static_cast<int64_t>(edges[k].rows.entries.size());
-      adj.indices.resize(first[classes]);
-      adj.weights.resize(first[classes]);
+    for (const int32_t source : g.indices) {
+      adj.csr.indices.push_back(static_cast<int32_t>(base + source));
+      adj.groups[base + source] = k;
     }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < classes; ++k) write_rows(edges[k], k, width, first[k], adj);
+    adj.csr.weights.insert(adj.csr.weights.end(), g.weights.begin(), g.weights.end());
   }
-  adj.indptr[classes * width] = first[classes];
   return adj;
 }
 

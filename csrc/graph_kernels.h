@@ -2,6 +2,7 @@
 // (graph_ops.cpp) checks every argument and releases the GIL around them.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace summit {
@@ -94,55 +95,98 @@ struct ChunkPlan {
   int64_t classes = 0, width = 0;  // width: slots per class
 };
 
-// The chunk's graphs as one CSR matrix over classes * width slots: each edge once, in the row
-// of its node in the later layer; where several convs (or a skip) give the same edge, the
-// largest weight. Weights are counts, exact in float32 below 2**24. groups: per slot, its
-// class when it has an edge (a node of the graph), else -1.
-struct Adjacency {
-  std::vector<int64_t> indptr, groups;
+// A CSR matrix over node slots (row = from): row u's entries are indices and weights
+// [indptr[u], indptr[u + 1]).
+struct CsrView {
+  const int64_t* indptr = nullptr;
+  const int32_t* indices = nullptr;
+  const float* weights = nullptr;
+};
+
+struct Csr {
+  std::vector<int64_t> indptr;
   std::vector<int32_t> indices;
   std::vector<float> weights;
+  CsrView view() const { return {indptr.data(), indices.data(), weights.data()}; }
+};
+
+// Class k's graph as CSR over its plan.width slots (class-local): each edge once, in the row of
+// its node in the later layer; where several convs (or a skip) give the same edge, the largest
+// weight. Weights are counts, exact in float32 below 2**24. Uses per-thread scratch.
+void class_graph(const ChunkPlan& plan, int64_t k, Csr& out);
+
+// The chunk's graphs as one CSR matrix over classes * width slots (class k's slots from
+// k * width on), and per slot its class when it has an edge (a node), else -1.
+struct Adjacency {
+  Csr csr;
+  std::vector<int64_t> groups;
 };
 Adjacency chunk_adjacency(const ChunkPlan& plan);
 
-// ---------------------------------------------------------------- selection
-// SPEC.md C.4 on a chunk's graphs (the layout of chunk_adjacency, each class's slots layer by
-// layer from layer_slot[l] on): per class and layer, the nodes by PageRank descending (ties by
-// slot) and the shortest prefix whose sum reaches tau_l times the layer's; while a layer l >= 1
-// has no kept edge to a kept node of layer l-1, tau_l and tau_{l-1} take one more step (at
-// most max_steps: tau 1.0). Classes run in parallel.
-struct SelectArgs {
-  const int64_t* indptr = nullptr;
-  const int32_t* indices = nullptr;
-  const double* ranks = nullptr;
-  const int64_t* groups = nullptr;
-  const int64_t* layer_slot = nullptr;  // (layers + 1,): slot offsets within a class
-  int64_t classes = 0, width = 0, layers = 0, max_steps = 0;
-  double tau0 = 0.075, tau_step = 0.005;
-  uint8_t* kept = nullptr;  // out (classes * width,)
-  double* tau = nullptr;    // out (classes, layers)
-};
-void select_nodes(const SelectArgs& a);
-
 // ---------------------------------------------------------------- PageRank
-// Personalised PageRank, as networkx.pagerank, of many graphs at once (one per group), on a
-// CSR matrix (row = from) whose entries never join two groups nor touch a non-node (group -1).
-// Each group starts uniform and stops on its own when its L1 change is below size * tol.
-// Returns false when an entry breaks that rule (the outputs are then incomplete).
-struct PagerankArgs {
-  const int64_t* indptr = nullptr;  // (n + 1,)
-  const int32_t* indices = nullptr;
-  const float* weights = nullptr;
-  const double* personalization = nullptr;  // (n,), >= 0; normalised within each group
-  const int64_t* groups = nullptr;          // (n,) in [-1, num_groups)
-  int64_t n = 0, num_groups = 0;
+struct WalkParams {
   bool undirected = false;  // each edge listed once, walked both ways
   double alpha = 0.85, tol = 1e-6;
   int64_t max_iter = 100;
+};
+
+// Personalised PageRank, as networkx.pagerank, of one graph: its nodes (slots, ascending) and
+// their rows of `g`, whose entries stay among them (not checked). Starts uniform, stops when the
+// L1 change is below size * tol. Writes ranks[node]; returns (iterations, converged).
+std::pair<int64_t, bool> pagerank_graph(const CsrView& g, const int64_t* nodes, int64_t size,
+                                        const double* personalization, const WalkParams& walk, double* ranks);
+
+// pagerank_graph for many graphs at once (one per group), in parallel, on a CSR matrix whose
+// entries never join two groups nor touch a non-node (group -1). Returns false when an entry
+// breaks that rule (the outputs are then incomplete).
+struct PagerankArgs {
+  CsrView g;
+  const double* personalization = nullptr;  // (n,), >= 0; normalised within each group
+  const int64_t* groups = nullptr;          // (n,) in [-1, num_groups)
+  int64_t n = 0, num_groups = 0;
+  WalkParams walk;
   double* ranks = nullptr;        // out (n,), 0 for non-nodes
   int64_t* iterations = nullptr;  // out (num_groups,)
   uint8_t* converged = nullptr;   // out (num_groups,)
 };
 bool pagerank(const PagerankArgs& a);
+
+// ---------------------------------------------------------------- selection
+struct SelectParams {
+  double tau0 = 0.075, tau_step = 0.005;
+  int64_t max_steps = 0;  // steps that take tau to 1.0
+};
+
+// SPEC.md C.4 for one class: `g` its graph (class-local slots, a row per later-layer node),
+// is_node and ranks per slot, layer l's slots [layer_slot[l], layer_slot[l + 1]). Per layer the
+// nodes by rank descending (ties by slot) and the shortest prefix whose sum reaches tau_l times
+// the layer's; while a layer l >= 1 has no kept edge to a kept node of layer l-1, tau_l and
+// tau_{l-1} take one more step. Writes kept[slot] and tau[l].
+void select_class(const CsrView& g, const uint8_t* is_node, const double* ranks, const int64_t* layer_slot,
+                  int64_t layers, const SelectParams& params, uint8_t* kept, double* tau);
+
+// ---------------------------------------------------------------- a chunk's graphs
+// SPEC.md C.2-C.4 for each class of a chunk, one class per thread: class_graph, pagerank_graph
+// on its nodes, select_class. Outputs per slot (classes * width), class or (classes, layers).
+struct ChunkGraphsArgs {
+  const ChunkPlan* plan = nullptr;
+  const double* personalization = nullptr;  // per slot
+  const int64_t* layer_slot = nullptr;      // (layers + 1,): slot offsets within a class
+  int64_t layers = 0;
+  WalkParams walk;
+  SelectParams select;
+  double* ranks = nullptr;        // 0 for slots that are not nodes
+  uint8_t* kept = nullptr;
+  double* tau = nullptr;          // (classes, layers)
+  int64_t* nodes = nullptr;       // per class: slots with an edge
+  int64_t* iterations = nullptr;  // per class
+  uint8_t* converged = nullptr;   // per class
+};
+// The kept edges: from a kept node to a kept node of the previous layer (chunk slots).
+struct KeptEdges {
+  std::vector<int64_t> from, to;
+  std::vector<float> weight;
+};
+KeptEdges chunk_graphs(const ChunkGraphsArgs& a);
 
 }  // namespace summit

@@ -115,10 +115,10 @@ py::tuple py_top_widest(const CooArrays& targets, const CooArrays& paths, int64_
                         to_numpy(std::move(val_out)));
 }
 
-// ---------------------------------------------------------------- chunk_adjacency
-using ConvTuple = std::tuple<Array<int32_t>, int64_t>;                         // counts, groups
-using BranchTuple = std::tuple<std::vector<ConvTuple>, int64_t>;               // chain, offset
-using SkipTuple = std::tuple<Array<int32_t>, int64_t, int64_t>;                // counts, source/target offset
+// ---------------------------------------------------------------- a chunk's plan
+using ConvTuple = std::tuple<Array<int32_t>, int64_t>;            // counts, groups
+using BranchTuple = std::tuple<std::vector<ConvTuple>, int64_t>;  // chain, offset
+using SkipTuple = std::tuple<Array<int32_t>, int64_t, int64_t>;   // counts, source/target offset
 using LayerTuple = std::tuple<std::vector<BranchTuple>, std::vector<SkipTuple>, Array<bool>, Array<bool>, int64_t,
                               int64_t>;  // branches, skips, excluded, prev_excluded, slot, prev_slot
 
@@ -135,14 +135,15 @@ ConvCounts checked_conv(const ConvTuple& conv, int64_t classes, int64_t in_chann
   return c;
 }
 
-py::tuple py_chunk_adjacency(const std::vector<LayerTuple>& layers, int64_t classes, int64_t width) {
+// The plan over the caller's arrays (they outlive the call: the arguments hold them).
+ChunkPlan checked_plan(const std::vector<LayerTuple>& layers, int64_t classes, int64_t width) {
   require(classes >= 0 && width >= 0 && classes * width <= INT32_MAX,
-          "chunk_adjacency: need classes, width >= 0 and classes * width < 2**31 node slots");
+          "need classes, width >= 0 and classes * width < 2**31 node slots");
   ChunkPlan plan;
   plan.classes = classes, plan.width = width;
   for (size_t li = 0; li < layers.size(); ++li) {
     const auto& [branches, skips, excluded, prev_excluded, slot, prev_slot] = layers[li];
-    const std::string where = "chunk_adjacency layer " + str(static_cast<int64_t>(li));
+    const std::string where = "plan layer " + str(static_cast<int64_t>(li));
     LayerPlan layer;
     layer.channels = excluded.size(), layer.prev_channels = prev_excluded.size();
     layer.excluded = reinterpret_cast<const uint8_t*>(excluded.data());
@@ -175,43 +176,61 @@ py::tuple py_chunk_adjacency(const std::vector<LayerTuple>& layers, int64_t clas
     }
     plan.layers.push_back(std::move(layer));
   }
+  return plan;
+}
+
+WalkParams checked_walk(bool undirected, double alpha, int64_t max_iter, double tol) {
+  require(max_iter >= 1 && alpha >= 0.0 && alpha <= 1.0 && tol >= 0.0,
+          "need max_iter >= 1, 0 <= alpha <= 1 and tol >= 0");
+  WalkParams walk;
+  walk.undirected = undirected, walk.alpha = alpha, walk.max_iter = max_iter, walk.tol = tol;
+  return walk;
+}
+
+// ---------------------------------------------------------------- chunk_adjacency, chunk_graphs
+py::tuple py_chunk_adjacency(const std::vector<LayerTuple>& layers, int64_t classes, int64_t width) {
+  const ChunkPlan plan = checked_plan(layers, classes, width);
   Adjacency adj;
   {
     py::gil_scoped_release release;
     adj = chunk_adjacency(plan);
   }
-  return py::make_tuple(to_numpy(std::move(adj.indptr)), to_numpy(std::move(adj.indices)),
-                        to_numpy(std::move(adj.weights)), to_numpy(std::move(adj.groups)));
+  return py::make_tuple(to_numpy(std::move(adj.csr.indptr)), to_numpy(std::move(adj.csr.indices)),
+                        to_numpy(std::move(adj.csr.weights)), to_numpy(std::move(adj.groups)));
 }
 
-// ---------------------------------------------------------------- select_nodes
-py::tuple py_select_nodes(const Array<int64_t>& indptr, const Array<int32_t>& indices, const Array<double>& ranks,
-                          const Array<int64_t>& groups, const Array<int64_t>& layer_slot, int64_t classes,
+py::tuple py_chunk_graphs(const std::vector<LayerTuple>& layers, int64_t classes, const Array<int64_t>& layer_slot,
+                          const Array<double>& personalization, double alpha, int64_t max_iter, double tol,
                           double tau0, double tau_step, int64_t max_steps) {
-  SelectArgs a;
-  a.classes = classes, a.layers = layer_slot.size() - 1;
-  require(classes >= 0 && a.layers >= 1, "select_nodes: need classes >= 0 and at least one layer");
+  ChunkGraphsArgs a;
+  a.layers = layer_slot.size() - 1;
+  require(a.layers >= 1, "chunk_graphs: layer_slot needs at least two entries");
   a.layer_slot = layer_slot.data();
-  a.width = a.layer_slot[a.layers];
   for (int64_t l = 0; l < a.layers; ++l)
-    require(a.layer_slot[0] == 0 && a.layer_slot[l] <= a.layer_slot[l + 1], "select_nodes: bad layer_slot");
-  const int64_t n = classes * a.width;
-  a.indptr = checked(indptr, n + 1, "select_nodes: indptr");
-  a.indices = checked(indices, a.indptr[n], "select_nodes: indices");
-  for (int64_t e = 0; e < a.indptr[n]; ++e)
-    require(a.indices[e] >= 0 && a.indices[e] < n, "select_nodes: an index is outside the slots");
-  a.ranks = checked(ranks, n, "select_nodes: ranks");
-  a.groups = checked(groups, n, "select_nodes: groups");
-  a.tau0 = tau0, a.tau_step = tau_step, a.max_steps = max_steps;
-  py::array_t<bool> kept(n);
+    require(a.layer_slot[0] == 0 && a.layer_slot[l] <= a.layer_slot[l + 1], "chunk_graphs: bad layer_slot");
+  const int64_t width = a.layer_slot[a.layers];
+  const ChunkPlan plan = checked_plan(layers, classes, width);
+  a.plan = &plan;
+  a.personalization = checked(personalization, classes * width, "chunk_graphs: personalization");
+  a.walk = checked_walk(true, alpha, max_iter, tol);
+  require(tau0 > 0.0 && tau0 <= 1.0 && tau_step > 0.0 && max_steps >= 0,
+          "chunk_graphs: need 0 < tau0 <= 1, tau_step > 0 and max_steps >= 0");
+  a.select.tau0 = tau0, a.select.tau_step = tau_step, a.select.max_steps = max_steps;
+  py::array_t<double> ranks(classes * width);
+  py::array_t<bool> kept(classes * width), converged(classes);
   py::array_t<double> tau({classes, a.layers});
-  a.kept = reinterpret_cast<uint8_t*>(kept.mutable_data());
-  a.tau = tau.mutable_data();
+  py::array_t<int64_t> nodes(classes), iterations(classes);
+  a.ranks = ranks.mutable_data(), a.kept = reinterpret_cast<uint8_t*>(kept.mutable_data());
+  a.tau = tau.mutable_data(), a.nodes = nodes.mutable_data(), a.iterations = iterations.mutable_data();
+  a.converged = reinterpret_cast<uint8_t*>(converged.mutable_data());
+  KeptEdges edges;
   {
     py::gil_scoped_release release;
-    select_nodes(a);
+    edges = chunk_graphs(a);
   }
-  return py::make_tuple(kept, tau);
+  return py::make_tuple(ranks, kept, tau, nodes, iterations, converged,
+                        py::make_tuple(to_numpy(std::move(edges.from)), to_numpy(std::move(edges.to)),
+                                       to_numpy(std::move(edges.weight))));
 }
 
 // ---------------------------------------------------------------- pagerank
@@ -220,19 +239,18 @@ py::tuple py_pagerank(const Array<int64_t>& indptr, const Array<int32_t>& indice
                       bool undirected, double alpha, int64_t max_iter, double tol) {
   PagerankArgs a;
   a.n = personalization.size();
+  require(num_groups >= 0, "pagerank: num_groups must be >= 0");
   a.num_groups = num_groups;
-  require(num_groups >= 0 && max_iter >= 1 && alpha >= 0.0 && alpha <= 1.0 && tol >= 0.0,
-          "pagerank: need num_groups >= 0, max_iter >= 1, 0 <= alpha <= 1 and tol >= 0");
-  a.indptr = checked(indptr, a.n + 1, "pagerank: indptr");
-  a.indices = checked(indices, a.indptr[a.n], "pagerank: indices");
-  a.weights = checked(weights, a.indptr[a.n], "pagerank: weights");
-  require(a.indptr[0] == 0, "pagerank: indptr must start at 0");
-  for (int64_t u = 0; u < a.n; ++u) require(a.indptr[u] <= a.indptr[u + 1], "pagerank: indptr must not decrease");
+  a.g.indptr = checked(indptr, a.n + 1, "pagerank: indptr");
+  a.g.indices = checked(indices, a.g.indptr[a.n], "pagerank: indices");
+  a.g.weights = checked(weights, a.g.indptr[a.n], "pagerank: weights");
+  require(a.g.indptr[0] == 0, "pagerank: indptr must start at 0");
+  for (int64_t u = 0; u < a.n; ++u) require(a.g.indptr[u] <= a.g.indptr[u + 1], "pagerank: indptr must not decrease");
   a.personalization = personalization.data();
   a.groups = checked(groups, a.n, "pagerank: groups");
   for (int64_t u = 0; u < a.n; ++u)
     if (a.groups[u] < -1 || a.groups[u] >= num_groups) fail("pagerank: group " + str(a.groups[u]) + " out of range");
-  a.undirected = undirected, a.alpha = alpha, a.max_iter = max_iter, a.tol = tol;
+  a.walk = checked_walk(undirected, alpha, max_iter, tol);
   py::array_t<double> ranks(a.n);
   py::array_t<int64_t> iterations(num_groups);
   py::array_t<bool> converged(num_groups);
@@ -253,26 +271,28 @@ py::tuple py_pagerank(const Array<int64_t>& indptr, const Array<int32_t>& indice
 void bind_graph_ops(py::module_& m) {
   m.def("top_widest", &py_top_widest, py::arg("targets"), py::arg("paths"), py::arg("classes"), py::arg("rows"),
         py::arg("mids"), py::arg("sources"), py::arg("keep"), py::arg("row_ok"),
-        "SPEC.md C.2's widest paths with the top-n rule (the kernel chunk_adjacency runs per chain). targets: "
+        "SPEC.md C.2's widest paths with the top-n rule (the kernel the chunk functions run per chain). targets: "
         "(k, row, col, val) of a (classes, rows, mids) count tensor; paths: the same of (classes, mids, sources); "
         "int64 indices, int32 positive counts, any order. For every class k and row j with row_ok[j]: w[i] = max "
         "over m of min(targets[k, j, m], paths[k, m, i]), and the top keep[k] sources by w (descending, ties by "
-        "ascending i). Returns (k, row, col, w) by (k, row), each row by w descending then source.");
+        "ascending i). Returns (k, row, col, w) by (k, row), each row by w descending.");
   m.def("chunk_adjacency", &py_chunk_adjacency, py::arg("layers"), py::arg("classes"), py::arg("width"),
-        "The edges of a chunk of classes' attribution graphs (SPEC.md C.2) as CSR (int64 indptr, int32 indices, "
+        "The edges of a chunk of classes' attribution graphs (SPEC.md C.2; what chunk_graphs ranks, for inspection) "
+        "as CSR (int64 indptr, int32 indices, "
         "float32 weights), and per slot its class if it has an edge else -1 (int64 groups), over "
         "classes * width node slots, each edge once in the row of its later-layer node. layers: per summary layer "
         "after the first, (branches, skips, excluded, prev_excluded, slot, prev_slot); a branch is (chain, "
         "offset), its chain the convs from the one writing the layer back to the one reading the previous layer, "
         "each (int32 counts (classes, out, in / groups), groups); a skip is (int32 counts (classes, channels), "
         "source_offset, target_offset).");
-  m.def("select_nodes", &py_select_nodes, py::arg("indptr"), py::arg("indices"), py::arg("ranks"),
-        py::arg("groups"), py::arg("layer_slot"), py::arg("classes"), py::arg("tau0"), py::arg("tau_step"),
-        py::arg("max_steps"),
-        "SPEC.md C.4 on chunk_adjacency's graphs: per class and layer the shortest prefix of the nodes by rank "
-        "(descending, ties by slot) whose sum reaches tau times the layer's, relaxed while a layer has no kept edge "
-        "to the previous one. layer_slot: (layers + 1,) slot offsets within a class. Returns (kept (classes * "
-        "width,) bool, tau (classes, layers)).");
+  m.def("chunk_graphs", &py_chunk_graphs, py::arg("layers"), py::arg("classes"), py::arg("layer_slot"),
+        py::arg("personalization"), py::arg("alpha"), py::arg("max_iter"), py::arg("tol"), py::arg("tau0"),
+        py::arg("tau_step"), py::arg("max_steps"),
+        "SPEC.md C.2-C.4 for a chunk of classes, one class per thread: the edges (layers as for chunk_adjacency), "
+        "personalised PageRank (as networkx.pagerank) on the nodes, the per-layer selection with relaxation. "
+        "layer_slot: (layers + 1,) slot offsets within a class; personalization per slot. Returns (ranks, kept, "
+        "tau (classes, layers), nodes per class, iterations per class, converged per class, (from, to, weight) "
+        "of the kept edges: a kept node to a kept node of the previous layer).");
   m.def("pagerank", &py_pagerank, py::arg("indptr"), py::arg("indices"), py::arg("weights"),
         py::arg("personalization"), py::arg("groups"), py::arg("num_groups"), py::arg("undirected"), py::arg("alpha"),
         py::arg("max_iter"), py::arg("tol"),

@@ -35,12 +35,12 @@ while some layer l > 0 has no kept edge to a kept node of layer l-1, ``tau_l`` a
 grow by 0.005 for every such l (capped at 1.0), and selection runs again. ``attr_channels``: the
 top 3 raw sources of the conv that writes the channel, in that conv's input channels.
 
-How it runs. A chunk of classes is computed at once, the heavy stages natively in
-``summit_fast._C`` with the GIL released, one class per OpenMP thread: ``chunk_adjacency`` reads
-the dense counts and builds the chunk's edges as one CSR matrix (the widest-path top-n rule is a
-merge over path lists sorted by width that stops at the n-th source, never forming the max-min
-product), and ``pagerank`` iterates each class's graph in cache. Selection, its relaxation loop
-and the output nodes run with numpy on the whole chunk. See bench/RESULTS.md for timings.
+How it runs. A chunk of classes is one call into ``summit_fast._C`` (``chunk_graphs``, GIL
+released), one class per OpenMP thread from its dense counts to its kept nodes: the class's
+edges as CSR rows (the widest-path top-n rule is a merge over path lists sorted by width that
+stops at the n-th source, never forming the max-min product), PageRank on them while they are
+in cache, then selection. Python turns the kept nodes into :class:`Node` objects. See
+bench/RESULTS.md for timings.
 """
 
 from __future__ import annotations
@@ -169,27 +169,25 @@ def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.nda
     weights are float32 (exact for counts below 2**24), everything else float64.
     """
     adjacency = sp.csr_matrix(adjacency)
-    if adjacency.shape != (len(groups), len(groups)):
-        raise ValueError(f"adjacency is {adjacency.shape}, expected ({len(groups)}, {len(groups)})")
-    if len(groups) >= 2**31:
-        raise ValueError(f"pagerank takes fewer than 2**31 nodes, got {len(groups)}")
-    return _pagerank(_Csr(adjacency.indptr, adjacency.indices, adjacency.data), personalization, groups, num_groups,
-                     undirected=undirected, alpha=alpha, max_iter=max_iter, tol=tol)
-
-
-def _pagerank(adjacency: _Csr, personalization, groups, num_groups: int, *, undirected: bool, alpha: float = ALPHA,
-              max_iter: int = MAX_ITER, tol: float = TOL) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pagerank` on a :class:`_Csr`."""
+    n = len(groups)
+    if adjacency.shape != (n, n):
+        raise ValueError(f"adjacency is {adjacency.shape}, expected ({n}, {n})")
+    if n >= 2**31:
+        raise ValueError(f"pagerank takes fewer than 2**31 nodes, got {n}")
     as_array = np.ascontiguousarray
     ranks, iterations, converged = _native().pagerank(
         as_array(adjacency.indptr, np.int64), as_array(adjacency.indices, np.int32),
-        as_array(adjacency.weights, np.float32), as_array(personalization, np.float64), as_array(groups, np.int64),
+        as_array(adjacency.data, np.float32), as_array(personalization, np.float64), as_array(groups, np.int64),
         num_groups, undirected, alpha, max_iter, tol)
-    if not converged.all():
-        late = np.flatnonzero(~converged)
-        warnings.warn(f"pagerank: {len(late)} graph(s) did not converge in {max_iter} iterations "
-                      f"(groups {late[:5].tolist()}); keeping the last iterate", stacklevel=3)
+    _warn_unconverged(~converged, max_iter, "groups", np.arange(num_groups))
     return ranks, iterations
+
+
+def _warn_unconverged(late: np.ndarray, max_iter: int, what: str, ids) -> None:
+    if late.any():
+        warnings.warn(f"pagerank: {int(late.sum())} graph(s) did not converge in {max_iter} iterations "
+                      f"({what} {[int(ids[i]) for i in np.flatnonzero(late)[:5]]}); keeping the last iterate",
+                      stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,25 +245,8 @@ class _Layout:
 
 
 # ---------------------------------------------------------------------------------------------
-# A chunk's graphs as one sparse matrix
+# Helpers
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class _Csr:
-    """A CSR matrix over node slots (row = from): row u's neighbours are
-    ``indices[indptr[u]:indptr[u + 1]]`` (int32) with ``weights`` (float32); int64 ``indptr``."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    weights: np.ndarray
-
-
-def _expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ranges [start, start + length): (index of the range, position) of every element."""
-    which = np.repeat(np.arange(len(start)), length)
-    pos = np.arange(len(which)) + np.repeat(start - np.cumsum(length) + length, length)
-    return which, pos
-
-
 def _native():
     """The compiled module, or an error that says why it is missing."""
     if native is None:
@@ -308,9 +289,9 @@ class _Chunk:
             self._cache[key] = part.detach().cpu().numpy()
         return self._cache[key]
 
-    def _adjacency(self) -> tuple[_Csr, np.ndarray]:
-        """The chunk's edges (SPEC.md C.2), each once in the row of its node in the later layer,
-        and per slot its class when it has an edge (a node), else -1."""
+    def _plan(self) -> list[tuple]:
+        """What the native chunk functions take per summary layer after the first: its branches
+        (conv chains with this chunk's counts), skips, excluded masks and first slots."""
         lay = self.layout
         plan = []
         for li in range(1, len(lay.layers)):
@@ -319,15 +300,23 @@ class _Chunk:
             skips = [(self._counts(skip.key, "skip"), skip.source_offset, skip.target_offset) for skip in lay.skips[li]]
             plan.append((branches, skips, lay.excluded[li], lay.excluded[li - 1], int(lay.offsets[li]),
                          int(lay.offsets[li - 1])))
-        indptr, indices, weights, groups = _native().chunk_adjacency(plan, self.kc, lay.width)
-        return _Csr(indptr, indices, weights), groups
+        return plan
+
+    def _adjacency(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """The chunk's full graphs (what PageRank ranks; the benchmark hands them to networkx):
+        CSR (indptr, indices, weights) over the chunk's slots, each edge once in the row of its
+        node in the later layer, and per slot its class when it is a node, else -1."""
+        indptr, indices, weights, groups = _native().chunk_adjacency(self._plan(), self.kc, self.layout.width)
+        return (indptr, indices, weights), groups
 
     # -- graphs -----------------------------------------------------------------------------
     def graphs(self) -> list[ClassGraph]:
-        adjacency, groups = self._adjacency()
-        ranks, _ = _pagerank(adjacency, self._personalization(), groups, self.kc, undirected=True)
-        kept, tau = self._select(adjacency, ranks, groups)
-        return self._assemble(adjacency, ranks, kept, tau, groups)
+        max_steps = int(np.ceil((1.0 - self.tau0) / self.tau_step - 1e-9))  # steps that take tau to 1.0
+        ranks, kept, tau, node_counts, _, converged, kept_edges = _native().chunk_graphs(
+            self._plan(), self.kc, self.layout.offsets, self._personalization(), ALPHA, MAX_ITER, TOL, self.tau0,
+            self.tau_step, max_steps)
+        _warn_unconverged(~converged, MAX_ITER, "classes", self.classes)
+        return self._assemble(ranks, kept, tau, node_counts, kept_edges)
 
     def _personalization(self) -> np.ndarray:
         """Per slot: A_l[c, ch] / max over non-excluded channels of A_l[c, :] (0 when that is 0)."""
@@ -339,21 +328,9 @@ class _Chunk:
             parts.append(np.divide(a, top, out=np.zeros_like(a), where=top > 0))
         return np.concatenate(parts, axis=1).reshape(-1)
 
-    def _select(self, adjacency, ranks, groups) -> tuple[np.ndarray, np.ndarray]:
-        """Per-layer mass selection with relaxation (native): (kept mask over slots, tau (kc, L))."""
-        max_steps = int(np.ceil((1.0 - self.tau0) / self.tau_step - 1e-9))  # tau reaches 1.0
-        return _native().select_nodes(adjacency.indptr, adjacency.indices, ranks, groups, self.layout.offsets,
-                                      self.kc, self.tau0, self.tau_step, max_steps)
-
-    def _kept_prev_edges(self, adjacency, kept) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Edges from kept slots u to kept slots of the previous layer: (u, neighbour, weight)."""
-        u = np.flatnonzero(kept)
-        which, pos = _expand(adjacency.indptr[u], np.diff(adjacency.indptr)[u])
-        u, nbr = u[which], adjacency.indices[pos]
-        ok = kept[nbr]
-        return u[ok], nbr[ok], adjacency.weights[pos][ok]
-
-    def _assemble(self, adjacency, ranks, kept, tau, groups) -> list[ClassGraph]:
+    def _assemble(self, ranks, kept, tau, node_counts, kept_edges) -> list[ClassGraph]:
+        """The ClassGraphs from chunk_graphs' outputs: per slot rank and kept mask, tau per class
+        and layer, nodes per class, and the kept edges (from, to, weight) as chunk slots."""
         lay = self.layout
         width = lay.width
         # kept nodes by class, then PageRank descending, then slot (channel within a layer)
@@ -363,7 +340,7 @@ class _Chunk:
         layer = lay.layer_of_slot[local]
         activation = np.concatenate([self._counts(name, "activation") for name in lay.layers], axis=1)
         attr = self._attr_channels(slots)
-        u, nbr, w = self._kept_prev_edges(adjacency, kept)
+        u, nbr, w = kept_edges
         order = np.lexsort((nbr, -w, u))
         nbr_local = nbr[order] % width
         prev: dict[int, list[tuple[int, int]]] = {}
@@ -373,7 +350,6 @@ class _Chunk:
         columns = zip(slots.tolist(), layer.tolist(), (local - lay.offsets[layer]).tolist(),
                       activation[k, local].tolist(), ranks[slots].tolist())
         class_end = np.searchsorted(k, np.arange(1, self.kc + 1)).tolist()
-        candidates = np.bincount(groups[groups >= 0], minlength=self.kc)
         graphs, done = [], 0
         for kk, c in enumerate(self.classes):
             nodes: dict[str, list[Node]] = {name: [] for name in lay.layers}
@@ -382,7 +358,7 @@ class _Chunk:
                 nodes[name].append(Node(name, ch, count, rank, prev.get(s, []), attr.get(s, [])))
             done = class_end[kk]
             graphs.append(ClassGraph(c, nodes, {l: float(t) for l, t in zip(lay.layers, tau[kk])},
-                                     int(candidates[kk])))
+                                     int(node_counts[kk])))
         return graphs
 
     def _attr_channels(self, kept_slots: np.ndarray) -> dict[int, list[tuple[int, int]]]:
