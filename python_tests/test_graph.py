@@ -403,6 +403,33 @@ def test_top_widest_rejects_bad_input():
         top_widest(coo(a), coo(b), 1, 2, 3, 4, np.array([0]), ok)
 
 
+def test_native_chunk_functions_reject_bad_plans():
+    from summit_fast._C import chunk_adjacency, chunk_graphs
+
+    counts = np.ones((2, 3, 4), dtype=np.int32)  # 2 classes, a conv 4 -> 3
+    ok = np.zeros(3, dtype=bool), np.zeros(4, dtype=bool)
+    plan = [([([(counts, 1)], 0)], [], *ok, 4, 0)]  # layer 1 (3 channels) from slot 4, layer 0 from 0
+    indptr, indices, weights, groups = chunk_adjacency(plan, 2, 7)
+    assert len(indices) == 2 * 3 * 4 and (groups >= 0).all()
+    with pytest.raises(ValueError, match="input channels"):
+        chunk_adjacency([([([(counts, 1)], 0)], [], np.zeros(3, dtype=bool), np.zeros(5, dtype=bool), 5, 0)], 2, 8)
+    with pytest.raises(ValueError, match="classes"):
+        chunk_adjacency(plan, 3, 7)
+    with pytest.raises(ValueError, match="past the layer"):
+        chunk_adjacency([([([(counts, 1)], 1)], [], *ok, 4, 0)], 2, 7)
+    with pytest.raises(ValueError, match="width"):
+        chunk_adjacency(plan, 2, 6)
+    layer_slot = np.array([0, 4, 7])
+    args = (np.ones(14), 0.85, 100, 1e-6, 0.075, 0.005, 185)
+    ranks, kept, tau, nodes, iterations, converged, (u, v, w) = chunk_graphs(plan, 2, layer_slot, *args)
+    assert nodes.tolist() == [7, 7] and converged.all() and ranks.reshape(2, 7).sum(axis=1) == pytest.approx(1.0)
+    assert kept[u].all() and kept[v].all() and (w == 1).all()
+    with pytest.raises(ValueError, match="personalization"):
+        chunk_graphs(plan, 2, layer_slot, np.ones(13), *args[1:])
+    with pytest.raises(ValueError, match="layer_slot"):
+        chunk_graphs(plan, 2, np.array([0, 5, 4]), *args)
+
+
 LONG_CHAIN = make_graph(  # four convs in a chain, two of them grouped, beside a direct branch
     {"A": 6, "B": 5},
     [("s", "input", "A", 0, 3, 6), ("direct", "A", "B", 0, 6, 2), ("c1", "A", "c1", 0, 6, 8),
