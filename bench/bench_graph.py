@@ -90,53 +90,37 @@ def networkx_seconds(graph, images: int, head: int, tail: float) -> tuple[float,
     """networkx.pagerank on class 0's full graph (the nodes and edges build_graphs ranks)."""
     import networkx as nx
 
-    from summit_fast.graph import _Chunk, _Layout, _scratch
+    from summit_fast.graph import _Chunk, _Layout
 
     result = synthetic_result(graph, 1, images, head, tail, seed=0)
-    layout = _Layout(result.graph, {})
-    chunk = _Chunk(result, layout, [0], 0.075, 0.005, _scratch(layout.merged_keys))
+    (indptr, indices, weights), _ = _Chunk(result, _Layout(result.graph, {}), [0], 0.075, 0.005)._adjacency()
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     g = nx.Graph()
-    for li, e in enumerate(chunk._edges()):
-        if li:
-            g.add_weighted_edges_from(((li, int(j)), (li - 1, int(i)), int(w)) for j, i, w in zip(e.row, e.col, e.val))
+    g.add_weighted_edges_from(zip(rows.tolist(), indices.tolist(), weights.tolist()))
     personalization = {node: 1.0 for node in g}
     t0 = time.perf_counter()
     nx.pagerank(g, alpha=0.85, personalization=personalization, weight="weight")
     return time.perf_counter() - t0, g.number_of_edges()
 
 
-def stage_times(graph, images: int, head: int, tail: float, classes: int = 8) -> dict[str, float]:
-    """CPU ms per class of each stage of build_graphs on one chunk (best of 3)."""
-    from summit_fast.graph import _Chunk, _csr, _Layout, _scratch, pagerank
+def stage_times(graph, images: int, head: int, tail: float, classes: int = 8) -> dict[str, tuple[float, float]]:
+    """(CPU, wall) ms per class of build_graphs' parts on one chunk (best of 3 each)."""
+    from summit_fast.graph import _Chunk, _Layout
 
     result = synthetic_result(graph, classes, images, head, tail, seed=0)
-    layout = _Layout(result.graph, {})
-    chunk = _Chunk(result, layout, list(range(classes)), 0.075, 0.005, _scratch(classes * layout.merged_keys))
-    width, slots = layout.width, classes * layout.width
+    chunk = _Chunk(result, _Layout(result.graph, {}), list(range(classes)), 0.075, 0.005)
 
     def best_of(f):
-        times, out = [], None
+        cpu, wall = [], []
         for _ in range(3):
-            c0 = time.process_time()
-            out = f()
-            times.append(time.process_time() - c0)
-        return 1000 * min(times) / classes, out
+            t0, c0 = time.perf_counter(), time.process_time()
+            f()
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - t0)
+        return 1000 * min(cpu) / classes, 1000 * min(wall) / classes
 
-    out = {}
-    out["nonzero extraction"], _ = best_of(lambda: [chunk._sources(e.conv) for e in graph.edges])
-    out["edges (nonzero + widest-path top-n)"], edges = best_of(chunk._edges)
-    rows = np.concatenate([e.k * width + layout.offsets[li] + e.row for li, e in enumerate(edges) if li])
-    cols = np.concatenate([e.k * width + layout.offsets[li - 1] + e.col for li, e in enumerate(edges) if li])
-    weights = np.concatenate([e.val for li, e in enumerate(edges) if li])
-    out["sparse matrix"], adjacency = best_of(lambda: _csr(rows, cols, weights, slots))
-    degree = np.diff(adjacency.indptr) + np.bincount(adjacency.indices, minlength=slots)
-    groups = np.where(degree > 0, np.repeat(np.arange(classes), width), -1)
-    personalization = chunk._personalization()
-    out["pagerank"], (ranks, _) = best_of(lambda: pagerank(adjacency, personalization, groups, classes, undirected=True))
-    out["selection"], (kept, tau) = best_of(lambda: chunk._select(adjacency, ranks, groups))
-    out["nodes out"], _ = best_of(lambda: chunk._assemble(adjacency, ranks, kept, tau, groups))
-    out["whole chunk"], _ = best_of(chunk.graphs)
-    return out
+    return {"edges alone (native chunk_adjacency)": best_of(chunk._adjacency),
+            "whole chunk: native chunk_graphs (edges, PageRank, selection) + Python nodes out": best_of(chunk.graphs)}
 
 
 def main() -> None:
@@ -147,7 +131,7 @@ def main() -> None:
     ap.add_argument("--head", type=int, default=5)
     ap.add_argument("--tails", default="10,30", help="mean numbers of weak sources per target, one run each")
     ap.add_argument("--networkx", action="store_true", help="also time networkx.pagerank on one class's graph")
-    ap.add_argument("--stages", action="store_true", help="also time each stage on one chunk of 8 classes")
+    ap.add_argument("--stages", action="store_true", help="also time the edges alone on one chunk of 8 classes")
     args = ap.parse_args()
     graph = inception_graph()
     rows = [run(graph, args.classes, args.chunk, args.images, args.head, float(t)) for t in args.tails.split(",")]
@@ -162,10 +146,10 @@ def main() -> None:
     if args.stages:
         tails = args.tails.split(",")
         stages = [stage_times(graph, args.images, args.head, float(t)) for t in tails]
-        print("| stage (CPU ms/class, 8-class chunk) | " + " | ".join(f"tail {t}" for t in tails) + " |")
+        print("| part (ms/class, 8-class chunk, CPU / wall) | " + " | ".join(f"tail {t}" for t in tails) + " |")
         print("|---|" + "---|" * len(tails))
         for name in stages[0]:
-            print(f"| {name} | " + " | ".join(f"{s[name]:.1f}" for s in stages) + " |")
+            print(f"| {name} | " + " | ".join(f"{s[name][0]:.1f} / {s[name][1]:.1f}" for s in stages) + " |")
     if args.networkx:
         for t in args.tails.split(","):
             seconds, n_edges = networkx_seconds(graph, args.images, args.head, float(t))

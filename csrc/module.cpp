@@ -5,6 +5,7 @@
 
 #include "cpu_ops.h"
 #include "cuda_info.h"
+#include "graph_ops.h"
 
 #ifdef SUMMIT_WITH_OPENMP
 #include <omp.h>
@@ -49,4 +50,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("num_threads", &openmp_max_threads, "OpenMP threads the CPU ops use.");
   m.def("set_num_threads", &set_openmp_threads, py::arg("n"), "Set the OpenMP thread count.");
   summit::bind_cpu_ops(m);
+  summit::bind_graph_ops(m);
 }

@@ -225,6 +225,17 @@ def test_pagerank_non_nodes_and_zero_personalisation():
     assert ranks == pytest.approx([0.5, 0.5, 0.0])
 
 
+def test_pagerank_rejects_edges_between_groups_and_warns_when_not_converged():
+    adjacency = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=float))
+    with pytest.raises(ValueError, match="two groups"):
+        pagerank(adjacency, np.ones(3), np.array([0, 0, 1]), 2)
+    with pytest.raises(ValueError, match="non-node"):
+        pagerank(adjacency, np.ones(3), np.array([0, 0, -1]), 1)
+    with pytest.warns(UserWarning, match="did not converge"):
+        ranks, iterations = pagerank(adjacency, np.array([1.0, 0, 0]), np.zeros(3, dtype=int), 1, max_iter=2)
+    assert iterations.tolist() == [2] and ranks.sum() == pytest.approx(1.0)
+
+
 def test_two_node_graph_has_the_closed_form_pagerank():
     graph = make_graph({"A": 2, "B": 2}, [("s", "input", "A", 0, 3, 2), ("ab", "A", "B", 0, 2, 2)])
     result = SummitResult.zeros(graph, 1)
@@ -295,31 +306,144 @@ def test_widest_path_and_top_n_rule():
     assert g.to_summit()["Q"][0]["attr_channels"][0]["prev_channel"] in {"0", "1"}
 
 
+def coo(t: np.ndarray, shuffle: np.random.Generator | None = None) -> tuple[np.ndarray, ...]:
+    """Nonzero entries of a (K, R, C) array as the native kernels take them: int64 (k, row, col),
+    int32 values; in a random order when ``shuffle`` is given (the kernel takes any order)."""
+    k, row, col = np.nonzero(t)
+    order = shuffle.permutation(len(k)) if shuffle is not None else np.arange(len(k))
+    return k[order], row[order], col[order], t[k, row, col][order].astype(np.int32)
+
+
+def widest_oracle(targets, paths, keep, row_ok) -> list[tuple[int, int, int, int]]:
+    """SPEC.md C.2's top-n rule written out: for every class k and kept row j, w[i] = max over m of
+    min(targets[k][j][m], paths[k][m][i]) over positive counts, and the top keep[k] sources by
+    (w descending, i ascending); as sorted (k, j, i, w)."""
+    out = []
+    for k, rows in enumerate(targets):
+        for j, row in enumerate(rows):
+            if not row_ok[j]:
+                continue
+            width = {}
+            for m, a in enumerate(row):
+                for i, p in enumerate(paths[k][m]):
+                    if a > 0 and p > 0:
+                        width[i] = max(width.get(i, 0), min(a, p))
+            best = sorted(width.items(), key=lambda t: (-t[1], t[0]))[:keep[k]]
+            out += [(k, j, i, w) for i, w in best]
+    return sorted(out)
+
+
+def native_top_widest(targets: np.ndarray, paths: np.ndarray, keep, row_ok, shuffle=None) -> list[tuple]:
+    from summit_fast._C import top_widest
+
+    kc, rows, mids = targets.shape
+    out = top_widest(coo(targets, shuffle), coo(paths, shuffle), kc, rows, mids, paths.shape[2],
+                     np.asarray(keep, dtype=np.int64), np.asarray(row_ok, dtype=bool))
+    return sorted(zip(*(x.tolist() for x in out)))
+
+
 @pytest.mark.parametrize("max_count", [3, 1000])
 def test_top_widest_matches_brute_force(max_count):
-    """The band algorithm behind the top-n rule, on several products at once, with many ties."""
-    from summit_fast.graph import _Coo, _Product, _top_widest
-
+    """The native kernel behind the top-n rule, on several shapes, with many ties."""
     rng = np.random.default_rng(max_count)
-    products, dense = [], []
     for kc, j, m, c in [(3, 7, 5, 9), (3, 4, 6, 11), (3, 9, 3, 4)]:
         a = rng.integers(1, max_count + 1, (kc, j, m)) * (rng.random((kc, j, m)) < 0.5)
         b = rng.integers(1, max_count + 1, (kc, m, c)) * (rng.random((kc, m, c)) < 0.5)
         n = rng.integers(1, 6, kc)
         row_ok = rng.random(j) < 0.8
-        products.append(_Product(_Coo.from_dense(a), a.shape, _Coo.from_dense(b), n, c, row_ok))
-        dense.append((a, b, n, row_ok))
-    scratch = np.zeros(10_000, dtype=np.int64)
-    for out, (a, b, n, row_ok) in zip(_top_widest(products, scratch), dense):
-        got = sorted(zip(out.k.tolist(), out.row.tolist(), out.col.tolist(), out.val.tolist()))
-        expected = []
-        for k in range(a.shape[0]):
-            w = np.max(np.minimum(a[k][:, :, None], b[k][None]), axis=1)
-            for j in np.flatnonzero(row_ok):
-                best = sorted((i for i in range(w.shape[1]) if w[j, i] > 0), key=lambda i: (-w[j, i], i))[:n[k]]
-                expected += [(k, j, i, int(w[j, i])) for i in best]
-        assert got == sorted(expected)
-    assert not scratch.any()  # left zeroed for the next call
+        assert native_top_widest(a, b, n, row_ok) == widest_oracle(a.tolist(), b.tolist(), n.tolist(), row_ok)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_widest_random_orders_and_ties(seed):
+    """Larger rows than a real conv's, entries in any order, counts 1-4 (ties everywhere), n from
+    1 to beyond the number of sources."""
+    rng = np.random.default_rng(100 + seed)
+    kc, j, m, c = 4, 23, 37, 61
+    a = rng.integers(1, 5, (kc, j, m)) * (rng.random((kc, j, m)) < rng.random())
+    b = rng.integers(1, 5, (kc, m, c)) * (rng.random((kc, m, c)) < rng.random())
+    n = rng.integers(1, c + 10, kc)
+    row_ok = rng.random(j) < 0.9
+    expected = widest_oracle(a.tolist(), b.tolist(), n.tolist(), row_ok)
+    assert native_top_widest(a, b, n, row_ok, shuffle=rng) == expected
+
+
+def test_top_widest_edge_cases():
+    """An empty class, a row with fewer sources than n, an intermediate without paths, an
+    excluded row, and no entries at all."""
+    a = np.zeros((3, 4, 3), dtype=np.int64)
+    b = np.zeros((3, 3, 5), dtype=np.int64)
+    a[0, 0] = [2, 7, 0]  # class 0, row 0: through m0 (cap 2) and m1 (cap 7)
+    b[0, 0] = [0, 5, 0, 0, 1]
+    b[0, 1] = [3, 0, 0, 9, 0]
+    a[0, 1] = [0, 0, 4]  # row 1 reads m2, which has no paths: no edges
+    a[0, 2] = [1, 1, 0]  # row 2 is excluded below
+    a[2, 3] = [6, 0, 0]  # class 2 has one source: fewer than n
+    b[2, 0] = [0, 0, 8, 0, 0]
+    keep = [10, 10, 10]  # n beyond the sources of any row; class 1 is empty
+    row_ok = [True, True, False, True]
+    got = native_top_widest(a, b, keep, row_ok)
+    assert got == widest_oracle(a.tolist(), b.tolist(), keep, row_ok)
+    assert got == [(0, 0, 0, 3), (0, 0, 1, 2), (0, 0, 3, 7), (0, 0, 4, 1), (2, 3, 2, 6)]
+    assert native_top_widest(a, b, [1, 1, 1], row_ok) == [(0, 0, 3, 7), (2, 3, 2, 6)]
+    empty = np.zeros((2, 3, 4), dtype=np.int64)
+    assert native_top_widest(empty, np.zeros((2, 4, 5), dtype=np.int64), [2, 2], [True] * 3) == []
+
+
+def test_top_widest_rejects_bad_input():
+    from summit_fast._C import top_widest
+
+    a, b = np.ones((1, 2, 3), dtype=np.int64), np.ones((1, 3, 4), dtype=np.int64)
+    keep, ok = np.array([1]), np.ones(2, dtype=bool)
+    with pytest.raises(ValueError, match="outside"):
+        top_widest(coo(a), coo(b), 1, 2, 2, 4, keep, ok)  # mids=2, but the targets read m=2
+    with pytest.raises(ValueError, match="positive"):
+        top_widest(coo(a), tuple(x[:] for x in coo(b)[:3]) + (-coo(b)[3],), 1, 2, 3, 4, keep, ok)
+    with pytest.raises(ValueError, match="keep"):
+        top_widest(coo(a), coo(b), 1, 2, 3, 4, np.array([0]), ok)
+
+
+def test_native_chunk_functions_reject_bad_plans():
+    from summit_fast._C import chunk_adjacency, chunk_graphs
+
+    counts = np.ones((2, 3, 4), dtype=np.int32)  # 2 classes, a conv 4 -> 3
+    ok = np.zeros(3, dtype=bool), np.zeros(4, dtype=bool)
+    plan = [([([(counts, 1)], 0)], [], *ok, 4, 0)]  # layer 1 (3 channels) from slot 4, layer 0 from 0
+    indptr, indices, weights, groups = chunk_adjacency(plan, 2, 7)
+    assert len(indices) == 2 * 3 * 4 and (groups >= 0).all()
+    with pytest.raises(ValueError, match="input channels"):
+        chunk_adjacency([([([(counts, 1)], 0)], [], np.zeros(3, dtype=bool), np.zeros(5, dtype=bool), 5, 0)], 2, 8)
+    with pytest.raises(ValueError, match="classes"):
+        chunk_adjacency(plan, 3, 7)
+    with pytest.raises(ValueError, match="past the layer"):
+        chunk_adjacency([([([(counts, 1)], 1)], [], *ok, 4, 0)], 2, 7)
+    with pytest.raises(ValueError, match="width"):
+        chunk_adjacency(plan, 2, 6)
+    layer_slot = np.array([0, 4, 7])
+    args = (np.ones(14), 0.85, 100, 1e-6, 0.075, 0.005, 185)
+    ranks, kept, tau, nodes, iterations, converged, (u, v, w) = chunk_graphs(plan, 2, layer_slot, *args)
+    assert nodes.tolist() == [7, 7] and converged.all() and ranks.reshape(2, 7).sum(axis=1) == pytest.approx(1.0)
+    assert kept[u].all() and kept[v].all() and (w == 1).all()
+    with pytest.raises(ValueError, match="personalization"):
+        chunk_graphs(plan, 2, layer_slot, np.ones(13), *args[1:])
+    with pytest.raises(ValueError, match="layer_slot"):
+        chunk_graphs(plan, 2, np.array([0, 5, 4]), *args)
+
+
+LONG_CHAIN = make_graph(  # four convs in a chain, two of them grouped, beside a direct branch
+    {"A": 6, "B": 5},
+    [("s", "input", "A", 0, 3, 6), ("direct", "A", "B", 0, 6, 2), ("c1", "A", "c1", 0, 6, 8),
+     ("c2", "c1", "c2", 0, 8, 8, 4), ("c3", "c2", "c3", 0, 8, 4, 2), ("c4", "c3", "B", 2, 4, 3)])
+
+
+@pytest.mark.parametrize("density", [0.2, 0.6])
+def test_long_chain_matches_the_reference(density):
+    result = random_result(LONG_CHAIN, num_classes=4, seed=int(density * 10), density=density,
+                           excluded={"A": [1], "B": [3]})
+    for a in result.activation.values():  # networkx needs some personalisation on every graph
+        a.add_(1)
+    assert_matches_reference(result, build_graphs(result, tau=1.0), tau0=1.0)
+    assert_matches_reference(result, build_graphs(result, chunk_size=3))
 
 
 def test_three_conv_chain_widest_path():
