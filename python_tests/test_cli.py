@@ -1,18 +1,11 @@
 """The summit-fast command line: info and the built-in demo, run as a user would."""
 
 import json
-import shutil
-import subprocess
-import sys
 import time
 
 import summit_fast
 
-CLI = shutil.which("summit-fast") or f"{sys.executable} -m summit_fast.cli"
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([*CLI.split(), *args], capture_output=True, text=True, timeout=timeout)
+from cli_command import run_cli
 
 
 def test_info_lists_backends_and_reasons():

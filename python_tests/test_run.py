@@ -3,9 +3,6 @@ result equals the torch reference, every graph has nodes in every layer, dataset
 match a recomputation, and accuracy matches the recorded predictions."""
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +12,14 @@ import summit_fast
 from summit_fast.images import ImageFolderDataset
 from summit_fast.models import mobilenet_v2
 
+from cli_command import run_cli
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WEIGHTS = DATA / "models" / "converted" / "mobilenet_v2_1.0_224_quant.torchvision_layout.pt"
 IMAGES = DATA / "images" / "imagenet-sample-images-subset"
 EXPECTED = DATA / "expected_predictions.json"
 pytestmark = pytest.mark.skipif(not (WEIGHTS.is_file() and IMAGES.is_dir()),
                                 reason=f"real test data not found in {DATA}")
-CLI = shutil.which("summit-fast") or f"{sys.executable} -m summit_fast.cli"
 EXAMPLES = 2
 BATCH = 25
 
@@ -29,10 +27,9 @@ BATCH = 25
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    proc = subprocess.run([*CLI.split(), "run", "--model", "mobilenet_v2", "--tf-padding", "--weights", str(WEIGHTS),
-                           "--images", str(IMAGES), "--out", str(out), "--examples", str(EXAMPLES),
-                           "--batch-size", str(BATCH), "--workers", "0", "--no-progress", "--embedding", "pca"],
-                          capture_output=True, text=True, timeout=1800)
+    proc = run_cli("run", "--model", "mobilenet_v2", "--tf-padding", "--weights", str(WEIGHTS),
+                   "--images", str(IMAGES), "--out", str(out), "--examples", str(EXAMPLES),
+                   "--batch-size", str(BATCH), "--workers", "0", "--no-progress", "--embedding", "pca", timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert f"summit-fast view {out / 'viewer'}" in proc.stdout
     return out, summit_fast.SummitResult.load(out / "result")

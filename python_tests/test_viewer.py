@@ -13,8 +13,6 @@ import json
 import random
 import re
 import struct
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -25,6 +23,8 @@ import pytest
 from summit_fast.viewer.index import build_index, default_class_names, index_files, read_class_names
 from summit_fast.viewer.server import make_server
 from summit_fast.viewer.standalone import write_standalone
+
+from cli_command import run_cli, start_cli
 
 try:
     from playwright.sync_api import sync_playwright
@@ -239,8 +239,7 @@ def test_server_routes_and_refusals(tmp_path, export_dir, serve):
 
 
 def test_cli_view_prints_url_and_serves(export_dir):
-    process = subprocess.Popen([sys.executable, "-m", "summit_fast.cli", "view", str(export_dir), "--port", "0", "--no-browser"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("view", str(export_dir), "--port", "0", "--no-browser")
     try:
         line = process.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/", line)
@@ -252,8 +251,7 @@ def test_cli_view_prints_url_and_serves(export_dir):
 
 
 def test_cli_view_static_writes_a_disk_copy(tmp_path, export_dir):
-    result = subprocess.run([sys.executable, "-m", "summit_fast.cli", "view", str(export_dir), "--static", str(tmp_path / "copy")],
-                            capture_output=True, text=True, timeout=120, check=True)
+    result = run_cli("view", str(export_dir), "--static", str(tmp_path / "copy"), timeout=120, check=True)
     assert result.stdout.strip() == (tmp_path / "copy" / "index.html").as_uri()
     script = (tmp_path / "copy" / "data.js").read_text()
     bundle = json.loads(script[script.index("{"):script.rindex(";")])
