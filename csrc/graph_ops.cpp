@@ -52,6 +52,7 @@ std::vector<SparseRows> coo_rows(const CooArrays& coo, int64_t classes, int64_t 
                                  const std::string& what) {
   const auto& [k, row, col, val] = coo;
   const int64_t size = val.size();
+  if (cols > INT32_MAX) fail(what + ": more than 2**31 - 1 columns");  // columns are stored as int32
   if (k.size() != size || row.size() != size || col.size() != size)
     fail(what + ": k, row, col and val must have the same length");
   std::vector<int64_t> start(classes * rows + 1, 0);
@@ -210,6 +211,15 @@ py::tuple py_chunk_graphs(const std::vector<LayerTuple>& layers, int64_t classes
     require(a.layer_slot[0] == 0 && a.layer_slot[l] <= a.layer_slot[l + 1], "chunk_graphs: bad layer_slot");
   const int64_t width = a.layer_slot[a.layers];
   const ChunkPlan plan = checked_plan(layers, classes, width);
+  // Plan layer l holds the edges into summary layer l + 1: its slots must be layer_slot's.
+  require(static_cast<int64_t>(plan.layers.size()) == a.layers - 1,
+          "chunk_graphs: need one plan layer per summary layer after the first");
+  for (int64_t l = 0; l + 1 < a.layers; ++l) {
+    const LayerPlan& p = plan.layers[l];
+    if (p.prev_slot != a.layer_slot[l] || p.slot != a.layer_slot[l + 1] ||
+        p.prev_channels != a.layer_slot[l + 1] - a.layer_slot[l] || p.channels != a.layer_slot[l + 2] - a.layer_slot[l + 1])
+      fail("chunk_graphs: plan layer " + str(l) + " does not match layer_slot");
+  }
   a.plan = &plan;
   a.personalization = checked(personalization, classes * width, "chunk_graphs: personalization");
   a.walk = checked_walk(true, alpha, max_iter, tol);

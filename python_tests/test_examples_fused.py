@@ -96,10 +96,12 @@ def _special_cases():
     t = torch.full((2, 4, 11, 11), float("-inf"))  # no finite value: the first position
     t[1, 2, 5, 5] = -1e30
     cases.append(("minus infinity", t))
-    t = torch.zeros(1, 2, 20, 20)  # max in the overlapping last block of a long run
-    t[0, 0, 19, 19] = 1.0
+    t = torch.zeros(1, 2, 20, 21)  # max in the overlapping last block of a long run (420 % 16 != 0)
+    t[0, 0, 19, 20] = 1.0
     t[0, 1, 19, 18:] = 1.0
     cases.append(("tail block", t))
+    cases.append(("tail block, float16", t.half()))  # 32 lanes a block
+    cases.append(("tail block, channels_last", t.contiguous(memory_format=torch.channels_last)))
     t = torch.zeros(1, 2, 1030 * 1030)  # 16-bit keys number at most 2^15 - 1 blocks: pieces
     t[0, 0, [1_048_600, 1_060_000]] = 1.0
     t[0, 1, [5, 1_050_000]] = 1.0

@@ -428,6 +428,10 @@ def test_native_chunk_functions_reject_bad_plans():
         chunk_graphs(plan, 2, layer_slot, np.ones(13), *args[1:])
     with pytest.raises(ValueError, match="layer_slot"):
         chunk_graphs(plan, 2, np.array([0, 5, 4]), *args)
+    with pytest.raises(ValueError, match="plan layer 0 does not match layer_slot"):
+        chunk_graphs(plan, 2, np.array([0, 3, 7]), *args)  # the plan puts layer 1 at slot 4
+    with pytest.raises(ValueError, match="one plan layer per summary layer"):
+        chunk_graphs(plan, 2, np.array([0, 4, 7, 9]), np.ones(18), *args[1:])
 
 
 LONG_CHAIN = make_graph(  # four convs in a chain, two of them grouped, beside a direct branch

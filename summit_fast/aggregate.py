@@ -24,7 +24,7 @@ from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
 from .examples import batch_candidates, merge_examples
-from .result import SummitResult, check_count_capacity, count_dtype_name
+from .result import SummitResult, check_count_capacity, count_dtype_params
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
@@ -146,8 +146,8 @@ class Aggregator:
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
                        "spatial_stride": int(spatial_stride), "label_source": label_source,
                        "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()},
-                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes],
-                       "count_dtype": count_dtype_name(count_dtype)}
+                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes]}
+        self.params = count_dtype_params(self.params, count_dtype)
         if classes is not None and (len(set(self.params["classes"])) != len(classes) or min(classes, default=0) < 0):
             raise ValueError(f"classes must be distinct non-negative class indices, got {list(classes)!r}")
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
@@ -371,7 +371,7 @@ class Aggregator:
             checked.add(id(t))
             # min and max of the tensor are finite iff every element is (NaN propagates through
             # both): one read, without isfinite's tensor of booleans (2.7x slower on the CPU).
-            if not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
+            if t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
                 raise FloatingPointError(f"batch {index}: NaN or Inf in the {what} {name!r}")
 
 

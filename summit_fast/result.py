@@ -38,6 +38,14 @@ def count_dtype_name(count_dtype: str | torch.dtype) -> str:
     return name
 
 
+def count_dtype_params(params: dict, count_dtype: str | torch.dtype) -> dict:
+    """``params`` with the count type set. The default, int32, is left out, so that int32 results
+    and checkpoints keep the parameters (and fingerprints) they had before the option existed."""
+    name = count_dtype_name(count_dtype)
+    params = {k: v for k, v in params.items() if k != "count_dtype"}
+    return params if name == "int32" else dict(params, count_dtype=name)
+
+
 def count_dtype_of(params: dict) -> torch.dtype:
     """The count type a result with these parameters uses (int32 for results without the key)."""
     return COUNT_DTYPES[count_dtype_name(params.get("count_dtype", "int32"))]
@@ -71,8 +79,8 @@ class SummitResult:
     The counts (activation, influence, skip) are int32, or int16 when the run asked for
     ``count_dtype="int16"`` (half the memory; exact up to 32767 images per class, checked).
 
-    - ``activation[layer]``: int32 (K, C_layer) — images of class k that selected channel c.
-    - ``influence[conv]``: int32 (K, C_out, C_src) (empty for an activation-only run) — images of class k for which source channel i
+    - ``activation[layer]``: int32 or int16 (K, C_layer) — images of class k that selected channel c.
+    - ``influence[conv]``: int32 or int16 (K, C_out, C_src) (empty for an activation-only run) — images of class k for which source channel i
       was among the top-k influences on the conv's output channel j. For a grouped or depthwise
       conv the last dim holds only the C_src/groups sources of j's group (``edge.dense()``
       expands it; ``edge.source_channel(j, s)`` names the input channel).
@@ -81,7 +89,7 @@ class SummitResult:
       (column), over the result's classes; all zero when the model's output is not class scores.
     - ``top1_probability``: float64 (K,) — per class, the sum over its images of the top-1
       probability (softmax of the output, or the output itself when it already is probabilities).
-    - ``skip[key]``: int32 (K, channels) per skip connection between consecutive summary layers
+    - ``skip[key]``: int32 or int16 (K, channels) per skip connection between consecutive summary layers
       (``graph.counted_skips()``, e.g. a residual identity): images of class k that selected both
       the source channel and the target channel it is added to (counted with influence).
     - ``examples[layer]``: when dataset examples were tracked (``params["examples"]`` = N > 0),
@@ -244,10 +252,10 @@ class SummitResult:
         """A copy whose counts are stored as ``count_dtype`` ("int32" or "int16"); narrowing is
         refused (OverflowError) when a class has more images than the narrower type can count."""
         name = count_dtype_name(count_dtype)
-        params, dtype = dict(self.params, count_dtype=name), COUNT_DTYPES[name]
+        params, dtype = count_dtype_params(self.params, name), COUNT_DTYPES[name]
         check_count_capacity(self.images_per_class, dtype, self.class_ids, f"storing the counts as {name}")
         counted = ("activation/", "influence/", "skip/")
-        tensors = {k: v.to(dtype) if k.startswith(counted) else v.clone() for k, v in self.tensors().items()}
+        tensors = {k: v.to(dtype, copy=True) if k.startswith(counted) else v.clone() for k, v in self.tensors().items()}
         return self.from_tensors(tensors, self.graph, params, self.class_names)
 
     @staticmethod
