@@ -276,6 +276,8 @@ class Aggregator:
         self.convs = ({e.conv: (self.modules[e.conv], e.spec) for e in result.graph.edges}
                       if self.params["influence"] else {})
         self.skips = result.graph.counted_skips() if self.params["influence"] else []
+        # layers whose channel maxima dataset examples or skip counts use
+        self.maxima_layers = set(result.examples) | {l for s in self.skips for l in (s.source, s.target)}
         # row of each class index (-1: not counted)
         self.row_of = torch.full((self.params["num_classes"],), -1, dtype=torch.long, device=self.device)
         self.row_of[torch.tensor(result.class_ids, dtype=torch.long)] = torch.arange(result.num_classes)
@@ -319,7 +321,7 @@ class Aggregator:
         maxima = {}  # layer -> (channel maxima, their positions) for skips and examples, from the activation pass
         for layer in self.layers:
             acts = self.captured[f"layer:{layer}"]
-            if self._wants_maxima(layer):
+            if layer in self.maxima_layers:
                 maxima[layer] = empty_maxima(acts)
             self.engine.activation_update(acts, rows, result.activation[layer], self.rule, self.excluded.get(layer),
                                           maxima.get(layer))
@@ -337,10 +339,6 @@ class Aggregator:
             for name, merged in merge_examples(state, candidates, self.params["examples"]).items():
                 state[name].copy_(merged)  # in place: the state stays an ordinary tensor
         self.interrupted = False
-
-    def _wants_maxima(self, layer: str) -> bool:
-        """Whether dataset examples or a skip count need the layer's channel maxima."""
-        return layer in self._result.examples or any(layer in (s.source, s.target) for s in self.skips)
 
     def _count_skips(self, result: SummitResult, rows: torch.Tensor, maxima: dict) -> None:
         """skip[k, c] += 1 for images of class k that select both ends of skipped channel c. The

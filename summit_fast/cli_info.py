@@ -8,13 +8,14 @@ from . import __version__
 from ._native import import_error, native
 from .backends import backend_names, unavailable_reason
 from .cli_run import MODELS
+from .result import COUNT_DTYPES
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="version, available backends, count-state size of a model")
     p.add_argument("--model", choices=MODELS, help="also report the count state this bundled model needs")
     p.add_argument("--classes", type=int, default=1000, help="number of classes for --model (default 1000)")
-    p.add_argument("--count-dtype", choices=("int32", "int16"), default="int32",
+    p.add_argument("--count-dtype", choices=tuple(COUNT_DTYPES), default="int32",
                    help="integer type of the counts for --model (default int32)")
     p.set_defaults(func=run)
 
@@ -45,7 +46,7 @@ def count_state_report(model_name: str, num_classes: int, count_dtype: str = "in
     counts, without allocating it."""
     from .cli_run import load_model
     from .discovery import discover
-    from .result import COUNT_DTYPES, SummitResult
+    from .result import SummitResult
 
     if num_classes < 1:
         raise ValueError(f"--classes must be positive, got {num_classes}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .result import COUNT_DTYPES
+
 MODELS = ("inception_v1", "mobilenet_v2", "resnet18", "resnet50", "vgg16")
 
 
@@ -27,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--examples", type=int, default=10, help="dataset examples per channel (default 10; 0: none)")
     p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto")
     p.add_argument("--checkpoint-every", type=int, default=100, help="batches between checkpoints (default 100)")
-    p.add_argument("--count-dtype", choices=("int32", "int16"), default="int32",
+    p.add_argument("--count-dtype", choices=tuple(COUNT_DTYPES), default="int32",
                    help="integer type of the counts; int16 halves their memory and holds up to 32767 images "
                         "per class (default int32)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -254,8 +254,9 @@ class SummitResult:
         name = count_dtype_name(count_dtype)
         params, dtype = count_dtype_params(self.params, name), COUNT_DTYPES[name]
         check_count_capacity(self.images_per_class, dtype, self.class_ids, f"storing the counts as {name}")
-        counted = ("activation/", "influence/", "skip/")
-        tensors = {k: v.to(dtype, copy=True) if k.startswith(counted) else v.clone() for k, v in self.tensors().items()}
+        specs = self.tensor_specs(self.graph, self.num_classes, int(params.get("examples", 0)),
+                                  bool(params.get("influence", True)), dtype)
+        tensors = {k: v.to(specs[k][1], copy=True) for k, v in self.tensors().items()}
         return self.from_tensors(tensors, self.graph, params, self.class_names)
 
     @staticmethod
