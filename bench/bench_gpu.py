@@ -27,6 +27,7 @@ that torch's fp32 convs compute what the Triton kernels compute (IEEE fp32).
                                                    # variant compiles once, seconds each)
     python bench/bench_gpu.py --out DIR --quick    # bf16 end to end; ops at mixed3b/4d/5b,
                                                    # influence at mixed4d, two configs each
+    python bench/bench_gpu.py --out DIR --sweep    # also: ops under other tile sizes
 
 Tables are printed as they complete and written to DIR/bench_gpu.md and DIR/bench_gpu.json
 after every section, so a run cut short by ``--budget-s`` or a timeout still leaves results.
@@ -142,6 +143,22 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> str:
     return "same" if n == 0 else f"{n} differ"
 
 
+def activation_inputs(batch: int, c: int, s: int, dtype: torch.dtype, layout: str):
+    """(activations, labels, zero counts) of one summary layer."""
+    acts = _layout(torch.rand(batch, c, s, s, device="cuda", dtype=dtype), layout)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), device="cuda")
+    return acts, labels, torch.zeros(NUM_CLASSES, c, dtype=torch.int32, device="cuda")
+
+
+def influence_inputs(batch: int, c_in: int, c_out: int, k: int, size: int, dname: str, layout: str):
+    """(input, weight, labels, zero counts) of one conv edge in configuration ``dname``."""
+    x_dtype, w_dtype = DTYPES[dname]
+    x = _layout(torch.rand(batch, c_in, size, size, device="cuda", dtype=x_dtype), layout)
+    weight = (torch.randn(c_out, c_in, k, k, device="cuda") * 0.05).to(w_dtype)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), device="cuda")
+    return x, weight, labels, torch.zeros(NUM_CLASSES, c_out, c_in, dtype=torch.int32, device="cuda")
+
+
 def bench_activation(run: Run, batch: int, layers, configs, copy_gbs: float) -> None:
     from summit_fast.backends.torch_ref import TorchBackend
     from summit_fast.backends.triton import TritonBackend
@@ -159,9 +176,8 @@ def bench_activation(run: Run, batch: int, layers, configs, copy_gbs: float) -> 
         for dtype, layout in configs:
             if not run.time_left():
                 return
-            acts = _layout(torch.rand(batch, c, s, s, device="cuda", dtype=dtype), layout)
-            labels = torch.randint(0, NUM_CLASSES, (batch,), device="cuda")
-            got, want = (torch.zeros(NUM_CLASSES, c, dtype=torch.int32, device="cuda") for _ in range(2))
+            acts, labels, got = activation_inputs(batch, c, s, dtype, layout)
+            want = torch.zeros_like(got)
             tri._activation_update(acts, labels, got, rule, None)
             ref._activation_update(acts, labels, want, rule, None)
             same = _diff(got, want)
@@ -187,11 +203,8 @@ def bench_influence(run: Run, batch: int, layers, configs, copy_gbs: float) -> N
             for dname, layout in configs:
                 if not run.time_left():
                     return
-                x_dtype, w_dtype = DTYPES[dname]
-                x = _layout(torch.rand(batch, c_in, size, size, device="cuda", dtype=x_dtype), layout)
-                weight = (torch.randn(c_out, c_in, k, k, device="cuda") * 0.05).to(w_dtype)
-                labels = torch.randint(0, NUM_CLASSES, (batch,), device="cuda")
-                got, want = (torch.zeros(NUM_CLASSES, c_out, c_in, dtype=torch.int32, device="cuda") for _ in range(2))
+                x, weight, labels, got = influence_inputs(batch, c_in, c_out, k, size, dname, layout)
+                want = torch.zeros_like(got)
                 tri._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1)
                 ref._influence_update(x, weight, conv, labels, want, INFLUENCE_K, 1)
                 same = _diff(got, want)
@@ -204,6 +217,74 @@ def bench_influence(run: Run, batch: int, layers, configs, copy_gbs: float) -> N
                 run.add(name, [f"{layer}_{edge}", f"{c_in}->{c_out}", f"{k}x{k}", f"{size}x{size}", dname, layout,
                                t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", flops / t / 1e9, t_ref * 1e3, t_ref / t, same])
                 del got, want  # the next edge's counts can be large (K x C_out x C_in int32)
+
+
+# Tile sizes tried by --sweep (fields of summit_fast.kernels.triton_common.Tiles; {} = defaults),
+# and which fields each kind of op reads: other fields would only repeat the default's time.
+SWEEP_TILES = [{}, {"num_warps": 4}, {"num_warps": 16}, {"reduce_tile": 2048}, {"reduce_tile": 8192},
+               {"score_tile": 4096}, {"score_tile": 16384}, {"dot_positions": 32}, {"dot_positions": 128},
+               {"dot_targets": 32}, {"dot_targets": 128}]
+SWEEP_FIELDS = {"activation": {"num_warps", "reduce_tile"},
+                "1x1": {"num_warps", "reduce_tile", "score_tile"},
+                "kxk": {"num_warps", "score_tile", "dot_positions", "dot_targets"}}
+# (op, layer, edge or None, configuration, layout)
+SWEEP_OPS = [("activation", "mixed3b", None, "bf16", "nhwc"), ("activation", "mixed3b", None, "fp32", "nchw"),
+             ("activation", "mixed5b", None, "bf16", "nhwc"),
+             ("influence", "mixed4d", "1x1", "bf16, fp32 W", "nhwc"), ("influence", "mixed4d", "1x1", "fp32", "nchw"),
+             ("influence", "mixed4d", "3x3", "bf16, fp32 W", "nhwc"), ("influence", "mixed4d", "3x3", "bf16", "nhwc"),
+             ("influence", "mixed4d", "3x3", "fp32", "nchw"), ("influence", "mixed4d", "5x5", "bf16, fp32 W", "nhwc")]
+
+
+def bench_tile_sweep(run: Run, batch: int) -> None:
+    """Each op's time under other tile sizes, against the defaults in the same run; the counts
+    must not change ("same" = identical to the defaults' counts)."""
+    from summit_fast.backends.triton import TritonBackend
+    from summit_fast.convspec import ConvSpec
+    from summit_fast.kernels.triton_common import override_tiles
+    from summit_fast.rules import mass
+
+    name = "Tile sweep"
+    run.section(name, ["op", "dtype", "layout", "tiles", "triton us", "vs defaults", "counts vs defaults"],
+                f"batch {batch}; each op under each tile setting that it reads (Tiles in kernels/triton_common.py)")
+    tri, rule, conv = TritonBackend(), mass(0.01), ConvSpec()
+    for op, layer, edge, dname, layout in SWEEP_OPS:
+        if op == "activation":
+            c, s = layer_channels(layer)
+            acts, labels, counts = activation_inputs(batch, c, s, DTYPES[dname][0], layout)
+            label, kind = f"activation {layer}", "activation"
+
+            def update(counts, acts=acts, labels=labels):
+                tri._activation_update(acts, labels, counts, rule, None)
+        else:
+            _, c_in, c_out, k, size = next(e for e in conv_edges(layer) if e[0] == edge)
+            x, weight, labels, counts = influence_inputs(batch, c_in, c_out, k, size, dname, layout)
+            label, kind = f"influence {layer}_{edge}", "1x1" if k == 1 else "kxk"
+
+            def update(counts, x=x, weight=weight, labels=labels):
+                tri._influence_update(x, weight, conv, labels, counts, INFLUENCE_K, 1)
+        default_us = default_counts = None
+        for tiles in SWEEP_TILES:
+            if not set(tiles) <= SWEEP_FIELDS[kind]:
+                continue
+            if not run.time_left():
+                return
+            try:
+                with override_tiles(**tiles):
+                    got = torch.zeros_like(counts)
+                    update(got)
+                    us = bench_ms(lambda: update(counts)) * 1e3
+            except Exception as exc:  # e.g. a tile too large for shared memory: the other rows still count
+                run.add(name, [label, dname, layout, _tiles_label(tiles), f"error: {type(exc).__name__}", "-", "-"])
+                continue
+            if default_counts is None:
+                default_us, default_counts = us, got
+            run.add(name, [label, dname, layout, _tiles_label(tiles), us, f"{default_us / us:.2f}x",
+                           _diff(got, default_counts)])
+        del counts, default_counts
+
+
+def _tiles_label(tiles: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in tiles.items()) or "defaults"
 
 
 def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("triton", "torch"),
@@ -272,6 +353,8 @@ def main() -> None:
                         help="bf16 end to end; two configs of ops at mixed3b/4d/5b, influence at mixed4d")
     parser.add_argument("--e2e-batches", type=int, default=4)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time ops under other tile sizes (after the op tables, before torch's whole runs)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="stop starting new rows after this many seconds")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -295,6 +378,8 @@ def main() -> None:
     bench_activation(run, args.batch, ["mixed3b", "mixed4d", "mixed5b"] if args.quick else list(MIXED), configs,
                      copy_gbs)
     bench_influence(run, args.batch, ["mixed4d"] if args.quick else list(MIXED), configs, copy_gbs)
+    if args.sweep:
+        bench_tile_sweep(run, args.batch)
     if not args.skip_e2e:  # last: the torch backend's whole runs are the slowest rows
         bench_end_to_end(run, args.batch, args.e2e_batches, e2e, backends=("torch",), with_forward=False)
     if not run.time_left():

@@ -16,7 +16,7 @@ what the interpreter tests cannot -- the compiled path's type and shape rules (`
 operands, layouts), register spills -- before a device session spends its minutes on them.
 Exit status 1 if any case failed to compile.
 
-    python bench/triton_compile_check.py [--arch 90] [--quick] [--out DIR]
+    python bench/triton_compile_check.py [--arch 90] [--quick] [--tiles num_warps=4,...] [--out DIR]
 
 ``--quick`` compiles the op variants at small shapes only (about 20, under a minute here).
 """
@@ -212,8 +212,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="op variants at small shapes only")
     parser.add_argument("--models", action="store_true", help="with --quick: add InceptionV1's aggregate runs")
     parser.add_argument("--cache-dir", help="Triton cache to use (default: a new empty one)")
+    parser.add_argument("--tiles", default="", help="other tile sizes, e.g. num_warps=4,score_tile=4096 "
+                                                       "(fields of summit_fast.kernels.triton_common.Tiles)")
     parser.add_argument("--out", help="folder for triton_compile.md")
     args = parser.parse_args()
+    from summit_fast.kernels.triton_common import override_tiles
+
+    tiles = {k: int(v) for k, v in (item.split("=") for item in args.tiles.split(",") if item)}
 
     cache = args.cache_dir or tempfile.mkdtemp(prefix="summit_triton_cache_")
     os.environ["TRITON_CACHE_DIR"] = cache
@@ -228,13 +233,15 @@ def main() -> int:
         cases += list(model_cases(args.quick))
     failures = []
     start = time.perf_counter()
-    print(f"triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}, cache {cache}", flush=True)
+    header = f"triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}, tiles {args.tiles or 'default'}"
+    print(f"{header}, cache {cache}", flush=True)
     for name, run in cases:
         variants.case = name
         before = len(variants.rows)
         t0 = time.perf_counter()
         try:
-            run()
+            with override_tiles(**tiles):
+                run()
             status = "ok"
         except Exception as exc:  # keep going: report every failing case at once
             traceback.print_exc()
@@ -253,7 +260,6 @@ def main() -> int:
     print("\n" + table + "\n\n" + summary)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        header = f"triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}"
         Path(args.out, "triton_compile.md").write_text(f"# Triton compile check\n\n{header}\n\n{table}\n\n{summary}\n")
     return 1 if failures else 0
 

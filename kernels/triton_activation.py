@@ -17,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import NUM_WARPS, count_top, reduce_tiles, spatial_extrema
+from . import triton_common
+from .triton_common import count_top, reduce_tiles, spatial_extrema
 
 # Kept across calls: completion counters per (device, stream), zeroed once and reset to 0 by
 # the kernel itself; tau per device as a float64 scalar (exact, and a runtime value, so a new
@@ -105,4 +106,4 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
         _done_counter(acts.device, b), z if tau is None else _tau_scalar(acts.device, float(tau)),
         c, h * w, w, s_b, s_c, s_y, s_x, min(topk or 0, c),
         HAS_EXCLUDED=excluded is not None, MASS=tau is not None,
-        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=NUM_WARPS)
+        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=triton_common.TILES.num_warps)

@@ -7,14 +7,51 @@ walked as a flat index p = y * W + x; the division happens once per position til
 element, so NCHW, channels_last and strided views (sampled grids) need no copy.
 """
 
+import contextlib
+import dataclasses
+
 import triton
 import triton.language as tl
 
-# Elements of one (channels x positions) tile of a reduction program.
-REDUCE_TILE = 4096
-# Warps per program: 16 tile elements per thread keeps registers near 64-110 (sm_90, ptxas),
-# so several programs share an SM and enough loads are in flight.
-NUM_WARPS = 8
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+    """Tile sizes and warps of every launch, read when a kernel is launched.
+
+    The defaults are not yet tuned on a GPU: 16 reduction elements per thread kept registers
+    near 64-110 on sm_90 under Triton 3.9 (``bench/triton_compile_check.py``). ``bench_gpu.py
+    --sweep`` times alternatives; :func:`override_tiles` sets them. Counts never depend on them.
+    """
+
+    num_warps: int = 8
+    reduce_tile: int = 4096  # elements of a (channels x positions) reduction tile
+    score_tile: int = 8192  # elements of a (targets x sources) score block
+    product_tile: int = 8192  # elements of a kxk (positions x taps x targets) product without tl.dot
+    dot_positions: int = 64  # positions per tl.dot tile (16 at the least)
+    dot_targets: int = 64  # targets per tl.dot tile, at the most (16 at the least)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            least = 16 if field.name.startswith("dot_") else 1
+            if not isinstance(value, int) or value < least or value & (value - 1):
+                raise ValueError(f"Tiles.{field.name} must be a power of two >= {least}, got {value!r}")
+
+
+TILES = Tiles()
+
+
+@contextlib.contextmanager
+def override_tiles(**changes):
+    """Launch with other tile sizes inside the block (benchmarks and tests), e.g.
+    ``with override_tiles(num_warps=4, score_tile=4096): ...``."""
+    global TILES
+    previous = TILES
+    TILES = dataclasses.replace(previous, **changes)
+    try:
+        yield TILES
+    finally:
+        TILES = previous
 
 
 @triton.jit
@@ -54,8 +91,9 @@ def reduce_tiles(n_c: int, n_pos: int, channels_contiguous: bool) -> tuple[int, 
     """(BLOCK_C, BLOCK_P) for spatial_extrema: long runs along the contiguous axis, so that
     loads coalesce in NCHW (positions contiguous) and channels_last (channels contiguous)."""
     n_c2, n_pos2 = triton.next_power_of_2(max(1, n_c)), triton.next_power_of_2(max(1, n_pos))
+    tile = TILES.reduce_tile
     if channels_contiguous:
-        block_c = min(n_c2, 128)
-        return block_c, max(1, min(n_pos2, REDUCE_TILE // block_c))
-    block_p = min(n_pos2, 1024)
-    return max(1, min(n_c2, REDUCE_TILE // block_p)), block_p
+        block_c = min(n_c2, 128, tile)
+        return block_c, max(1, min(n_pos2, tile // block_c))
+    block_p = min(n_pos2, 1024, tile)
+    return max(1, min(n_c2, tile // block_p)), block_p

@@ -22,11 +22,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .triton_common import NUM_WARPS, count_top, reduce_tiles, spatial_extrema
-
-# Elements of a program's (targets x sources) score block, and of its product tile.
-_SCORE_TILE = 8192
-_PRODUCT_TILE = 8192
+from . import triton_common
+from .triton_common import count_top, reduce_tiles, spatial_extrema
 
 
 # Sizes are left unspecialised (fewer compiled variants per network); strides are not, so loads vectorise.
@@ -158,6 +155,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
     n_take = min(k, cin_g)
     labels = labels.contiguous()
     n_s = triton.next_power_of_2(cin_g)
+    tiles = triton_common.TILES
 
     if kh == 1 and kw == 1:
         r0, n_rows = _in_bounds(n_h, step_h, top, h)
@@ -168,25 +166,25 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         ext = torch.empty((b, 2, c_in), dtype=torch.float32, device=x.device)
         _extrema_kernel[(triton.cdiv(c_in, block_c), b)](
             view, ext, c_in, n_rows * n_cols, max(1, n_cols), s_b, s_c, s_y, s_x,
-            PAD_SAMPLED=n_rows < n_h or n_cols < n_w, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=NUM_WARPS)
-        block_j = max(1, min(triton.next_power_of_2(c_out), _SCORE_TILE // n_s))
+            PAD_SAMPLED=n_rows < n_h or n_cols < n_w, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=tiles.num_warps)
+        block_j = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // n_s))
         _pointwise_kernel[(triton.cdiv(c_out, block_j), b)](
             ext, weight, labels, counts, c_in, c_out, cin_g, cout_g, weight.stride(0), weight.stride(1),
-            n_take, BLOCK_J=block_j, BLOCK_S=n_s, num_warps=NUM_WARPS)
+            n_take, BLOCK_J=block_j, BLOCK_S=n_s, num_warps=tiles.num_warps)
         return
 
     n_pos = n_h * n_w
     block_k = max(16, triton.next_power_of_2(kh * kw))
     use_dot = cout_g > 8
     if use_dot:
-        block_j = max(16, min(64, triton.next_power_of_2(cout_g), _SCORE_TILE // n_s))
-        block_p = max(16, min(64, triton.next_power_of_2(n_pos)))
+        block_j = max(16, min(tiles.dot_targets, triton.next_power_of_2(cout_g), tiles.score_tile // n_s))
+        block_p = max(16, min(tiles.dot_positions, triton.next_power_of_2(n_pos)))
     else:
         block_j = triton.next_power_of_2(cout_g)
-        block_p = max(1, min(triton.next_power_of_2(n_pos), _PRODUCT_TILE // (block_k * block_j)))
+        block_p = max(1, min(triton.next_power_of_2(n_pos), tiles.product_tile // (block_k * block_j)))
     dot_dtype, split_w = _dot_operands(x, weight)
     _conv_kernel[(g * triton.cdiv(cout_g, block_j), b)](
         x, weight, labels, counts, c_out, cin_g, cout_g, h, w, n_pos, n_w, *x.stride(),
         step_h, step_w, top, left, *conv.dilation, *weight.stride(), kw, kh * kw, n_take,
         DOT_DTYPE=dot_dtype, SPLIT_W=split_w, USE_DOT=use_dot, BLOCK_P=block_p, BLOCK_K=block_k,
-        BLOCK_J=block_j, BLOCK_S=n_s, num_warps=NUM_WARPS)
+        BLOCK_J=block_j, BLOCK_S=n_s, num_warps=tiles.num_warps)

@@ -116,6 +116,46 @@ def test_activation_strided_view(triton_backend):
         _check_activation(triton_backend, [(acts.to(DEVICE), labels.to(DEVICE))], rule)
 
 
+# Tile sizes change how work is split between programs, never the counts.
+OTHER_TILES = [dict(num_warps=4, reduce_tile=64), dict(reduce_tile=16, score_tile=64, product_tile=256),
+               dict(score_tile=512, dot_positions=16, dot_targets=16)]
+
+
+@pytest.mark.parametrize("tiles", OTHER_TILES, ids=lambda t: ",".join(f"{k}={v}" for k, v in t.items()))
+def test_other_tile_sizes_give_the_same_counts(triton_backend, tiles):
+    from summit_fast.kernels.triton_common import override_tiles
+
+    g = torch.Generator().manual_seed(9)
+    with override_tiles(**tiles):
+        for channels_last in (False, True):
+            batches = [(_layout(torch.randn(2, 37, 5, 7, generator=g), channels_last).to(DEVICE),
+                        torch.randint(0, K, (2,), generator=g).to(DEVICE))]
+            for rule in (mass(0.01), topk(3)):
+                _check_activation(triton_backend, batches, rule)
+        labels = torch.randint(0, K, (2,), generator=g).to(DEVICE)
+        for c_in, c_out, kernel, groups in ((12, 40, 1, 1), (6, 40, 3, 1), (8, 8, 3, 8)):
+            x = torch.randn(2, c_in, 7, 6, generator=g).to(DEVICE)
+            weight = torch.randn(c_out, c_in // groups, kernel, kernel, generator=g).to(DEVICE)
+            conv = ConvSpec(pad=(kernel // 2,) * 4, groups=groups)
+            _check_influence(triton_backend, x, weight, conv, labels, 3, 1)
+
+
+def test_tiles_are_checked():
+    from summit_fast.kernels.triton_common import TILES, override_tiles
+
+    with pytest.raises(ValueError, match="Tiles.dot_positions must be a power of two >= 16, got 8"):
+        with override_tiles(dot_positions=8):
+            pass
+    with pytest.raises(ValueError, match="Tiles.score_tile must be a power of two"):
+        with override_tiles(score_tile=3000):
+            pass
+    with override_tiles(num_warps=4) as tiles:
+        assert tiles.num_warps == 4
+    from summit_fast.kernels import triton_common
+
+    assert triton_common.TILES == TILES  # restored
+
+
 # ------------------------------------------------------------------------------ influence (SPEC.md B)
 # (batch, C_in, C_out, H, W, (kh, kw), ConvSpec, k, spatial_stride)
 INFLUENCE_CASES = [
