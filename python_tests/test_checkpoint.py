@@ -82,6 +82,9 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     with pytest.raises(CheckpointMismatch, match="different layers"):
         summit_fast.aggregate(net(), batches(), backend="torch", progress=False, checkpoint_dir=tmp_path,
                               layers=["mix1"])
+    with pytest.raises(CheckpointMismatch, match="different parameters"):  # counts of another precision
+        summit_fast.aggregate(net(), batches(), backend="torch", progress=False, checkpoint_dir=tmp_path,
+                              amp_dtype=torch.bfloat16)
 
 
 def test_resume_refuses_a_different_dataset_length(tmp_path):

@@ -58,3 +58,26 @@ def test_info_reports_the_count_state_of_a_model():
     narrow = run_cli("info", "--model", "inception_v1", "--classes", "1000", "--count-dtype", "int16")
     influence = [float(re.search(r"influence ([0-9.]+)", o.stdout).group(1)) for o in (out, narrow)]
     assert abs(influence[1] - influence[0] / 2) < 0.01 and influence[1] > 1
+
+
+def test_run_with_autocast_and_channels_last(tmp_path):
+    """``run --amp bf16 --channels-last`` (the GPU throughput settings) on a small image folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "images" / cls / f"{i}.png")
+    out = run_cli("run", "--model", "mobilenet_v2", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "out"),
+                  "--amp", "bf16", "--channels-last", "--examples", "0", "--workers", "0", "--embedding", "pca",
+                  "--no-progress")
+    assert out.returncode == 0, out.stderr
+    result = summit_fast.SummitResult.load(tmp_path / "out" / "result")
+    assert result.params["amp_dtype"] == "bfloat16"
+    assert result.num_images == 4 and result.class_names == ["cat", "dog"]
+    assert all(int(result.activation[l].sum()) > 0 for l in result.layers)
+    bad = run_cli("run", "--model", "mobilenet_v2", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "x"),
+                  "--amp", "fp8")
+    assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr

@@ -69,3 +69,9 @@ def test_channels_last_and_autocast_run():
     assert cl == plain
     bf16 = summit_fast.aggregate(model, batches, progress=False, backend="torch", amp_dtype=torch.bfloat16)
     assert bf16.num_images == 4 and int(bf16.activation["block3"].sum()) > 0
+    # The result says its forward ran in bf16; runs without autocast keep their parameters.
+    assert bf16.params["amp_dtype"] == "bfloat16" and "amp_dtype" not in plain.params
+    with pytest.raises(ValueError, match="different parameters"):
+        bf16 + plain
+    with pytest.raises(ValueError, match="amp_dtype must be None, torch.bfloat16 or torch.float16, got torch.int8"):
+        summit_fast.aggregate(model, batches, progress=False, backend="torch", amp_dtype=torch.int8)

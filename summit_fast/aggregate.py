@@ -28,6 +28,8 @@ from .result import SummitResult, check_count_capacity, count_dtype_params
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
+# Autocast types of the forward pass, with their names in ``params``.
+AMP_DTYPES = {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # Parameters found on the first batch rather than given (see Aggregator._setup).
 _DERIVED_PARAMS = ("predictions", "num_classes")
 
@@ -104,7 +106,9 @@ class Aggregator:
         label_source: ``"target"`` (the given labels) or ``"prediction"`` (the model's argmax).
         backend: ``"auto"``, ``"torch"``, ``"cpu"`` or ``"triton"``.
         device: where the model runs; default: the device of its parameters.
-        amp_dtype: optional autocast dtype (e.g. ``torch.bfloat16``) for the forward pass.
+        amp_dtype: optional autocast dtype for the forward pass, ``torch.bfloat16`` or
+            ``torch.float16`` (GPU throughput); the counts are then those of the half-precision
+            forward, and ``params["amp_dtype"]`` records it.
         channels_last: run model and images in channels_last memory format (converts the model).
         edges: explicit conv edges (see :func:`summit_fast.discovery.graph_from_edges`) for models
             discovery cannot follow.
@@ -148,6 +152,10 @@ class Aggregator:
                        "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()},
                        "examples": examples, "classes": None if classes is None else [int(c) for c in classes]}
         self.params = count_dtype_params(self.params, count_dtype)
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+        if amp_dtype is not None:  # recorded only when set: runs without autocast keep their parameters
+            self.params["amp_dtype"] = AMP_DTYPES[amp_dtype]
         if classes is not None and (len(set(self.params["classes"])) != len(classes) or min(classes, default=0) < 0):
             raise ValueError(f"classes must be distinct non-negative class indices, got {list(classes)!r}")
         self.amp_dtype, self.channels_last = amp_dtype, channels_last

@@ -7,9 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from .result import COUNT_DTYPES
 
 MODELS = ("inception_v1", "mobilenet_v2", "resnet18", "resnet50", "vgg16")
+AMP_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def register(subparsers) -> None:
@@ -26,6 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--backend", default="auto", help="torch, cpu, triton or auto (default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--amp", choices=tuple(AMP_CHOICES), default=None,
+                   help="autocast the forward pass to this type (GPU throughput; the counts are those of "
+                        "the half-precision forward, recorded in the result's params)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the model in channels_last memory format (faster convs on GPUs)")
     p.add_argument("--examples", type=int, default=10, help="dataset examples per channel (default 10; 0: none)")
     p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto")
     p.add_argument("--checkpoint-every", type=int, default=100, help="batches between checkpoints (default 100)")
@@ -47,7 +55,6 @@ def load_model(name: str, weights: Path | None, tf_padding: bool = False):
 
 
 def run(args) -> int:
-    import torch
     from torch.utils.data import DataLoader
 
     from .aggregate import aggregate
@@ -67,7 +74,8 @@ def run(args) -> int:
     names = [dataset.classes[c] for c in classes] if classes else None
     started = time.perf_counter()
     result = aggregate(model, loader, backend=args.backend, device=device, examples=args.examples, classes=classes,
-                       count_dtype=args.count_dtype,
+                       count_dtype=args.count_dtype, amp_dtype=AMP_CHOICES.get(args.amp),
+                       channels_last=args.channels_last,
                        class_names=names, label_source="target" if classes else "prediction",
                        progress=not args.no_progress,
                        checkpoint_dir=args.out / "checkpoints", checkpoint_every=args.checkpoint_every)
