@@ -10,8 +10,8 @@ launch into a compile-only warm-up. It then drives the Triton backend on tiny CP
 - the op variants that aggregate's defaults do not reach: the top-k rule, excluded channels,
   fp16 and bf16 weights, a conv with few targets per group.
 
-Per compiled variant it records registers, spilled bytes (local memory), shared memory and
-compile seconds (from an empty Triton cache, unless ``--cache-dir`` names one). This catches
+Per compiled variant it records registers, spilled bytes (local memory), shared memory, its
+global load instructions (vectorised or not) and compile seconds (from an empty Triton cache, unless ``--cache-dir`` names one). This catches
 what the interpreter tests cannot -- the compiled path's type and shape rules (``tl.dot``
 operands, layouts), register spills -- before a device session spends its minutes on them.
 Exit status 1 if any case failed to compile.
@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 # The kernels must be compiled, not interpreted: decide before triton is imported.
@@ -95,7 +97,8 @@ class Variants:
                           and v.dtype.is_floating_point})
         self.rows[key] = {"kernel": fn.fn.__name__, "variant": " ".join(constexprs), "float args": ",".join(tensors),
                           "warps": kernel.metadata.num_warps, "shared B": kernel.metadata.shared,
-                          **resource_usage(kernel.asm["cubin"]), "compile s": round(seconds, 2),
+                          **resource_usage(kernel.asm["cubin"]), "global loads": global_loads(kernel.asm["ptx"]),
+                          "compile s": round(seconds, 2),
                           "first case": self.case}
 
 
@@ -119,6 +122,13 @@ def resource_usage(cubin: bytes) -> dict:
     return {"regs": int(fields.get("REG", -1)), "local B": int(fields.get("LOCAL", -1))}
 
 
+def global_loads(ptx: str) -> str:
+    """The kernel's global load instructions by kind, e.g. "4 v4.b32, 2 b64": v4.b32 moves 128
+    bits per thread (vectorised), b16/b32 one element (scalar)."""
+    kinds = Counter(re.findall(r"ld\.global((?:\.cg)?(?:\.v\d)?\.b\d+)", ptx))
+    return ", ".join(f"{n} {kind.lstrip('.')}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
 def op_cases(quick: bool):
     """(name, thunk) for the op variants: both rules, excluded channels, each input and weight
     type, layouts, 1x1 (plain and padded-sampled), kxk with and without tl.dot."""
@@ -129,8 +139,8 @@ def op_cases(quick: bool):
     labels = torch.zeros(2, dtype=torch.int64)
 
     def activation(dtype, channels_last, **rule):
-        c = 96
-        x = torch.randn(2, c, size, size).to(dtype)
+        c = 96  # 14 x 14, as InceptionV1's mixed4 layers: vectorised loads in both layouts
+        x = torch.randn(2, c, 14, 14).to(dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         excluded = rule.pop("excluded", None)

@@ -56,16 +56,28 @@ def override_tiles(**changes):
 
 @triton.jit
 def spatial_extrema(base, offs_c, mask_c, s_c, n_pos, n_w, s_y, s_x,
-                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, WITH_MIN: tl.constexpr):
+                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, WITH_MIN: tl.constexpr, FLAT_POS: tl.constexpr):
     """Max (and, if WITH_MIN, min) in float32 over the n_pos positions (rows of n_w) of the
-    channels offs_c, starting at ``base``. Empty grids give -inf / +inf."""
+    channels offs_c, starting at ``base``. Empty grids give -inf / +inf.
+
+    FLAT_POS > 0 (see :func:`flat_positions`): channel c's positions are the FLAT_POS elements
+    from c * FLAT_POS. With that size known at compile time, the compiler sees contiguous,
+    aligned runs and vectorises the loads; the runtime sizes and strides are then unused."""
     run_max = tl.full([BLOCK_C, BLOCK_P], float("-inf"), tl.float32)
     run_min = tl.full([BLOCK_C, BLOCK_P], float("inf"), tl.float32)
-    rows = base + offs_c[:, None] * s_c
-    for p0 in range(0, n_pos, BLOCK_P):
+    if FLAT_POS > 0:
+        rows = base + offs_c[:, None] * FLAT_POS
+        n = FLAT_POS
+    else:
+        rows = base + offs_c[:, None] * s_c
+        n = n_pos
+    for p0 in range(0, n, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
-        off_p = (p // n_w) * s_y + (p % n_w) * s_x
-        mask = mask_c[:, None] & (p < n_pos)[None, :]
+        if FLAT_POS > 0:
+            off_p = p
+        else:
+            off_p = (p // n_w) * s_y + (p % n_w) * s_x
+        mask = mask_c[:, None] & (p < n)[None, :]
         v = tl.load(rows + off_p[None, :], mask=mask, other=float("-inf")).to(tl.float32)
         # Elementwise running extrema; the cross-thread reduction happens once, after the loop.
         run_max = tl.maximum(run_max, v)
@@ -85,6 +97,14 @@ def count_top(scores, mask_rows, offs_s, n_valid, n_take, row_ptrs):
         pick = tl.min(tl.where(avail & (scores == best[:, None]), offs_s[None, :], n_valid), axis=1)
         tl.atomic_add(row_ptrs + pick, 1, mask=mask_rows & (pick < n_valid), sem="relaxed")
         avail = avail & (offs_s[None, :] != pick[:, None])
+
+
+def flat_positions(n_h: int, n_w: int, s_c: int, s_y: int, s_x: int) -> int:
+    """n_h * n_w if each channel's positions are one contiguous run starting at c * n_h * n_w
+    (a contiguous NCHW image, or such a view), else 0: spatial_extrema's FLAT_POS."""
+    n_pos = n_h * n_w
+    rows_adjacent = n_h == 1 or s_y == n_w
+    return n_pos if n_pos > 1 and s_x == 1 and rows_adjacent and s_c == n_pos else 0
 
 
 def reduce_tiles(n_c: int, n_pos: int, channels_contiguous: bool) -> tuple[int, int]:
