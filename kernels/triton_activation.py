@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from . import triton_common
-from .triton_common import count_top, flat_positions, reduce_tiles, spatial_extrema
+from .triton_common import aligned, alignment, count_top, flat_positions, reduce_tiles, spatial_extrema
 
 # Kept across calls: completion counters per (device, stream), zeroed once and reset to 0 by
 # the kernel itself; tau per device as a float64 scalar (exact, and a runtime value, so a new
@@ -34,13 +34,15 @@ def _mass_key(q, idx):
     return (q.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (2147483647 - idx).to(tl.int64)
 
 
-# Sizes are left unspecialised (fewer compiled variants per network), except C: with C known to be
-# a multiple of 16, channels_last loads vectorise. Strides are specialised too.
-@triton.jit(do_not_specialize=["n_pos", "n_w", "n_top"])
+# Sizes are left unspecialised (fewer compiled variants per network); the strides, and ALIGN (see
+# triton_common.aligned), are not, so that loads vectorise.
+@triton.jit(do_not_specialize=["C", "n_pos", "n_w", "n_top"])
 def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_ptr, tau_ptr,
                        C, n_pos, n_w, s_b, s_c, s_y, s_x, n_top,
                        HAS_EXCLUDED: tl.constexpr, MASS: tl.constexpr, FLAT_POS: tl.constexpr,
-                       BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_ALL: tl.constexpr):
+                       ALIGN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                       BLOCK_ALL: tl.constexpr):
+    C, s_b, s_y, s_x = aligned(C, ALIGN), aligned(s_b, ALIGN), aligned(s_y, ALIGN), aligned(s_x, ALIGN)
     pid_c = tl.program_id(0)
     b = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -107,4 +109,5 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
         _done_counter(acts.device, b), z if tau is None else _tau_scalar(acts.device, float(tau)),
         c, h * w, w, s_b, s_c, s_y, s_x, min(topk or 0, c),
         HAS_EXCLUDED=excluded is not None, MASS=tau is not None, FLAT_POS=flat_positions(h, w, s_c, s_y, s_x),
+        ALIGN=alignment(c, s_b, s_y, s_x),
         BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=triton_common.TILES.num_warps)

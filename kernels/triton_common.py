@@ -9,6 +9,7 @@ element, so NCHW, channels_last and strided views (sampled grids) need no copy.
 
 import contextlib
 import dataclasses
+import math
 
 import triton
 import triton.language as tl
@@ -52,6 +53,18 @@ def override_tiles(**changes):
         yield TILES
     finally:
         TILES = previous
+
+
+@triton.jit
+def aligned(n, ALIGN: tl.constexpr):
+    """``n`` itself, known to the compiler as a multiple of ALIGN (which divides n): masks such
+    as ``offs < n`` then stay constant over ALIGN lanes, and loads under them can be vectors."""
+    return (n // ALIGN) * ALIGN
+
+
+def alignment(*values: int) -> int:
+    """The ALIGN of :func:`aligned` for ``values``: the largest power of two up to 16 dividing all."""
+    return math.gcd(16, *values)
 
 
 @triton.jit

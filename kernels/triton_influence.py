@@ -23,15 +23,16 @@ import triton
 import triton.language as tl
 
 from . import triton_common
-from .triton_common import count_top, flat_positions, reduce_tiles, spatial_extrema
+from .triton_common import aligned, alignment, count_top, flat_positions, reduce_tiles, spatial_extrema
 
 
-# Sizes are left unspecialised (fewer compiled variants per network), except C: with C known to be
-# a multiple of 16, channels_last loads vectorise. Strides are specialised too.
-@triton.jit(do_not_specialize=["n_pos", "n_w"])
-def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x,
-                    PAD_SAMPLED: tl.constexpr, FLAT_POS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+# Sizes are left unspecialised (fewer compiled variants per network); the strides, and ALIGN (see
+# triton_common.aligned), are not, so that loads vectorise.
+@triton.jit(do_not_specialize=["C", "n_pos", "n_w"])
+def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x, PAD_SAMPLED: tl.constexpr,
+                    FLAT_POS: tl.constexpr, ALIGN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """ext[b, 0, c] = max, ext[b, 1, c] = min of x[b, c] over the in-bounds sampled positions."""
+    C, s_b, s_y, s_x = aligned(C, ALIGN), aligned(s_b, ALIGN), aligned(s_y, ALIGN), aligned(s_x, ALIGN)
     pid_c = tl.program_id(0)
     b = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -168,6 +169,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         _extrema_kernel[(triton.cdiv(c_in, block_c), b)](
             view, ext, c_in, n_rows * n_cols, max(1, n_cols), s_b, s_c, s_y, s_x,
             PAD_SAMPLED=n_rows < n_h or n_cols < n_w, FLAT_POS=flat_positions(n_rows, n_cols, s_c, s_y, s_x),
+            ALIGN=alignment(c_in, s_b, s_y, s_x),
             BLOCK_C=block_c, BLOCK_P=block_p, num_warps=tiles.num_warps)
         block_j = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // n_s))
         _pointwise_kernel[(triton.cdiv(c_out, block_j), b)](
