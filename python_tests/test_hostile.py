@@ -70,3 +70,39 @@ def test_non_finite_activations_are_refused_before_counting(value):
     assert all(torch.equal(v, before[k]) for k, v in aggregator.result.tensors().items())
     aggregator.update(images, labels)  # the aggregator is still usable
     assert aggregator.images_counted == 6
+
+
+def test_finite_float64_activations_beyond_float32_range_are_accepted():
+    model = net().double()
+    images, labels = torch.randn(2, 3, 9, 9, dtype=torch.float64), torch.tensor([0, 1])
+    handle = model.mix1.register_forward_hook(lambda module, inputs, output: output * 1e300)
+    result = summit_fast.aggregate(model, [(images, labels)], backend="torch", progress=False)  # no FloatingPointError
+    handle.remove()
+    assert result.num_images == 2
+
+
+def test_aggregate_checks_label_values_once_per_batch_not_per_op(monkeypatch):
+    """On a GPU each pass over the labels is a host synchronisation: aggregate checks them once
+    per batch and tells the ops so, which then skip their own pass."""
+    import summit_fast.backends.base as base
+
+    value_checks = []
+    original = base.check_labels
+
+    def counting(labels, batch, num_classes, what="labels", values=True):
+        value_checks.append(values)
+        return original(labels, batch, num_classes, what, values)
+
+    monkeypatch.setattr(base, "check_labels", counting)
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(3, 3, 9, 9, generator=g), torch.randint(0, 5, (3,), generator=g)) for _ in range(2)]
+    for count_dtype in ("int32", "int16"):
+        value_checks.clear()
+        result = summit_fast.aggregate(net(), batches, backend="torch", progress=False, count_dtype=count_dtype)
+        ops = 2 * (len(result.layers) + len(result.edges))
+        assert len(value_checks) == ops and not any(value_checks)
+    # Called directly, the ops still check every label value.
+    counts = torch.zeros(5, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match="class index 7 is out of range"):
+        summit_fast.get_backend("torch").activation_update(torch.randn(2, 4, 3, 3), torch.tensor([1, 7]), counts,
+                                                          summit_fast.mass(0.5))

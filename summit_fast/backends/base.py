@@ -100,7 +100,8 @@ class Backend:
 
     def activation_update(self, acts: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
                           rule: SelectionRule, excluded: torch.Tensor | None = None,
-                          maxima: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                          maxima: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                          labels_checked: bool = False) -> None:
         """Add one batch to the activation counts (SPEC.md A).
 
         acts: (B, C, H, W) float tensor, any memory layout. labels: (B,) integer class indices.
@@ -109,11 +110,14 @@ class Backend:
         (values, positions), (B, C) float32 and int64, contiguous (see :func:`empty_maxima`),
         filled with what :func:`summit_fast.examples.channel_max_positions` returns: each
         channel's max (excluded channels too) and the flat position h * W + w of its first occurrence.
+        labels_checked: the caller has checked every label against the rows of ``counts``
+        (aggregate does, once per batch); the pass over the labels, a host synchronisation on a
+        GPU, is then skipped.
         """
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
         _check_counts(counts, (counts.shape[0] if counts.dim() == 2 else -1, c), acts.device)
-        check_labels(labels, b, counts.shape[0], values=not self.checks_label_values)
+        check_labels(labels, b, counts.shape[0], values=not (self.checks_label_values or labels_checked))
         if excluded is not None and (excluded.dtype != torch.bool or tuple(excluded.shape) != (c,)):
             raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
         if maxima is not None:
@@ -127,16 +131,18 @@ class Backend:
         else:
             def update(rows, into):
                 self._activation_update_maxima(acts, rows, into, rule, excluded, maxima)
-        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes, update)
+        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes, update, labels_checked)
 
     def influence_update(self, x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, labels: torch.Tensor,
-                         counts: torch.Tensor, k: int = 5, spatial_stride: int = 1) -> None:
+                         counts: torch.Tensor, k: int = 5, spatial_stride: int = 1, *,
+                         labels_checked: bool = False) -> None:
         """Add one batch to a conv edge's influence counts (SPEC.md B).
 
         x: the conv's input (B, C_in, H, W). weight: (C_out, C_in/groups, kh, kw).
         counts: (K, C_out, C_in/groups) int32 or int16, updated in place; entry [k, j, s] is source
         channel ``group(j) * C_in/groups + s`` (for groups=1 simply input channel s), so grouped
-        and depthwise convs store only the sources a target can have.
+        and depthwise convs store only the sources a target can have. labels_checked: as for
+        :meth:`activation_update`.
         """
         _check_float4d(x, "conv input")
         _check_float4d(weight, "conv weight")
@@ -151,22 +157,25 @@ class Backend:
         if weight.device != x.device:
             raise ValueError(f"conv weight is on {weight.device} but its input is on {x.device}")
         _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, cin_g), x.device)
-        check_labels(labels, b, counts.shape[0], values=not self.checks_label_values)
+        check_labels(labels, b, counts.shape[0], values=not (self.checks_label_values or labels_checked))
         conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
         if b == 0:
             return
         self._count_in(counts, labels.to(x.device), self.influence_count_dtypes,
-                       lambda rows, into: self._influence_update(x, weight, conv, rows, into, k, spatial_stride))
+                       lambda rows, into: self._influence_update(x, weight, conv, rows, into, k, spatial_stride),
+                       labels_checked)
 
     @staticmethod
-    def _count_in(counts: torch.Tensor, labels: torch.Tensor, native_dtypes: tuple, update) -> None:
+    def _count_in(counts: torch.Tensor, labels: torch.Tensor, native_dtypes: tuple, update,
+                  labels_checked: bool) -> None:
         """Run ``update(rows, into)`` so that it adds into ``counts``: directly when the kernels
         support the count type (``native_dtypes``), else into an int32 scratch holding only this
         batch's classes, which is then added (exact: a batch adds at most B to any entry)."""
         if counts.dtype in native_dtypes:
             update(labels, counts)
             return
-        check_labels(labels, labels.shape[0], counts.shape[0])  # the kernels see only scratch rows
+        if not labels_checked:  # the kernels see only scratch rows: check against counts here
+            check_labels(labels, labels.shape[0], counts.shape[0])
         classes, rows = torch.unique(labels, return_inverse=True)
         scratch = torch.zeros((classes.numel(), *counts.shape[1:]), dtype=torch.int32, device=counts.device)
         update(rows, scratch)
