@@ -106,3 +106,24 @@ def test_aggregate_checks_label_values_once_per_batch_not_per_op(monkeypatch):
     with pytest.raises(ValueError, match="class index 7 is out of range"):
         summit_fast.get_backend("torch").activation_update(torch.randn(2, 4, 3, 3), torch.tensor([1, 7]), counts,
                                                           summit_fast.mass(0.5))
+
+
+def test_a_batch_reads_few_tensor_values_back_to_the_host(monkeypatch):
+    """Each read of a tensor's value on the host (bool, int, item, ...) waits for a GPU to finish
+    all queued work, so the CPU cannot queue the next kernels meanwhile. A batch makes a handful,
+    however many layers and conv edges the model has (it made 2 per op and 1 per tensor before)."""
+    model = net()
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(3, 3, 9, 9, generator=g), torch.randint(0, 5, (3,), generator=g)) for _ in range(4)]
+    aggregator = summit_fast.Aggregator(model, backend="torch")
+    aggregator.update(*batches[0])  # setup: discovery and allocation happen once
+    reads = []
+    for name in ("__bool__", "__int__", "__float__", "__index__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _original=original, _name=name, **k:
+                            (reads.append(_name), _original(self, *a, **k))[1])
+    for images, labels in batches[1:]:
+        aggregator.update(images, labels)
+    monkeypatch.undo()
+    ops = len(aggregator.result.layers) + len(aggregator.result.edges)
+    assert len(reads) / 3 <= 6 < ops, f"{len(reads) / 3:.1f} host reads per batch: {sorted(set(reads))}"
