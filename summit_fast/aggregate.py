@@ -322,7 +322,8 @@ class Aggregator:
             raise ValueError(f"batch {index}: label {int(labels[rows < 0][0])} is not one of the classes being "
                              f"aggregated (classes={self.params['classes']})")
         self._check_captured(index)
-        images_per_class = result.images_per_class + torch.bincount(rows, minlength=result.num_classes)
+        # index_add, not bincount: bincount sizes its output from the data, a host sync on a GPU.
+        images_per_class = result.images_per_class.index_add(0, rows, torch.ones_like(rows, dtype=result.images_per_class.dtype))
         check_count_capacity(images_per_class, result.count_dtype, result.class_ids, f"batch {index}")
         # Everything is validated: from here on the whole batch is counted.
         self.interrupted = True
