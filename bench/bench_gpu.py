@@ -42,6 +42,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 
 import torch
 
@@ -293,15 +294,16 @@ def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("t
 
     name = "End to end (InceptionV1)"
     if name not in run.sections:
-        run.section(name, ["config", "backend", "work", "images/s"],
-                    f"{n_batches} pre-loaded GPU batches of {batch} x 3x224x224 after one warm-up batch")
+        run.section(name, ["config", "backend", "work", "images/s", "host syncs per batch"],
+                    f"{n_batches} pre-loaded GPU batches of {batch} x 3x224x224 after one warm-up batch; "
+                    "host syncs: CUDA synchronisations of a 2-batch run minus a 1-batch run (torch's sync debug mode)")
     try:
         from summit_fast.models import inception_v1
     except ImportError as exc:
-        run.add(name, ["-", "-", f"skipped: summit_fast.models.inception_v1 unavailable ({exc})", "-"])
+        run.add(name, ["-", "-", f"skipped: summit_fast.models.inception_v1 unavailable ({exc})", "-", "-"])
         return
     if not hasattr(summit_fast, "aggregate"):
-        run.add(name, ["-", "-", "skipped: summit_fast.aggregate unavailable", "-"])
+        run.add(name, ["-", "-", "skipped: summit_fast.aggregate unavailable", "-", "-"])
         return
     accepted = set(inspect.signature(summit_fast.Aggregator).parameters) if hasattr(summit_fast, "Aggregator") else None
     model = inception_v1().cuda().eval()
@@ -315,6 +317,19 @@ def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("t
         fn(batches)
         torch.cuda.synchronize()
         return n_batches * batch / (time.perf_counter() - start)
+
+    def syncs_per_batch(fn) -> int:
+        def syncs(data) -> int:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    fn(data)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+            return sum("synchroniz" in str(w.message) for w in caught)
+
+        return syncs(batches[:2]) - syncs(batches[:1])
 
     for label, amp_dtype, channels_last in configs:
         options = {k: v for k, v in {"amp_dtype": amp_dtype, "channels_last": channels_last}.items()
@@ -330,19 +345,21 @@ def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("t
         if not run.time_left():
             return
         if with_forward:
-            run.add(name, [label, "-", "forward only", images_per_s(forward)])
+            run.add(name, [label, "-", "forward only", images_per_s(forward), syncs_per_batch(forward)])
         for backend in backends:
             for influence in (False, True):
                 if not run.time_left():
                     return
                 work = "+ activation + influence" if influence else "+ activation"
+                def run_aggregate(data, backend=backend, influence=influence):
+                    summit_fast.aggregate(model, data, backend=backend, influence=influence, progress=False, **options)
+
                 try:
-                    ips = images_per_s(lambda data: summit_fast.aggregate(
-                        model, data, backend=backend, influence=influence, progress=False, **options))
+                    ips, syncs = images_per_s(run_aggregate), syncs_per_batch(run_aggregate)
                 except Exception as exc:  # keep going: the other rows still mean something
                     traceback.print_exc()
-                    ips = f"error: {type(exc).__name__}: {exc}"
-                run.add(name, [label, backend, work, ips])
+                    ips, syncs = f"error: {type(exc).__name__}: {exc}", "-"
+                run.add(name, [label, backend, work, ips, syncs])
 
 
 def main() -> None:
