@@ -263,7 +263,7 @@ def bench_tile_sweep(run: Run, batch: int) -> None:
 
             def update(counts, x=x, weight=weight, labels=labels):
                 tri._influence_update(x, weight, conv, labels, counts, INFLUENCE_K, 1)
-        default_us = default_counts = None
+        default_us = default_counts = None  # SWEEP_TILES starts with the defaults
         for tiles in SWEEP_TILES:
             if not set(tiles) <= SWEEP_FIELDS[kind]:
                 continue
@@ -277,10 +277,11 @@ def bench_tile_sweep(run: Run, batch: int) -> None:
             except Exception as exc:  # e.g. a tile too large for shared memory: the other rows still count
                 run.add(name, [label, dname, layout, _tiles_label(tiles), f"error: {type(exc).__name__}", "-", "-"])
                 continue
-            if default_counts is None:
+            if not tiles:
                 default_us, default_counts = us, got
-            run.add(name, [label, dname, layout, _tiles_label(tiles), us, f"{default_us / us:.2f}x",
-                           _diff(got, default_counts)])
+            run.add(name, [label, dname, layout, _tiles_label(tiles), us,
+                           "-" if default_us is None else f"{default_us / us:.2f}x",
+                           "-" if default_counts is None else _diff(got, default_counts)])
         del counts, default_counts
 
 

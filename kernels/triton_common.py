@@ -35,7 +35,7 @@ class Tiles:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             least = 16 if field.name.startswith("dot_") else 1
-            if not isinstance(value, int) or value < least or value & (value - 1):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least or value & (value - 1):
                 raise ValueError(f"Tiles.{field.name} must be a power of two >= {least}, got {value!r}")
 
 

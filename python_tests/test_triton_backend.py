@@ -149,8 +149,14 @@ def test_tiles_are_checked():
     with pytest.raises(ValueError, match="Tiles.score_tile must be a power of two"):
         with override_tiles(score_tile=3000):
             pass
+    with pytest.raises(ValueError, match="Tiles.num_warps must be a power of two >= 1, got True"):
+        with override_tiles(num_warps=True):
+            pass
     with override_tiles(num_warps=4) as tiles:
         assert tiles.num_warps == 4
+    with pytest.raises(KeyError):  # restored when the block fails, too
+        with override_tiles(score_tile=1024):
+            raise KeyError("inside")
     from summit_fast.kernels import triton_common
 
     assert triton_common.TILES == TILES  # restored

@@ -28,6 +28,8 @@ from .result import SummitResult, check_count_capacity, count_dtype_params
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
+# What the captured tensors are, by key prefix (see Aggregator._hooks).
+_CAPTURED = {"layer": "summary layer", "conv": "input of conv"}
 # Autocast types of the forward pass, with their names in ``params``.
 AMP_DTYPES = {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # Parameters found on the first batch rather than given (see Aggregator._setup).
@@ -322,6 +324,7 @@ class Aggregator:
             raise ValueError(f"batch {index}: label {int(labels[rows < 0][0])} is not one of the classes being "
                              f"aggregated (classes={self.params['classes']})")
         self._check_captured(index)
+        _check_count_rows(result, index)
         # index_add, not bincount: bincount sizes its output from the data, a host sync on a GPU.
         images_per_class = result.images_per_class.index_add(0, rows, torch.ones_like(rows, dtype=result.images_per_class.dtype))
         check_count_capacity(images_per_class, result.count_dtype, result.class_ids, f"batch {index}")
@@ -332,7 +335,7 @@ class Aggregator:
             acts = self.captured[f"layer:{layer}"]
             if layer in self.maxima_layers:
                 maxima[layer] = empty_maxima(acts)
-            # rows index the counts by construction (row_of, checked above): no per-op label pass,
+            # rows index the counts (labels and row counts checked above): no per-op label pass,
             # which on a GPU would be a host synchronisation per op.
             self.engine.activation_update(acts, rows, result.activation[layer], self.rule, self.excluded.get(layer),
                                           maxima.get(layer), labels_checked=True)
@@ -365,13 +368,16 @@ class Aggregator:
             result.skip[skip.key].index_add_(0, rows, both.to(result.count_dtype))
 
     def _check_captured(self, index: int) -> None:
-        tensors = {}  # id -> (what, name, tensor); a conv's input is often a summary layer's output
         for key in [f"layer:{l}" for l in self.layers] + [f"conv:{c}" for c in self.convs]:
+            if key not in self.captured:
+                kind, name = key.split(":", 1)
+                raise RuntimeError(f"batch {index}: {_CAPTURED[kind]} {name!r} did not run in the forward pass")
+        # In the order the forward produced them, so that the first non-finite tensor named is
+        # where NaN or Inf appeared; a conv's input is often a summary layer's output: once each.
+        tensors = {}  # id -> (what, name, tensor)
+        for key, t in self.captured.items():
             kind, name = key.split(":", 1)
-            what = "summary layer" if kind == "layer" else "input of conv"
-            t = self.captured.get(key)
-            if t is None:
-                raise RuntimeError(f"batch {index}: {what} {name!r} did not run in the forward pass")
+            what = _CAPTURED[kind]
             if not isinstance(t, torch.Tensor) or t.dim() != 4:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"batch {index}: {what} {name!r} must be a 4-D (B, C, H, W) tensor, got {shape}")
@@ -384,6 +390,16 @@ class Aggregator:
         if extremes and not bool(torch.isfinite(torch.cat(extremes)).all()):
             what, name, _ = next(v for v, e in zip(tensors.values(), extremes) if not bool(torch.isfinite(e).all()))
             raise FloatingPointError(f"batch {index}: NaN or Inf in the {what} {name!r}")
+
+
+def _check_count_rows(result: SummitResult, index: int) -> None:
+    """Every count tensor the ops write must still have one row per class: the ops trust the
+    rows (``labels_checked``), and a result's tensors are the user's to replace."""
+    for kind, tensors in (("activation", result.activation), ("influence", result.influence)):
+        for name, counts in tensors.items():
+            if counts.dim() == 0 or counts.shape[0] != result.num_classes:
+                raise ValueError(f"batch {index}: the {kind} counts of {name!r} have shape {tuple(counts.shape)}, "
+                                 f"not one row per class ({result.num_classes})")
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:

@@ -27,8 +27,8 @@ def check_labels(labels: torch.Tensor, batch: int, num_classes: int, what: str =
         raise ValueError(f"{what} must have shape ({batch},) to match the batch, got {tuple(labels.shape)}")
     if not values or not batch:
         return
-    lowest, highest = torch.aminmax(labels)  # one pass, not two
-    if int(lowest) < 0 or int(highest) >= num_classes:
+    lowest, highest = torch.stack(torch.aminmax(labels)).tolist()  # one pass, one read back
+    if lowest < 0 or highest >= num_classes:
         bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
         raise ValueError(f"{what}: class index {bad} is out of range [0, {num_classes})")
 
@@ -110,9 +110,9 @@ class Backend:
         (values, positions), (B, C) float32 and int64, contiguous (see :func:`empty_maxima`),
         filled with what :func:`summit_fast.examples.channel_max_positions` returns: each
         channel's max (excluded channels too) and the flat position h * W + w of its first occurrence.
-        labels_checked: the caller has checked every label against the rows of ``counts``
-        (aggregate does, once per batch); the pass over the labels, a host synchronisation on a
-        GPU, is then skipped.
+        labels_checked: the caller guarantees that every label indexes a row of ``counts``
+        (aggregate checks each batch's labels once, and the row count of every count tensor);
+        the op's own pass over the labels, a host synchronisation on a GPU, is then skipped.
         """
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
@@ -169,17 +169,20 @@ class Backend:
     def _count_in(counts: torch.Tensor, labels: torch.Tensor, native_dtypes: tuple, update,
                   labels_checked: bool) -> None:
         """Run ``update(rows, into)`` so that it adds into ``counts``: directly when the kernels
-        support the count type (``native_dtypes``), else into an int32 scratch holding only this
-        batch's classes, which is then added (exact: a batch adds at most B to any entry)."""
+        support the count type (``native_dtypes``), else into an int32 scratch with one row per
+        image, whose rows are then added to their labels' rows (exact: each scratch entry is 0 or
+        1). One row per image rather than per distinct class: finding the classes
+        (``torch.unique``) would be a host synchronisation on a GPU, and a shuffled batch holds
+        nearly as many classes as images anyway."""
         if counts.dtype in native_dtypes:
             update(labels, counts)
             return
         if not labels_checked:  # the kernels see only scratch rows: check against counts here
             check_labels(labels, labels.shape[0], counts.shape[0])
-        classes, rows = torch.unique(labels, return_inverse=True)
-        scratch = torch.zeros((classes.numel(), *counts.shape[1:]), dtype=torch.int32, device=counts.device)
-        update(rows, scratch)
-        counts.index_add_(0, classes, scratch.to(counts.dtype))
+        images = torch.arange(labels.shape[0], device=counts.device)
+        scratch = torch.zeros((labels.shape[0], *counts.shape[1:]), dtype=torch.int32, device=counts.device)
+        update(images, scratch)
+        counts.index_add_(0, labels, scratch.to(counts.dtype))
 
     # -- implemented by each backend; arguments are already validated ---------------------
     def _activation_update(self, acts, labels, counts, rule, excluded) -> None:
