@@ -175,3 +175,23 @@ def test_out_of_range_labels_into_int16_counts_are_refused(backend):
     with pytest.raises(ValueError, match=r"class index 3 is out of range \[0, 3\)"):
         engine.activation_update(torch.randn(2, 5, 4, 4), torch.tensor([0, 3]), counts, summit_fast.mass(0.5))
     assert not counts.any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count_dtype", ["int32", "int16"])
+def test_aggregate_refuses_bad_labels_on_every_backend(backend, count_dtype):
+    """The ops trust aggregate's label check (``labels_checked=True``): it must catch every bad
+    label, for a subset of classes too, before anything is counted."""
+    torch.manual_seed(0)
+    aggregator = summit_fast.Aggregator(TinyInception(num_classes=4).eval(), backend=backend,
+                                        count_dtype=count_dtype, classes=[0, 2])
+    images = torch.randn(2, 3, 9, 9)
+    aggregator.update(images, torch.tensor([0, 2]))
+    before = {k: v.clone() for k, v in aggregator.result.tensors().items()}
+    with pytest.raises(ValueError, match=r"label 1 is not one of the classes being aggregated \(classes=\[0, 2\]\)"):
+        aggregator.update(images, torch.tensor([2, 1]))
+    with pytest.raises(ValueError, match=r"class index 4 is out of range \[0, 4\)"):
+        aggregator.update(images, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"class index -1 is out of range \[0, 4\)"):
+        aggregator.update(images, torch.tensor([-1, 0]))
+    assert all(torch.equal(v, before[k]) for k, v in aggregator.result.tensors().items())
