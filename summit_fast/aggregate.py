@@ -236,8 +236,8 @@ class Aggregator:
         with self._model_in_eval(), torch.inference_mode():
             if self._result is None:
                 self._setup(images[:1])
-            if image_ids is None:
-                image_ids = self.images_counted + torch.arange(images.shape[0])
+            if image_ids is None:  # on the device: images_counted would read the count back to the host
+                image_ids = self._result.images_per_class.sum() + torch.arange(images.shape[0], device=self.device)
             handles = self._hooks()
             try:
                 self._process(images, labels, batch_index, image_ids.to(self.device, torch.long))
@@ -449,13 +449,15 @@ def _logits_shape(output) -> tuple | None:
 def _add_predictions(result: SummitResult, output, rows: torch.Tensor, row_of: torch.Tensor) -> None:
     """Confusion counts (predictions of classes outside the result's are left out) and the
     summed top-1 probability per true class."""
+    # Without reading anything back to the host (a synchronisation on a GPU): the probability
+    # test is a device flag, and predictions outside the result's classes add 0.
     scores = _logits(output).float()
-    is_probability = bool((scores >= 0).all()) and torch.allclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-3)
-    probability, predicted = (scores if is_probability else scores.softmax(dim=1)).max(dim=1)
+    is_probability = (scores >= 0).all() & ((scores.sum(1) - 1).abs() <= 1e-3).all()
+    probability, predicted = torch.where(is_probability, scores, scores.softmax(dim=1)).max(dim=1)
     predicted_rows = row_of[predicted]
     known = predicted_rows >= 0
     k = result.num_classes
-    result.confusion.view(-1).index_add_(0, rows[known] * k + predicted_rows[known], torch.ones_like(rows[known]))
+    result.confusion.view(-1).index_add_(0, rows * k + predicted_rows.clamp(min=0), known.to(result.confusion.dtype))
     result.top1_probability.index_add_(0, rows, probability.double())
 
 
