@@ -46,6 +46,33 @@ def test_predictions_recorded_in_the_same_pass(net, batches, result):
         assert (torch.isnan(acc[k]) and n == 0) or acc[k] == confusion[k, k] / n
 
 
+class ProbabilityNet(TinyInception):
+    """Outputs probabilities (a softmax head): recorded as they are, not softmaxed again."""
+
+    def forward(self, x):
+        return super().forward(x).softmax(1)
+
+
+def test_predictions_of_a_probability_model_over_a_subset_of_classes(batches):
+    torch.manual_seed(0)
+    net = ProbabilityNet().eval()
+    classes = [0, 2, 3]
+    kept = [(images[torch.isin(labels, torch.tensor(classes))], labels[torch.isin(labels, torch.tensor(classes))])
+            for images, labels in batches]
+    result = summit_fast.aggregate(net, kept, backend="torch", progress=False, classes=classes)
+    confusion = torch.zeros(3, 3, dtype=torch.int64)
+    probability = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for images, labels in kept:
+            for label, row in zip(labels.tolist(), net(images)):
+                predicted = int(row.argmax())
+                if predicted in classes:  # predictions of other classes are left out
+                    confusion[classes.index(label), classes.index(predicted)] += 1
+                probability[classes.index(label)] += float(row.max())
+    assert torch.equal(result.confusion, confusion)
+    torch.testing.assert_close(result.top1_probability, probability)
+
+
 def test_saved_files_hold_no_pickle(tmp_path, result):
     result.save(tmp_path)
     data = (tmp_path / "counts.safetensors").read_bytes()
