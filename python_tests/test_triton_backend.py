@@ -227,6 +227,32 @@ def test_aggregate_on_triton_equals_torch(net_class):
             assert torch.equal(getattr(got, counts)[name], expected), f"{counts} {name}"
 
 
+@pytest.mark.skipif(not GPU, reason="needs a CUDA GPU: counts CUDA synchronisations")
+def test_aggregate_on_gpu_synchronises_a_few_times_per_batch():
+    """Every host synchronisation stalls the CPU's queueing of kernels: a batch makes a few
+    (label, finite and capacity checks), not one per op (test_hostile.py counts the same on
+    the CPU)."""
+    import warnings
+
+    torch.manual_seed(0)
+    aggregator = summit_fast.Aggregator(TinyInception().eval().to(DEVICE), backend="triton")
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(4, 3, 9, 9, generator=g).to(DEVICE), torch.randint(0, 5, (4,), generator=g).to(DEVICE))
+               for _ in range(3)]
+    aggregator.update(*batches[0])  # setup, compilation
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for images, labels in batches[1:]:
+                aggregator.update(images, labels)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = sum("synchroniz" in str(w.message) for w in caught) / 2
+    ops = len(aggregator.result.layers) + len(aggregator.result.edges)
+    assert syncs <= 5 < ops, f"{syncs} synchronisations per batch"
+
+
 # ------------------------------------------------------------------------------ half precision
 def _dyadic(shape, scale, g):
     """Multiples of 1/scale, at most 64/scale in size: exact in fp16 and bf16, with products and
