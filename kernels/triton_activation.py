@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from . import triton_common
-from .triton_common import aligned, alignment, count_top, flat_positions, reduce_tiles, spatial_extrema
+from .triton_common import aligned, count_top, reduction_args, spatial_extrema
 
 # Kept across calls: completion counters per (device, stream), zeroed once and reset to 0 by
 # the kernel itself; tau per device as a float64 scalar (exact, and a runtime value, so a new
@@ -44,13 +44,12 @@ def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_
                        HAS_EXCLUDED: tl.constexpr, MASS: tl.constexpr, FLAT_POS: tl.constexpr,
                        ALIGN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
                        BLOCK_ALL: tl.constexpr):
-    C, s_b, s_y, s_x = aligned(C, ALIGN), aligned(s_b, ALIGN), aligned(s_y, ALIGN), aligned(s_x, ALIGN)
-    pid_c = tl.program_id(0)
+    C = aligned(C, ALIGN)
     b = tl.program_id(1)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    z, _ = spatial_extrema(x_ptr + b.to(tl.int64) * s_b, offs_c, mask_c, s_c, n_pos, n_w, s_y, s_x,
-                           BLOCK_C, BLOCK_P, False, FLAT_POS)
+    z, _ = spatial_extrema(x_ptr, b, offs_c, mask_c, s_b, s_c, n_pos, n_w, s_y, s_x,
+                           BLOCK_C, BLOCK_P, False, FLAT_POS, ALIGN)
     if HAS_EXCLUDED:
         z = tl.where(tl.load(excluded_ptr + offs_c, mask=mask_c, other=0) != 0, 0.0, z)
     z_row = z_ptr + b.to(tl.int64) * C
@@ -102,14 +101,11 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
     place); counts (K, C) int32, contiguous; excluded an optional (C,) bool mask."""
     if (tau is None) == (topk is None):
         raise ValueError("give exactly one of tau (mass rule) or topk")
-    b, c, h, w = acts.shape
-    s_b, s_c, s_y, s_x = acts.stride()
-    block_c, block_p = reduce_tiles(c, h * w, channels_contiguous=s_c == 1)
+    b, c = acts.shape[:2]
+    reduction = reduction_args(acts)
     z = torch.empty((b, c), dtype=torch.float32, device=acts.device)
-    _activation_kernel[(triton.cdiv(c, block_c), b)](
+    _activation_kernel[(triton.cdiv(c, reduction["BLOCK_C"]), b)](
         acts, labels.contiguous(), counts, z if excluded is None else excluded.contiguous().view(torch.uint8), z,
         _done_counter(acts.device, b), z if tau is None else _tau_scalar(acts.device, float(tau)),
-        c, h * w, w, s_b, s_c, s_y, s_x, min(topk or 0, c),
-        HAS_EXCLUDED=excluded is not None, MASS=tau is not None, FLAT_POS=flat_positions(h, w, s_c, s_y, s_x),
-        ALIGN=alignment(c, s_b, s_y, s_x),
-        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=triton_common.TILES.num_warps)
+        n_top=min(topk or 0, c), HAS_EXCLUDED=excluded is not None, MASS=tau is not None,
+        BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=triton_common.TILES.num_warps, **reduction)

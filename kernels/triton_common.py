@@ -68,14 +68,17 @@ def alignment(*values: int) -> int:
 
 
 @triton.jit
-def spatial_extrema(base, offs_c, mask_c, s_c, n_pos, n_w, s_y, s_x,
-                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, WITH_MIN: tl.constexpr, FLAT_POS: tl.constexpr):
+def spatial_extrema(x_ptr, b, offs_c, mask_c, s_b, s_c, n_pos, n_w, s_y, s_x, BLOCK_C: tl.constexpr,
+                    BLOCK_P: tl.constexpr, WITH_MIN: tl.constexpr, FLAT_POS: tl.constexpr, ALIGN: tl.constexpr):
     """Max (and, if WITH_MIN, min) in float32 over the n_pos positions (rows of n_w) of the
-    channels offs_c, starting at ``base``. Empty grids give -inf / +inf.
+    channels offs_c of image b. Empty grids give -inf / +inf. The sizes, strides and constants
+    are those :func:`reduction_args` gives for the tensor at x_ptr.
 
     FLAT_POS > 0 (see :func:`flat_positions`): channel c's positions are the FLAT_POS elements
     from c * FLAT_POS. With that size known at compile time, the compiler sees contiguous,
     aligned runs and vectorises the loads; the runtime sizes and strides are then unused."""
+    s_b, s_y, s_x = aligned(s_b, ALIGN), aligned(s_y, ALIGN), aligned(s_x, ALIGN)
+    base = x_ptr + b.to(tl.int64) * s_b
     run_max = tl.full([BLOCK_C, BLOCK_P], float("-inf"), tl.float32)
     run_min = tl.full([BLOCK_C, BLOCK_P], float("inf"), tl.float32)
     if FLAT_POS > 0:
@@ -118,6 +121,17 @@ def flat_positions(n_h: int, n_w: int, s_c: int, s_y: int, s_x: int) -> int:
     n_pos = n_h * n_w
     rows_adjacent = n_h == 1 or s_y == n_w
     return n_pos if n_pos > 1 and s_x == 1 and rows_adjacent and s_c == n_pos else 0
+
+
+def reduction_args(x) -> dict:
+    """Keyword arguments of a kernel that reduces x (B, C, H, W), in any strides, with
+    spatial_extrema: C, n_pos, n_w, the strides, and the constants BLOCK_C, BLOCK_P, FLAT_POS and
+    ALIGN. Its grid is (cdiv(C, BLOCK_C), B)."""
+    _, c, h, w = x.shape
+    s_b, s_c, s_y, s_x = x.stride()
+    block_c, block_p = reduce_tiles(c, h * w, channels_contiguous=s_c == 1)
+    return dict(C=c, n_pos=h * w, n_w=max(1, w), s_b=s_b, s_c=s_c, s_y=s_y, s_x=s_x, BLOCK_C=block_c,
+                BLOCK_P=block_p, FLAT_POS=flat_positions(h, w, s_c, s_y, s_x), ALIGN=alignment(c, s_b, s_y, s_x))
 
 
 def reduce_tiles(n_c: int, n_pos: int, channels_contiguous: bool) -> tuple[int, int]:

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from . import triton_common
-from .triton_common import aligned, alignment, count_top, flat_positions, reduce_tiles, spatial_extrema
+from .triton_common import aligned, count_top, reduction_args, spatial_extrema
 
 
 # Sizes are left unspecialised (fewer compiled variants per network), but FLAT_POS (a contiguous
@@ -34,13 +34,12 @@ from .triton_common import aligned, alignment, count_top, flat_positions, reduce
 def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x, PAD_SAMPLED: tl.constexpr,
                     FLAT_POS: tl.constexpr, ALIGN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """ext[b, 0, c] = max, ext[b, 1, c] = min of x[b, c] over the in-bounds sampled positions."""
-    C, s_b, s_y, s_x = aligned(C, ALIGN), aligned(s_b, ALIGN), aligned(s_y, ALIGN), aligned(s_x, ALIGN)
-    pid_c = tl.program_id(0)
+    C = aligned(C, ALIGN)
     b = tl.program_id(1)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    hi, lo = spatial_extrema(x_ptr + b.to(tl.int64) * s_b, offs_c, mask_c, s_c, n_pos, n_w, s_y, s_x,
-                             BLOCK_C, BLOCK_P, True, FLAT_POS)
+    hi, lo = spatial_extrema(x_ptr, b, offs_c, mask_c, s_b, s_c, n_pos, n_w, s_y, s_x,
+                             BLOCK_C, BLOCK_P, True, FLAT_POS, ALIGN)
     if PAD_SAMPLED:  # some sampled position lies in the zero padding: it contributes 0
         hi = tl.maximum(hi, 0.0)
         lo = tl.minimum(lo, 0.0)
@@ -165,14 +164,10 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         r0, n_rows = _in_bounds(n_h, step_h, top, h)
         c0, n_cols = _in_bounds(n_w, step_w, left, w)
         view = x[:, :, r0::step_h, c0::step_w][:, :, :n_rows, :n_cols]  # the in-bounds sampled grid
-        s_b, s_c, s_y, s_x = view.stride()
-        block_c, block_p = reduce_tiles(c_in, n_rows * n_cols, channels_contiguous=s_c == 1)
+        reduction = reduction_args(view)
         ext = torch.empty((b, 2, c_in), dtype=torch.float32, device=x.device)
-        _extrema_kernel[(triton.cdiv(c_in, block_c), b)](
-            view, ext, c_in, n_rows * n_cols, max(1, n_cols), s_b, s_c, s_y, s_x,
-            PAD_SAMPLED=n_rows < n_h or n_cols < n_w, FLAT_POS=flat_positions(n_rows, n_cols, s_c, s_y, s_x),
-            ALIGN=alignment(c_in, s_b, s_y, s_x),
-            BLOCK_C=block_c, BLOCK_P=block_p, num_warps=tiles.num_warps)
+        _extrema_kernel[(triton.cdiv(c_in, reduction["BLOCK_C"]), b)](
+            view, ext, PAD_SAMPLED=n_rows < n_h or n_cols < n_w, num_warps=tiles.num_warps, **reduction)
         block_j = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // n_s))
         _pointwise_kernel[(triton.cdiv(c_out, block_j), b)](
             ext, weight, labels, counts, c_in, c_out, cin_g, cout_g, weight.stride(0), weight.stride(1),
