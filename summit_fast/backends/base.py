@@ -117,7 +117,8 @@ class Backend:
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
         _check_counts(counts, (counts.shape[0] if counts.dim() == 2 else -1, c), acts.device)
-        check_labels(labels, b, counts.shape[0], values=not (self.checks_label_values or labels_checked))
+        check_labels(labels, b, counts.shape[0],
+                     values=self._checks_label_values_here(counts, self.activation_count_dtypes, labels_checked))
         if excluded is not None and (excluded.dtype != torch.bool or tuple(excluded.shape) != (c,)):
             raise ValueError(f"excluded must be a bool mask of shape ({c},), got {excluded.dtype} {tuple(excluded.shape)}")
         if maxima is not None:
@@ -131,7 +132,7 @@ class Backend:
         else:
             def update(rows, into):
                 self._activation_update_maxima(acts, rows, into, rule, excluded, maxima)
-        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes, update, labels_checked)
+        self._count_in(counts, labels.to(acts.device), self.activation_count_dtypes, update)
 
     def influence_update(self, x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, labels: torch.Tensor,
                          counts: torch.Tensor, k: int = 5, spatial_stride: int = 1, *,
@@ -157,17 +158,22 @@ class Backend:
         if weight.device != x.device:
             raise ValueError(f"conv weight is on {weight.device} but its input is on {x.device}")
         _check_counts(counts, (counts.shape[0] if counts.dim() == 3 else -1, c_out, cin_g), x.device)
-        check_labels(labels, b, counts.shape[0], values=not (self.checks_label_values or labels_checked))
+        check_labels(labels, b, counts.shape[0],
+                     values=self._checks_label_values_here(counts, self.influence_count_dtypes, labels_checked))
         conv.output_size(h, w, kh, kw, spatial_stride)  # raises if the kernel does not fit
         if b == 0:
             return
         self._count_in(counts, labels.to(x.device), self.influence_count_dtypes,
-                       lambda rows, into: self._influence_update(x, weight, conv, rows, into, k, spatial_stride),
-                       labels_checked)
+                       lambda rows, into: self._influence_update(x, weight, conv, rows, into, k, spatial_stride))
+
+    def _checks_label_values_here(self, counts: torch.Tensor, native_dtypes: tuple, labels_checked: bool) -> bool:
+        """Whether the Python check must look at the label values: not when the caller did
+        (``labels_checked``), nor when the kernels do and see the labels themselves; kernels
+        counting into a scratch (see _count_in) see only its rows."""
+        return not labels_checked and (not self.checks_label_values or counts.dtype not in native_dtypes)
 
     @staticmethod
-    def _count_in(counts: torch.Tensor, labels: torch.Tensor, native_dtypes: tuple, update,
-                  labels_checked: bool) -> None:
+    def _count_in(counts: torch.Tensor, labels: torch.Tensor, native_dtypes: tuple, update) -> None:
         """Run ``update(rows, into)`` so that it adds into ``counts``: directly when the kernels
         support the count type (``native_dtypes``), else into an int32 scratch with one row per
         image, whose rows are then added to their labels' rows (exact: each scratch entry is 0 or
@@ -177,8 +183,6 @@ class Backend:
         if counts.dtype in native_dtypes:
             update(labels, counts)
             return
-        if not labels_checked:  # the kernels see only scratch rows: check against counts here
-            check_labels(labels, labels.shape[0], counts.shape[0])
         images = torch.arange(labels.shape[0], device=counts.device)
         scratch = torch.zeros((labels.shape[0], *counts.shape[1:]), dtype=torch.int32, device=counts.device)
         update(images, scratch)
