@@ -204,6 +204,13 @@ class SummitResult:
                    {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips() if f"skip/{s.key}" in tensors})
 
     @classmethod
+    def specs_for_params(cls, graph: ModelGraph, num_classes: int,
+                         params: dict) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """:meth:`tensor_specs` of a result with these aggregation parameters."""
+        return cls.tensor_specs(graph, num_classes, int(params.get("examples", 0)), bool(params.get("influence", True)),
+                                count_dtype_of(params))
+
+    @classmethod
     def zeros(cls, graph: ModelGraph, num_classes: int, params: dict | None = None,
               class_names: list[str] | None = None, device: torch.device | str = "cpu") -> "SummitResult":
         """An empty result (all counts zero) for ``graph`` and ``num_classes`` classes."""
@@ -254,8 +261,7 @@ class SummitResult:
         name = count_dtype_name(count_dtype)
         params, dtype = count_dtype_params(self.params, name), COUNT_DTYPES[name]
         check_count_capacity(self.images_per_class, dtype, self.class_ids, f"storing the counts as {name}")
-        specs = self.tensor_specs(self.graph, self.num_classes, int(params.get("examples", 0)),
-                                  bool(params.get("influence", True)), dtype)
+        specs = self.specs_for_params(self.graph, self.num_classes, params)
         tensors = {k: v.to(specs[k][1], copy=True) for k, v in self.tensors().items()}
         return self.from_tensors(tensors, self.graph, params, self.class_names)
 
@@ -323,8 +329,7 @@ class SummitResult:
         try:
             graph = ModelGraph.from_json(manifest["graph"])
             params, class_names = dict(manifest["params"]), manifest["class_names"]
-            specs = cls.tensor_specs(graph, int(manifest["num_classes"]), int(params.get("examples", 0)),
-                                     bool(params.get("influence", True)), count_dtype_of(params))
+            specs = cls.specs_for_params(graph, int(manifest["num_classes"]), params)
             tensors = load_file(str(counts_path))
         except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ResultFormatError(f"{directory} is corrupted: {exc}") from None
