@@ -179,20 +179,6 @@ void layer_rows(const LayerPlan& layer, int64_t k, ClassScratch& s, ClassEdges& 
   for (const SkipPlan& skip : layer.skips) skip_rows(layer, skip, k, out);
 }
 
-// Whether two branches or skips of a layer write the same channels (a residual sum).
-bool overlapping(const ChunkPlan& plan) {
-  for (const LayerPlan& layer : plan.layers) {
-    std::vector<std::pair<int64_t, int64_t>> ranges;
-    for (const BranchPlan& b : layer.branches) ranges.emplace_back(b.offset, b.offset + b.chain[0].out);
-    for (const SkipPlan& skip : layer.skips)
-      ranges.emplace_back(skip.target_offset, skip.target_offset + skip.channels);
-    std::sort(ranges.begin(), ranges.end());
-    for (size_t i = 1; i < ranges.size(); ++i)
-      if (ranges[i].first < ranges[i - 1].second) return true;
-  }
-  return false;
-}
-
 // Regroups a class's rows by slot where segments overlap: one segment over all `width` slots,
 // entries as class-local slots, an edge given twice with its largest weight.
 void merge_overlaps(ClassEdges& e, int64_t width, ClassScratch& s) {
@@ -228,7 +214,7 @@ void merge_overlaps(ClassEdges& e, int64_t width, ClassScratch& s) {
   }
   s.merged.start[width] = kept;
   s.merged.entries.resize(kept);
-  e.rows = s.merged;
+  std::swap(e.rows, s.merged);  // s.merged is rebuilt whole by the next call
   e.segments.assign(1, {0, 0, width, 0});
 }
 
@@ -255,12 +241,25 @@ void to_csr(ClassEdges& e, int64_t width, Csr& out) {
 
 }  // namespace
 
+bool has_overlaps(const ChunkPlan& plan) {
+  for (const LayerPlan& layer : plan.layers) {
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (const BranchPlan& b : layer.branches) ranges.emplace_back(b.offset, b.offset + b.chain[0].out);
+    for (const SkipPlan& skip : layer.skips)
+      ranges.emplace_back(skip.target_offset, skip.target_offset + skip.channels);
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t i = 1; i < ranges.size(); ++i)
+      if (ranges[i].first < ranges[i - 1].second) return true;
+  }
+  return false;
+}
+
 void class_graph(const ChunkPlan& plan, int64_t k, Csr& out) {
   ClassScratch& s = per_thread<ClassScratch>();
   s.edges.rows.clear();
   s.edges.segments.clear();
   for (const LayerPlan& layer : plan.layers) layer_rows(layer, k, s, s.edges);
-  if (overlapping(plan)) merge_overlaps(s.edges, plan.width, s);
+  if (plan.overlapping) merge_overlaps(s.edges, plan.width, s);
   to_csr(s.edges, plan.width, out);
 }
 

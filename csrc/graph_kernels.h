@@ -93,7 +93,11 @@ struct LayerPlan {
 struct ChunkPlan {
   std::vector<LayerPlan> layers;
   int64_t classes = 0, width = 0;  // width: slots per class
+  bool overlapping = false;        // two branches or skips of a layer write the same channels
 };
+
+// Whether two branches or skips of some layer of the plan write the same channels (a residual sum).
+bool has_overlaps(const ChunkPlan& plan);
 
 // A CSR matrix over node slots (row = from): row u's entries are indices and weights
 // [indptr[u], indptr[u + 1]).

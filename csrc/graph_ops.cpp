@@ -177,6 +177,7 @@ ChunkPlan checked_plan(const std::vector<LayerTuple>& layers, int64_t classes, i
     }
     plan.layers.push_back(std::move(layer));
   }
+  plan.overlapping = has_overlaps(plan);  // once per chunk, not per class
   return plan;
 }
 
@@ -207,8 +208,9 @@ py::tuple py_chunk_graphs(const std::vector<LayerTuple>& layers, int64_t classes
   a.layers = layer_slot.size() - 1;
   require(a.layers >= 1, "chunk_graphs: layer_slot needs at least two entries");
   a.layer_slot = layer_slot.data();
+  require(a.layer_slot[0] == 0, "chunk_graphs: bad layer_slot");
   for (int64_t l = 0; l < a.layers; ++l)
-    require(a.layer_slot[0] == 0 && a.layer_slot[l] <= a.layer_slot[l + 1], "chunk_graphs: bad layer_slot");
+    require(a.layer_slot[l] <= a.layer_slot[l + 1], "chunk_graphs: bad layer_slot");
   const int64_t width = a.layer_slot[a.layers];
   const ChunkPlan plan = checked_plan(layers, classes, width);
   // Plan layer l holds the edges into summary layer l + 1: its slots must be layer_slot's.
