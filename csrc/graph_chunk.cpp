@@ -26,12 +26,7 @@ KeptEdges chunk_graphs(const ChunkGraphsArgs& a) {
     ClassWork& w = per_thread<ClassWork>();
     class_graph(plan, k, w.graph);
     const CsrView g = w.graph.view();
-    w.is_node.assign(width, 0);
-    for (int64_t u = 0; u < width; ++u) {
-      if (g.indptr[u] == g.indptr[u + 1]) continue;
-      w.is_node[u] = 1;
-      for (int64_t e = g.indptr[u]; e < g.indptr[u + 1]; ++e) w.is_node[g.indices[e]] = 1;
-    }
+    mark_nodes(g, width, w.is_node);
     w.nodes.clear();
     for (int64_t u = 0; u < width; ++u)
       if (w.is_node[u]) w.nodes.push_back(u);

@@ -263,6 +263,15 @@ void class_graph(const ChunkPlan& plan, int64_t k, Csr& out) {
   to_csr(s.edges, plan.width, out);
 }
 
+void mark_nodes(const CsrView& g, int64_t width, std::vector<uint8_t>& is_node) {
+  is_node.assign(width, 0);
+  for (int64_t u = 0; u < width; ++u) {
+    if (g.indptr[u] == g.indptr[u + 1]) continue;
+    is_node[u] = 1;
+    for (int64_t e = g.indptr[u]; e < g.indptr[u + 1]; ++e) is_node[g.indices[e]] = 1;
+  }
+}
+
 Adjacency chunk_adjacency(const ChunkPlan& plan) {
   const int64_t classes = plan.classes, width = plan.width;
   std::vector<Csr> graphs(classes);
@@ -271,17 +280,16 @@ Adjacency chunk_adjacency(const ChunkPlan& plan) {
   Adjacency adj;
   adj.csr.indptr.assign(1, 0);
   adj.groups.assign(classes * width, -1);
+  std::vector<uint8_t> is_node;
   for (int64_t k = 0; k < classes; ++k) {
     const Csr& g = graphs[k];
     const int64_t base = k * width, first = adj.csr.indptr.back();
+    mark_nodes(g.view(), width, is_node);
     for (int64_t slot = 0; slot < width; ++slot) {
       adj.csr.indptr.push_back(first + g.indptr[slot + 1]);
-      if (g.indptr[slot] < g.indptr[slot + 1]) adj.groups[base + slot] = k;
+      if (is_node[slot]) adj.groups[base + slot] = k;
     }
-    for (const int32_t source : g.indices) {
-      adj.csr.indices.push_back(static_cast<int32_t>(base + source));
-      adj.groups[base + source] = k;
-    }
+    for (const int32_t source : g.indices) adj.csr.indices.push_back(static_cast<int32_t>(base + source));
     adj.csr.weights.insert(adj.csr.weights.end(), g.weights.begin(), g.weights.end());
   }
   return adj;

@@ -119,6 +119,9 @@ struct Csr {
 // weight. Weights are counts, exact in float32 below 2**24. Uses per-thread scratch.
 void class_graph(const ChunkPlan& plan, int64_t k, Csr& out);
 
+// Which of a class graph's `width` slots are nodes: those at either end of an edge.
+void mark_nodes(const CsrView& g, int64_t width, std::vector<uint8_t>& is_node);
+
 // The chunk's graphs as one CSR matrix over classes * width slots (class k's slots from
 // k * width on), and per slot its class when it has an edge (a node), else -1.
 struct Adjacency {
