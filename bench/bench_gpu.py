@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import time
@@ -292,21 +291,13 @@ def _tiles_label(tiles: dict) -> str:
 def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("triton", "torch"),
                      with_forward: bool = True) -> None:
     import summit_fast
+    from summit_fast.models import inception_v1
 
     name = "End to end (InceptionV1)"
     if name not in run.sections:
         run.section(name, ["config", "backend", "work", "images/s", "host syncs per batch"],
                     f"{n_batches} pre-loaded GPU batches of {batch} x 3x224x224 after one warm-up batch; "
                     "host syncs: CUDA synchronisations of a 2-batch run minus a 1-batch run (torch's sync debug mode)")
-    try:
-        from summit_fast.models import inception_v1
-    except ImportError as exc:
-        run.add(name, ["-", "-", f"skipped: summit_fast.models.inception_v1 unavailable ({exc})", "-", "-"])
-        return
-    if not hasattr(summit_fast, "aggregate"):
-        run.add(name, ["-", "-", "skipped: summit_fast.aggregate unavailable", "-", "-"])
-        return
-    accepted = set(inspect.signature(summit_fast.Aggregator).parameters) if hasattr(summit_fast, "Aggregator") else None
     model = inception_v1().cuda().eval()
     batches = [(torch.rand(batch, 3, 224, 224, device="cuda") * 255 - 117,
                 torch.randint(0, NUM_CLASSES, (batch,), device="cuda")) for _ in range(n_batches)]
@@ -333,8 +324,7 @@ def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("t
         return syncs(batches[:2]) - syncs(batches[:1])
 
     for label, amp_dtype, channels_last in configs:
-        options = {k: v for k, v in {"amp_dtype": amp_dtype, "channels_last": channels_last}.items()
-                   if accepted is None or k in accepted}
+        options = {"amp_dtype": amp_dtype, "channels_last": channels_last}
         model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
