@@ -8,10 +8,43 @@
 
 namespace summit {
 
+// The mass rule, resumable: takes candidates in the selection order (q descending, ties by
+// lower index) while the mass already taken is below a threshold, which may later be raised
+// and the taking resumed. Sorts only as far as the taking reaches (32, 128, 512, ...
+// candidates), usually a few for small thresholds.
+struct MassOrder {
+  std::vector<int64_t> order;  // the candidates, indices into q; order[0, taken) are taken
+  int64_t sorted = 0, taken = 0;  // order[0, sorted) is in final order
+  double total = 0.0, taken_mass = 0.0;
+
+  // Starts over with the candidates now in `order` (q >= 0 on them).
+  void start(const double* q) {
+    sorted = taken = 0;
+    total = taken_mass = 0.0;
+    for (const int64_t i : order) total += q[i];
+  }
+
+  // Takes candidates while the mass taken before each is < threshold; returns how many are taken in all.
+  int64_t take_below(const double* q, double threshold) {
+    auto before = [q](int64_t a, int64_t b) { return q[a] > q[b] || (q[a] == q[b] && a < b); };
+    const int64_t n = static_cast<int64_t>(order.size());
+    for (; taken < n && taken_mass < threshold; ++taken) {
+      if (taken == sorted) {  // extend the sorted prefix
+        const int64_t next = std::min(n, std::max<int64_t>(32, sorted * 4));
+        std::partial_sort(order.begin() + sorted, order.begin() + next, order.end(), before);
+        sorted = next;
+      }
+      taken_mass += q[order[taken]];
+    }
+    return taken;
+  }
+};
+
 // Reusable buffers of the selections (one per thread, to avoid allocations per row).
 struct SelectScratch {
   std::vector<int64_t> idx;
   std::vector<double> block_max, work;
+  MassOrder mass;
 };
 
 // The k largest of v[0..n) (ties: lower index first) into out; returns how many (min(k, n)).
@@ -60,28 +93,15 @@ int64_t select_top_k(const V* v, int64_t n, int64_t k, int64_t* out, SelectScrat
 }
 
 // The mass rule on q >= 0: channel c is selected iff the sum of q over the channels before it
-// in the order is < tau * sum(q) (float64). Sorts only as far as the selection reaches
-// (usually a few channels for small tau). Returns how many indices were written to out.
+// in the order is < tau * sum(q) (float64). Returns how many indices were written to out.
 inline int64_t select_mass(const double* q, int64_t n, double tau, int64_t* out, SelectScratch& s) {
-  double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) total += q[i];
-  const double threshold = tau * total;
-  std::vector<int64_t>& order = s.idx;
-  order.resize(n);
-  std::iota(order.begin(), order.end(), int64_t{0});
-  auto before = [q](int64_t a, int64_t b) { return q[a] > q[b] || (q[a] == q[b] && a < b); };
-  int64_t sorted = 0, m = 0;
-  double sum_before = 0.0;
-  for (int64_t pos = 0; pos < n && sum_before < threshold; ++pos) {
-    if (pos == sorted) {  // extend the sorted prefix: 32, 128, 512, ... elements
-      const int64_t next = std::min(n, std::max<int64_t>(32, sorted * 4));
-      std::partial_sort(order.begin() + sorted, order.begin() + next, order.end(), before);
-      sorted = next;
-    }
-    out[m++] = order[pos];
-    sum_before += q[order[pos]];
-  }
-  return m;
+  MassOrder& order = s.mass;
+  order.order.resize(n);
+  std::iota(order.order.begin(), order.order.end(), int64_t{0});
+  order.start(q);
+  const int64_t taken = order.take_below(q, tau * order.total);
+  std::copy_n(order.order.begin(), taken, out);
+  return taken;
 }
 
 }  // namespace summit
