@@ -20,10 +20,6 @@ void activation_update(const ActivationArgs& a) {
   const int64_t B = a.acts.shape[0], C = a.acts.shape[1];
   const AxisSamples rows = AxisSamples::full(a.acts.shape[2]), cols = AxisSamples::full(a.acts.shape[3]);
   std::vector<double> z(static_cast<size_t>(B * C));
-  // float64 inputs select on double maxima, but their positions are those of the float32 maxima
-  // (distinct doubles may round to one float): a second pass, for that rare dtype only.
-  const bool second_pass = a.argmax_out && a.acts.dtype == DType::f64;
-  std::vector<double> z32(second_pass ? z.size() : 0);
   [[maybe_unused]] const int64_t bytes = B * C * a.acts.shape[2] * a.acts.shape[3] * dispatch_dtype(a.acts.dtype, [](auto e) {
     return static_cast<int64_t>(sizeof(typename decltype(e)::raw));
   });
@@ -32,9 +28,11 @@ void activation_update(const ActivationArgs& a) {
     dispatch_dtype(a.acts.dtype, [&](auto e) {
       using E = decltype(e);
       using X = typename Float32Order<E>::type;  // keys that tie exactly when the float32 values do
-      if (!a.argmax_out || second_pass) all_channel_extrema<E>(a.acts, rows, cols, z.data(), nullptr);
-      if (second_pass) all_channel_max_first<X>(a.acts, rows, cols, z32.data(), a.argmax_out);
-      else if (a.argmax_out) all_channel_max_first<X>(a.acts, rows, cols, z.data(), a.argmax_out);  // one pass
+      if (a.argmax_out) all_channel_max_first<X>(a.acts, rows, cols, z.data(), a.argmax_out);
+      // float64 inputs select on double maxima, but their positions are those of the float32
+      // maxima (distinct doubles may round to one float): for that rare dtype a second pass
+      // overwrites z with the double maxima.
+      if (!a.argmax_out || std::is_same_v<E, F64>) all_channel_extrema<E>(a.acts, rows, cols, z.data(), nullptr);
     });  // the omp for inside ends with a barrier: z is complete below
 
     std::vector<double> v(C);
@@ -47,8 +45,8 @@ void activation_update(const ActivationArgs& a) {
         const double zc = a.excluded && a.excluded[c] ? 0.0 : z[b * C + c];
         v[c] = a.topk || zc > 0.0 ? zc : 0.0;
       }
-      if (a.max_out)  // exact: a float32/16 max is a float, a float64 one is rounded in z32
-        for (int64_t c = 0; c < C; ++c) a.max_out[b * C + c] = static_cast<float>(second_pass ? z32[b * C + c] : z[b * C + c]);
+      if (a.max_out)  // a float32/16 max is a float; rounding is monotone, so a float64 one rounds to the float32 max
+        for (int64_t c = 0; c < C; ++c) a.max_out[b * C + c] = static_cast<float>(z[b * C + c]);
       const int64_t m = a.topk ? select_top_k(v.data(), C, a.k, chosen.data(), scratch)
                                : select_mass(v.data(), C, a.tau, chosen.data(), scratch);
       int32_t* row = a.counts + a.labels[b] * C;
