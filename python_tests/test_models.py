@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import summit_fast
+from summit_fast.cli_run import MODELS, load_model
 from summit_fast.discovery import discover
+from summit_fast.images import Preprocess
 from summit_fast.models import digits_cnn, inception_v1
 
 INCEPTION_CHANNELS = {"mixed3a": 256, "mixed3b": 480, "mixed4a": 508, "mixed4b": 512, "mixed4c": 512,
@@ -49,6 +51,21 @@ def test_inception_v1_loads_a_state_dict_file(tmp_path, inception):
     loaded = inception_v1(path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), inception.state_dict().values()))
     assert not loaded.training
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_of_run_has_its_preprocessing(name):
+    model = load_model(name, None)
+    assert isinstance(model.PREPROCESS, Preprocess)
+    assert model.PREPROCESS.size == model.INPUT_SHAPE[1] == model.INPUT_SHAPE[2]
+
+
+def test_inception_v1_input_is_lucents_value_range(inception):
+    from PIL import Image
+
+    x = inception.PREPROCESS(Image.new("RGB", (300, 200), (117, 127, 255)))
+    assert x.shape == (3, 224, 224)
+    assert torch.equal(x, torch.tensor([0.0, 10.0, 138.0]).view(3, 1, 1).expand(3, 224, 224))
 
 
 def test_digits_cnn_aggregates_without_layers_argument():

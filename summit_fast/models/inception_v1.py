@@ -3,7 +3,8 @@
 
 Summary layers are the nine concatenations mixed3a..mixed5b (256, 480, 508, 512, 512, 528, 832,
 832, 1024 channels); the classifier is 1008-way and the output is softmax probabilities, as in
-Lucent. Input: RGB in Lucent's range (pixel values 0..255 minus 117), 224x224.
+Lucent. Input: RGB in Lucent's range (pixel values 0..255 minus 117), 224x224; ``PREPROCESS``
+takes the central square of 87.5% of the shorter side, as torchvision's models do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..images import Preprocess
 
 SUMMARY_LAYERS = ["mixed3a", "mixed3b", "mixed4a", "mixed4b", "mixed4c", "mixed4d", "mixed4e", "mixed5a", "mixed5b"]
 NUM_CLASSES = 1008
@@ -31,6 +34,8 @@ _MIXED = {
 }
 # Stride-2 max pools (TensorFlow "SAME" padding) come before these mixed layers.
 _POOL_BEFORE = {"mixed4a": "maxpool4", "mixed5a": "maxpool10"}
+# Lucid/Lucent's value range: x = pixel - 117 (0..255 scale, no division).
+LUCENT_INCEPTION = Preprocess(224, 0.875, True, (117.0, 117.0, 117.0), (1.0, 1.0, 1.0))
 
 
 class Concat(nn.Module):
@@ -51,6 +56,7 @@ class InceptionV1(nn.Module):
 
     SUMMARY_LAYERS = SUMMARY_LAYERS
     INPUT_SHAPE = (3, 224, 224)
+    PREPROCESS = LUCENT_INCEPTION
 
     def __init__(self):
         super().__init__()
