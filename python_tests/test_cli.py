@@ -58,6 +58,9 @@ def test_info_reports_the_count_state_of_a_model():
     narrow = run_cli("info", "--model", "inception_v1", "--classes", "1000", "--count-dtype", "int16")
     influence = [float(re.search(r"influence ([0-9.]+)", o.stdout).group(1)) for o in (out, narrow)]
     assert abs(influence[1] - influence[0] / 2) < 0.01 and influence[1] > 1
+    residual = run_cli("info", "--model", "resnet18", "--classes", "10")  # a model with skip connections
+    assert residual.returncode == 0, residual.stderr
+    assert re.search(r"influence [0-9.]+, skip [0-9.]+, per-class totals", residual.stdout)
 
 
 def test_run_with_autocast_and_channels_last(tmp_path):

@@ -54,11 +54,12 @@ def count_state_report(model_name: str, num_classes: int, count_dtype: str = "in
     with torch.inference_mode():
         graph = discover(model, torch.zeros(1, *model.INPUT_SHAPE), model.SUMMARY_LAYERS)
     specs = SummitResult.tensor_specs(graph, num_classes, count_dtype=COUNT_DTYPES[count_dtype])
-    sizes = {"activation": 0, "influence": 0, "other": 0}
+    sizes = {"activation": 0, "influence": 0, "skip": 0, "other": 0}
     for key, (shape, dtype) in specs.items():
-        kind = key.split("/")[0] if "/" in key else "other"
-        sizes[kind] += torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        kind = key.split("/")[0]
+        sizes[kind if kind in sizes else "other"] += torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
     gib = {k: v / 2**30 for k, v in sizes.items()}
+    skip = f", skip {gib['skip']:.3f}" if sizes["skip"] else ""
     return (f"count state of {model_name} ({len(graph.layers)} layers, {len(graph.edges)} conv edges) with "
             f"{num_classes} classes and {count_dtype} counts: {sum(gib.values()):.2f} GiB (activation {gib['activation']:.3f}, "
-            f"influence {gib['influence']:.2f}, predictions {gib['other']:.3f})")
+            f"influence {gib['influence']:.2f}{skip}, per-class totals and confusion {gib['other']:.3f})")
