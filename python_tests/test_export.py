@@ -17,7 +17,7 @@ import torch
 import summit_fast
 from summit_fast.cli import main as cli_main
 from summit_fast.export import class_embedding, export, schema
-from summit_fast.graph import build_graphs
+from summit_fast.graph import build_graphs, class_graph
 from summit_fast.models import digits_cnn
 
 K = 10
@@ -204,7 +204,14 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
         result.activation[name].copy_(t[:3])
     out = export(result, tmp_path / "some", embedding="pca")
     assert [c["target_class"] for c in read(out / "classes.json")] == [7, 2, 9]
-    assert sorted(p.name for p in (out / "ag").iterdir()) == ["ag-0.json", "ag-1.json", "ag-2.json"]
+    # Graph files are named by class, as Summit's viewer looks them up (ag-{target_class}.json).
+    assert sorted(p.name for p in (out / "ag").iterdir()) == ["ag-2.json", "ag-7.json", "ag-9.json"]
+    # Class 2 is row 1, which holds digits_result's row 1.
+    assert read(out / "ag" / "ag-2.json") == class_graph(digits_result, 1).to_summit()
+    graph = class_graph(result, 9)
+    assert graph.target_class == 9 and graph.nodes == class_graph(digits_result, 2).nodes
+    with pytest.raises(ValueError, match=r"class\(es\) \[0\] not counted in this result; its classes .* are 7, 2, 9"):
+        class_graph(result, 0)
     validator().validate(read(out / "summit_fast.json"))
 
 
@@ -261,3 +268,13 @@ def test_cli_export(digits_result, tmp_path, capsys):
     assert index["class_names"] == [f"digit {k}" for k in range(K)]
     assert cli_main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_submodules_of_the_readme_resolve_after_import_summit_fast(tmp_path):
+    import subprocess
+
+    code = ("import summit_fast; print(summit_fast.graph.class_graph.__name__, summit_fast.export.export.__name__, "
+            "summit_fast.models.inception_v1.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["class_graph", "export", "inception_v1"]

@@ -517,7 +517,7 @@ def test_summit_json_shape():
 
 def test_invalid_arguments():
     result = random_result(INCEPTION_LIKE, num_classes=2, seed=0)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] not counted in this result; its classes \(result.class_ids\) are 0..1"):
         build_graphs(result, classes=[2])
     with pytest.raises(ValueError, match="tau"):
         build_graphs(result, tau=0.0)

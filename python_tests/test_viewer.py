@@ -400,6 +400,27 @@ def test_page_on_an_export(page, export_dir, serve, tmp_path):
 
 
 @needs_browser
+def test_page_on_an_export_of_some_classes(page, export_dir, serve):
+    """A run that counted only some classes: the page numbers classes by the model's class index
+    (target_class), which also names their graph files, as Summit's viewer reads them."""
+    classes = json.loads((export_dir / "classes.json").read_text())
+    ids = [10 * c + 7 for c in range(len(classes))]
+    for c, cls in enumerate(classes):
+        cls["target_class"] = ids[c]
+        (export_dir / "ag" / f"ag-{c}.json").rename(export_dir / "ag" / f"ag-{ids[c]}.json")
+    (export_dir / "classes.json").write_text(json.dumps(classes))
+    graphs = [json.loads((export_dir / "ag" / f"ag-{i}.json").read_text()) for i in ids]
+    open_viewer(page, serve(export_dir), graphs[0])
+    page.fill("#class-search", f"#{ids[3]}")
+    page.press("#class-search", "Enter")
+    wait_for_graph(page, graphs[3])
+    assert page.text_content("#graph-title") == "fire truck"
+    assert f"class #{ids[3]}" in page.text_content("#details")
+    page.select_option("#class-sort", "index")
+    assert page.text_content("#class-list li[data-class='4'] .value") == f"#{ids[4]}"
+
+
+@needs_browser
 def test_page_opened_from_disk(page, export_dir, tmp_path):
     index_page = write_standalone(export_dir, tmp_path / "copy")
     graph = json.loads((export_dir / "ag" / "ag-1.json").read_text())

@@ -8,8 +8,8 @@ Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
                            imagenet.json: name, target_class (the model's class index), topChannels,
                            embed, numOfInstances (and topOneAcc, topOneAccCount, accs when
                            predictions were recorded)
-    OUT/ag/ag-{c}.json     the attribution graph of classes.json's entry c, in Summit's format
-                           (layers last to first)
+    OUT/ag/ag-{c}.json     the attribution graph of class c (an entry's target_class, which is how
+                           Summit's viewer finds it), in Summit's format (layers last to first)
 
 The class embedding is per layer: UMAP of the classes' activation count rows (cosine, 15
 neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous layer's embedding)

@@ -5,6 +5,9 @@ Public API::
     build_graphs(result, classes=None) -> {class: ClassGraph}   # all (or some) classes
     iter_graphs(result, classes=None)  -> Iterator[ClassGraph]  # the same, streamed chunk by chunk
     class_graph(result, c)             -> ClassGraph
+
+Classes are the model's class indices, ``result.class_ids`` (the rows' classes: 0..K-1 unless
+the run counted only some classes).
     ClassGraph.to_summit()             -> Summit's ag-{c}.json layout (layers last to first)
     pagerank(adjacency, personalization, groups, num_groups)   # many graphs at once, as networkx
 
@@ -98,7 +101,7 @@ class ClassGraph:
     """The attribution graph of one class: kept nodes per layer (first layer first), each layer's
     nodes by PageRank descending, and the final selection threshold of every layer."""
 
-    target_class: int
+    target_class: int  # the model's class index (one of result.class_ids)
     nodes: dict[str, list[Node]]
     tau: dict[str, float]
     num_candidates: int  # nodes of the full graph before selection
@@ -117,13 +120,14 @@ class ClassGraph:
 # ---------------------------------------------------------------------------------------------
 def build_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, tau: float = TAU,
                  tau_step: float = TAU_STEP, chunk_size: int = CHUNK) -> dict[int, ClassGraph]:
-    """Attribution graphs of ``classes`` (default: all), as ``{class: ClassGraph}``."""
+    """Attribution graphs of ``classes`` (the model's class indices, default: all of
+    ``result.class_ids``), as ``{class: ClassGraph}``."""
     return {g.target_class: g for g in iter_graphs(result, classes, tau=tau, tau_step=tau_step,
                                                    chunk_size=chunk_size)}
 
 
 def class_graph(result: SummitResult, c: int, *, tau: float = TAU, tau_step: float = TAU_STEP) -> ClassGraph:
-    """The attribution graph of class ``c``."""
+    """The attribution graph of class ``c`` (the model's class index, one of ``result.class_ids``)."""
     return next(iter_graphs(result, [c], tau=tau, tau_step=tau_step))
 
 
@@ -138,14 +142,23 @@ def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, t
     if not result.params.get("influence", True):
         raise ValueError("the result has no influence counts (it was aggregated with influence=False); "
                          "attribution graphs need them")
-    k_total = result.num_classes
-    classes = list(range(k_total)) if classes is None else [int(c) for c in classes]
-    bad = [c for c in classes if not 0 <= c < k_total]
+    row_of = {c: k for k, c in enumerate(result.class_ids)}
+    classes = list(row_of) if classes is None else [int(c) for c in classes]
+    bad = [c for c in classes if c not in row_of]
     if bad:
-        raise ValueError(f"class index(es) {bad[:5]} out of range for {k_total} classes")
+        raise ValueError(f"class(es) {bad[:5]} not counted in this result; its classes (result.class_ids) are "
+                         f"{_ranges(result.class_ids)}")
     layout = _Layout(result.graph, result.params.get("excluded", {}))
     for start in range(0, len(classes), chunk_size):
-        yield from _Chunk(result, layout, classes[start:start + chunk_size], tau, tau_step).graphs()
+        part = classes[start:start + chunk_size]
+        yield from _Chunk(result, layout, [row_of[c] for c in part], part, tau, tau_step).graphs()
+
+
+def _ranges(ids: list[int]) -> str:
+    """``0..999`` for consecutive ids, else the first few."""
+    if ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}..{ids[-1]}"
+    return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
 
 
 def pagerank(adjacency: sp.spmatrix, personalization: np.ndarray, groups: np.ndarray, num_groups: int, *,
@@ -269,11 +282,13 @@ def _top_sources(rows: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
 # One chunk of classes
 # ---------------------------------------------------------------------------------------------
 class _Chunk:
-    """The graphs of a few classes, computed together: node slot ``k * width + offset[l] + ch``
-    is channel ch of layer l for the chunk's k-th class."""
+    """The graphs of a few classes (count ``rows``, whose model class indices are ``classes``),
+    computed together: node slot ``k * width + offset[l] + ch`` is channel ch of layer l for the
+    chunk's k-th class."""
 
-    def __init__(self, result: SummitResult, layout: _Layout, classes: list[int], tau: float, tau_step: float):
-        self.result, self.layout, self.classes = result, layout, classes
+    def __init__(self, result: SummitResult, layout: _Layout, rows: list[int], classes: list[int], tau: float,
+                 tau_step: float):
+        self.result, self.layout, self.rows, self.classes = result, layout, rows, classes
         self.tau0, self.tau_step = tau, tau_step
         self.kc = len(classes)
         self._cache: dict[tuple[str, str], np.ndarray] = {}
@@ -284,8 +299,8 @@ class _Chunk:
         key = (kind, name)
         if key not in self._cache:
             t = getattr(self.result, kind)[name]
-            lo, hi = self.classes[0], self.classes[-1] + 1
-            part = t[lo:hi] if self.classes == list(range(lo, hi)) else t[torch.as_tensor(self.classes)]
+            lo, hi = self.rows[0], self.rows[-1] + 1
+            part = t[lo:hi] if self.rows == list(range(lo, hi)) else t[torch.as_tensor(self.rows)]
             self._cache[key] = part.detach().cpu().numpy()
         return self._cache[key]
 

@@ -55,9 +55,10 @@
     return {
       index,
       classes,
-      /* The attribution graph of class c (a promise, fetched once). */
+      /* The attribution graph of classes[c] (a promise, fetched once); its file is named by the
+         model's class index, target_class (not the row c when a run counted only some classes). */
       graph(c) {
-        if (!graphs.has(c)) graphs.set(c, read(fillPattern(index.graphs, { c })));
+        if (!graphs.has(c)) graphs.set(c, read(fillPattern(index.graphs, { c: classes[c].target_class })));
         return graphs.get(c);
       },
       featureVisUrl(layer, channel) {

@@ -34,7 +34,7 @@
         root.selectAll("*").remove();
         root.attr("data-node", null);
         root.append("h3").text(cls.name);
-        root.append("p").attr("class", "muted").text(`class #${c}`);
+        root.append("p").attr("class", "muted").text(`class #${cls.target_class}`);
         const rows = [["instances", Number.isFinite(cls.numOfInstances) ? formatInt(cls.numOfInstances) : "unknown"]];
         if (Number.isFinite(cls.topOneAcc)) rows.push(["top-1 accuracy", `${(100 * cls.topOneAcc).toFixed(1)}%`]);
         rows.push(["channels in graph", formatInt(model.nodes.length)], ["connections", formatInt(model.edges.length)]);

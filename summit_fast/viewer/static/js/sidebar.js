@@ -18,7 +18,7 @@
       similarity: { value: null, format: (v) => v.toFixed(2), bar: true },
       accuracy: { value: (c) => numberOr(classes[c].topOneAcc), format: (v) => `${(100 * v).toFixed(1)}%`, bar: true },
       instances: { value: (c) => numberOr(classes[c].numOfInstances), format: formatInt, bar: true },
-      index: { value: (c) => c, format: (v) => `#${v}`, bar: false, ascending: true },
+      index: { value: (c) => classes[c].target_class, format: (v) => `#${v}`, bar: false, ascending: true },
     };
     for (const option of sortMenu.options) {
       const sort = sorts[option.value];
@@ -44,7 +44,7 @@
       const text = query.trim().toLowerCase();
       if (!text) return () => true;
       const asIndex = /^#?\d+$/.test(text) ? Number(text.replace("#", "")) : null;
-      return (c) => c === asIndex || classes[c].name.toLowerCase().includes(text);
+      return (c) => classes[c].target_class === asIndex || classes[c].name.toLowerCase().includes(text);
     }
 
     function applySearch() {
