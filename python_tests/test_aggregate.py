@@ -101,8 +101,19 @@ def test_shards_add_up_and_merge():
     assert a + b == whole
     assert SummitResult.merge([a, b]) == whole
     other = summit_fast.aggregate(net, batches, selection=topk(2), backend="torch", progress=False)
-    with pytest.raises(ValueError, match="different parameters"):
+    with pytest.raises(ValueError, match=r'different parameters: selection: \{"rule": "mass".* vs \{"rule": "topk"'):
         whole + other
+    # Same layers and options, other weights: refused, the weights' digests differ.
+    retrained = model()
+    with torch.no_grad():
+        next(retrained.parameters()).add_(1.0)
+    shard = summit_fast.aggregate(retrained, batches[:1], backend="torch", progress=False)
+    assert a.params["model_digest"] == whole.params["model_digest"] != shard.params["model_digest"]
+    with pytest.raises(ValueError, match=r"different parameters: model_digest: "):
+        shard + b
+    narrow = a.with_count_dtype("int16")
+    with pytest.raises(ValueError, match=r'count_dtype: "int16" vs \(not set\) \(result.with_count_dtype converts one\)'):
+        narrow + b
 
 
 def test_save_load_round_trip(tmp_path):

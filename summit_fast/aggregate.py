@@ -33,7 +33,7 @@ _CAPTURED = {"layer": "summary layer", "conv": "input of conv"}
 # Autocast types of the forward pass, with their names in ``params``.
 AMP_DTYPES = {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # Parameters found on the first batch rather than given (see Aggregator._setup).
-_DERIVED_PARAMS = ("predictions", "num_classes")
+_DERIVED_PARAMS = ("predictions", "num_classes", "model_digest")
 
 
 def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
@@ -272,8 +272,10 @@ class Aggregator:
         classes = self.params["classes"]
         if classes is not None and max(classes, default=0) >= num_classes:
             raise ValueError(f"classes: {max(classes)} is out of range for {num_classes} classes")
-        # Predictions are recorded when the output is (B, num_classes) class scores.
-        params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes), num_classes=int(num_classes))
+        # Predictions are recorded when the output is (B, num_classes) class scores. The weights'
+        # digest keeps results of other weights from being merged.
+        params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes), num_classes=int(num_classes),
+                      model_digest=model_digest(self.model))
         rows = len(classes) if classes is not None else num_classes
         with torch.inference_mode(False):  # ordinary tensors: users may edit the counts afterwards
             self._adopt(SummitResult.zeros(graph, rows, params, self.class_names, self.device))

@@ -72,6 +72,15 @@ class ResultFormatError(ValueError):
     """A result folder is missing, corrupted or of another format; the message says what."""
 
 
+_ABSENT = "(not set)"
+
+
+def _brief(value, limit: int = 60) -> str:
+    """A parameter's value for an error message, cut to ``limit`` characters."""
+    text = value if value is _ABSENT else json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 @dataclass
 class SummitResult:
     """Counts of SPEC.md A and B over a dataset.
@@ -95,7 +104,8 @@ class SummitResult:
     - ``examples[layer]``: when dataset examples were tracked (``params["examples"]`` = N > 0),
       the top-N images per channel (see :mod:`summit_fast.examples`); otherwise empty.
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
-      ``params``: the aggregation parameters; ``class_names``: optional names.
+      ``params``: the aggregation parameters (with ``model_digest``, the SHA-256 of the weights:
+      only results of the same weights merge); ``class_names``: optional names.
 
     Row k of every count is class ``class_ids[k]`` (0..K-1 unless the run was restricted to
     some classes with ``classes=``).
@@ -235,11 +245,18 @@ class SummitResult:
     def _check_compatible(self, other: "SummitResult") -> None:
         if not isinstance(other, SummitResult):
             raise TypeError(f"can only add a SummitResult, got {type(other).__name__}")
-        for what, a, b in (("model graph", self.graph.to_json(), other.graph.to_json()),
-                           ("parameters", self.params, other.params),
-                           ("number of classes", self.num_classes, other.num_classes)):
-            if a != b:
-                raise ValueError(f"cannot merge results with different {what}")
+        if self.graph.to_json() != other.graph.to_json():
+            raise ValueError("cannot merge results with different model graphs (layers, edges or channels)")
+        differing = sorted(k for k in self.params.keys() | other.params.keys()
+                           if self.params.get(k, _ABSENT) != other.params.get(k, _ABSENT))
+        if differing:
+            what = "; ".join(f"{k}: {_brief(self.params.get(k, _ABSENT))} vs {_brief(other.params.get(k, _ABSENT))}"
+                             for k in differing)
+            hint = " (result.with_count_dtype converts one)" if differing == ["count_dtype"] else ""
+            raise ValueError(f"cannot merge results with different parameters: {what}{hint}")
+        if self.num_classes != other.num_classes:
+            raise ValueError(f"cannot merge results with different numbers of classes ({self.num_classes} vs "
+                             f"{other.num_classes})")
 
     def __add__(self, other: "SummitResult") -> "SummitResult":
         """The result of the union of two disjoint shards: counts add, dataset examples merge
