@@ -41,6 +41,20 @@ def test_duplicate_layer_names_are_refused():
         summit_fast.aggregate(net(), [], layers=["mix1", "mix2", "mix1"], progress=False)
 
 
+@pytest.mark.parametrize("num_classes", [0, -3, True, 2.5, "5"])
+def test_num_classes_that_is_not_a_positive_int_is_refused(num_classes):
+    with pytest.raises(ValueError, match=rf"num_classes must be an int >= 1 .*got {num_classes!r}"):
+        summit_fast.Aggregator(net(), num_classes=num_classes)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_a_cuda_device_without_cuda_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available here: .*; use device='cpu'"):
+        summit_fast.aggregate(net(), [], device="cuda", progress=False)
+    with pytest.raises(ValueError, match=r"device: .*nonsense"):
+        summit_fast.aggregate(net(), [], device="nonsense", progress=False)
+
+
 def test_labels_given_as_a_list_are_accepted_and_checked():
     images = torch.randn(2, 3, 9, 9)
     result = summit_fast.aggregate(net(), [(images, [1, 3])], backend="torch", progress=False)

@@ -146,7 +146,11 @@ class Aggregator:
         unknown = [l for l in (excluded or {}) if l not in self.layers]
         if unknown:
             raise ValueError(f"excluded: {unknown} are not summary layers ({', '.join(self.layers)})")
-        self.device = torch.device(device) if device is not None else _model_device(model)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be an int >= 1 (or None: the size of the model's output), "
+                             f"got {num_classes!r}")
+        self.device = resolve_device(device) if device is not None else _model_device(model)
         self.engine: Backend = get_backend(backend, self.device)
         self.rule = selection
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
@@ -423,6 +427,22 @@ def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
     if not layers:
         raise ValueError("layers must name at least one summary layer")
     return layers
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device that can be used here; a clear ValueError otherwise."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {exc}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (driver missing, or CUDA_VISIBLE_DEVICES hides them)")
+            raise ValueError(f"device {str(device)!r}: CUDA is not available here: {why}; use device='cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _model_device(model: nn.Module) -> torch.device:
