@@ -26,8 +26,11 @@ std::string cuda_status() {
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    return std::string("built with CUDA, but no usable device: ") + cudaGetErrorString(err) +
-           " (error " + std::to_string(static_cast<int>(err)) + ")";
+    // cudart's own words for 35 blame the driver's version, but no driver at all gives it too.
+    const std::string why = err == cudaErrorInsufficientDriver
+                                ? "no NVIDIA driver was found, or it is older than this build's CUDA runtime"
+                                : cudaGetErrorString(err);
+    return "built with CUDA, but no usable device: " + why + " (error " + std::to_string(static_cast<int>(err)) + ")";
   }
   if (n == 0) return "built with CUDA, but no CUDA device is present";
   return "built with CUDA; " + std::to_string(n) + " device(s) available";

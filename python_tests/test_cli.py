@@ -1,6 +1,7 @@
 """The summit-fast command line: info and the built-in demo, run as a user would."""
 
 import json
+import os
 import time
 
 import summit_fast
@@ -34,10 +35,24 @@ def test_demo_runs_end_to_end_under_two_minutes(tmp_path):
     assert f"summit-fast view {tmp_path / 'demo' / 'viewer'}" in out.stdout
 
 
-def test_errors_are_reported_without_traceback(tmp_path):
-    out = run_cli("demo", "--out", str(tmp_path / "x"), "--backend", "nope", "--epochs", "1", "--no-progress")
-    assert out.returncode == 1
-    assert "error: backend 'nope' cannot run" in out.stderr and "Traceback" not in out.stderr
+def test_errors_are_reported_without_traceback_before_any_work(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    cases = [  # (arguments, exit status, message)
+        (("demo", "--backend", "cuda"), 2, "argument --backend: invalid choice: 'cuda'"),
+        (("demo", "--backend", "triton"), 1, "error: backend 'triton' cannot run on cpu"),
+        (("demo", "--out", str(tmp_path / "a_file")), 1, f"error: --out {tmp_path / 'a_file'} is a file"),
+        (("demo", "--epochs", "0"), 1, "error: --epochs must be at least 1, got 0"),
+        (("view", str(tmp_path), "--port", "99999"), 2, "argument --port: a port is 0..65535, got 99999"),
+        (("info", "--classes", "5"), 1, "error: --classes and --count-dtype size a model's count state: give --model"),
+    ]
+    # Without the interpreter (which conftest turns on where there is no GPU) triton cannot run on the CPU.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    for args, status, message in cases:
+        out = run_cli(*args, "--no-progress", env=env) if args[0] == "demo" else run_cli(*args)
+        assert (out.returncode, "Traceback" in out.stderr) == (status, False), (args, out.stderr)
+        assert message in out.stderr, (args, out.stderr)
+        assert "training" not in out.stdout, args  # refused before the demo trains
+    assert run_cli("--version").stdout.strip() == f"summit-fast {summit_fast.__version__}"
 
 
 def test_info_reports_the_count_state_of_a_model():

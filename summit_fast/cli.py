@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 _COMMAND_MODULES = (
     "summit_fast.cli_demo",
@@ -17,11 +18,20 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="summit-fast", description="Summarise what a CNN has learned over a dataset (a fast Summit).")
+    parser.add_argument("--version", action="version", version=f"summit-fast {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+def check_output_folder(path: Path, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be one (an existing file), before any work is done."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; give a folder (it is created if missing)")
 
 
 def main(argv: list[str] | None = None) -> int:

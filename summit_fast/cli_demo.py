@@ -15,9 +15,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 def register(subparsers) -> None:
+    from .backends import backend_names
+
     p = subparsers.add_parser("demo", help="train a small CNN on bundled digits, aggregate, export")
-    p.add_argument("--out", default="summit_demo", help="output folder (default: ./summit_demo)")
-    p.add_argument("--backend", default="auto", help="torch, cpu, triton, cuda or auto (default)")
+    p.add_argument("--out", type=Path, default=Path("summit_demo"), help="output folder (default: ./summit_demo)")
+    p.add_argument("--backend", default="auto", choices=(*backend_names(), "auto"),
+                   help="the engine that counts, on the CPU (default: auto)")
     p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -25,10 +28,18 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from .aggregate import aggregate
+    from .backends import get_backend
+    from .cli import check_output_folder
     from .export import export
     from .models.digits import load_digits_tensors, train_digits_cnn
 
-    out = Path(args.out)
+    out = args.out
+    # Everything that can be refused is refused before the training.
+    check_output_folder(out)
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
+    get_backend(args.backend, "cpu")
+    print(f"training the digits CNN ({args.epochs} epochs) ...", flush=True)
     t0 = time.perf_counter()
     images, labels = load_digits_tensors()
     model = train_digits_cnn(images, labels, epochs=args.epochs)

@@ -14,13 +14,15 @@ from .result import COUNT_DTYPES
 def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="version, available backends, count-state size of a model")
     p.add_argument("--model", choices=MODELS, help="also report the count state this bundled model needs")
-    p.add_argument("--classes", type=int, default=1000, help="number of classes for --model (default 1000)")
-    p.add_argument("--count-dtype", choices=tuple(COUNT_DTYPES), default="int32",
+    p.add_argument("--classes", type=int, default=None, help="number of classes for --model (default 1000)")
+    p.add_argument("--count-dtype", choices=tuple(COUNT_DTYPES), default=None,
                    help="integer type of the counts for --model (default int32)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if not args.model and (args.classes is not None or args.count_dtype is not None):
+        raise ValueError("--classes and --count-dtype size a model's count state: give --model too")
     print(f"summit_fast {__version__} (torch {torch.__version__})")
     if native is None:
         print(f"native module: not available: {import_error}")
@@ -37,7 +39,7 @@ def run(args) -> int:
         else:
             print(f"  {name:7s} unavailable: {'; '.join(sorted(set(reasons.values())))}")
     if args.model:
-        print(count_state_report(args.model, args.classes, args.count_dtype))
+        print(count_state_report(args.model, 1000 if args.classes is None else args.classes, args.count_dtype or "int32"))
     return 0
 
 

@@ -3,6 +3,7 @@ own graphs), served on 127.0.0.1; or, with ``--static DEST``, written as files t
 
 from __future__ import annotations
 
+import argparse
 import webbrowser
 from pathlib import Path
 
@@ -11,7 +12,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("view", help="open the interactive viewer on an exported folder or Summit's graphs",
                               description=__doc__)
     p.add_argument("dir", type=Path, help="an exported folder (summit_fast.json), or a folder with Summit's ag/ag-{c}.json")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.add_argument("--port", type=_port, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
     p.add_argument("--class-names", type=Path, metavar="FILE",
                    help="for a folder of graphs alone: class names, one a line (or a JSON list); "
                         "default: ImageNet's for 1000 classes, else 'class k'")
@@ -20,6 +21,13 @@ def register(subparsers) -> None:
                    help="instead of serving, write the viewer with all the folder's JSON into DEST and print the page "
                         "to open from disk (a snapshot: write it again after re-exporting)")
     p.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {port}")
+    return port
 
 
 def run(args) -> int:
