@@ -100,6 +100,9 @@ def test_shards_add_up_and_merge():
     b = summit_fast.aggregate(net, batches[1:], backend="torch", progress=False)
     assert a + b == whole
     assert SummitResult.merge([a, b]) == whole
+    assert sum([a, b]) == whole
+    with pytest.raises(TypeError):
+        1 + a
     other = summit_fast.aggregate(net, batches, selection=topk(2), backend="torch", progress=False)
     with pytest.raises(ValueError, match=r'different parameters: selection: \{"rule": "mass".* vs \{"rule": "topk"'):
         whole + other

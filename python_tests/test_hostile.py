@@ -47,6 +47,15 @@ def test_num_classes_that_is_not_a_positive_int_is_refused(num_classes):
         summit_fast.Aggregator(net(), num_classes=num_classes)
 
 
+def test_aggregator_names_the_failing_batch_by_its_place_in_the_stream():
+    aggregator = summit_fast.Aggregator(net(), backend="torch", num_classes=5)
+    aggregator.update(torch.randn(2, 3, 9, 9), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"batch 1: labels: class index 7 is out of range \[0, 5\)"):
+        aggregator.update(torch.randn(2, 3, 9, 9), torch.tensor([0, 7]))
+    with pytest.raises(ValueError, match=r"batch 9: labels"):
+        aggregator.update(torch.randn(2, 3, 9, 9), torch.tensor([0, 7]), batch_index=9)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
 def test_a_cuda_device_without_cuda_is_refused_with_the_reason():
     with pytest.raises(ValueError, match=r"device 'cuda': CUDA is not available here: .*; use device='cpu'"):

@@ -172,6 +172,7 @@ class Aggregator:
         self._result: SummitResult | None = None
         self.interrupted = False  # True if an update failed half-way through adding its counts
         self._warned_train_mode = False
+        self._updates = 0  # calls of update, for naming batches in errors
         if channels_last:
             model.to(memory_format=torch.channels_last)
 
@@ -215,13 +216,17 @@ class Aggregator:
         length = f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""
         raise TypeError(f"the loader must yield (images, labels) pairs; batch {index} is {type(batch).__name__}{length}")
 
-    def update(self, images: torch.Tensor, labels=None, batch_index: int = 0,
+    def update(self, images: torch.Tensor, labels=None, batch_index: int | None = None,
                image_ids: torch.Tensor | None = None) -> None:
         """Add one batch; on any error nothing of this batch is counted.
 
+        ``batch_index`` names the batch in error messages; default: how many updates came before.
         ``image_ids`` (B,) name the images in dataset examples; default: their position in the
         stream of images this Aggregator has counted.
         """
+        if batch_index is None:
+            batch_index = self._updates
+        self._updates += 1
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise TypeError(f"batch {batch_index}: images must be a 4-D tensor (B, C, H, W), got {shape}")

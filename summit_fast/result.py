@@ -282,6 +282,12 @@ class SummitResult:
         tensors = {k: v.to(specs[k][1], copy=True) for k, v in self.tensors().items()}
         return self.from_tensors(tensors, self.graph, params, self.class_names)
 
+    def __radd__(self, other) -> "SummitResult":
+        """``0 + result`` is the result, so that ``sum(results)`` merges them."""
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
+
     @staticmethod
     def merge(results: list["SummitResult"]) -> "SummitResult":
         """Sum of the results of disjoint shards."""
