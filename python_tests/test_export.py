@@ -224,6 +224,12 @@ def test_class_names_and_image_patterns(digits_result, tmp_path):
     assert index["images"] == {"feature_vis": "fv/{layer}-{channel}.jpg", "dataset_examples": "ex/{layer}/{channel}-{i}.jpg"}
     with pytest.raises(ValueError, match="3 class names"):
         export(digits_result, tmp_path / "bad", class_names=names[:3])
+    for pattern in ("fv/{nope}.jpg", "fv/{layer}.jpg", "fv/{layer}-{channel}-{i}.jpg", "fv/{layer"):
+        with pytest.raises(ValueError, match=r"feature_vis 'fv/"):
+            export(digits_result, tmp_path / "bad", feature_vis=pattern)
+    with pytest.raises(ValueError, match=r"dataset_examples 'ex/\{layer\}/\{channel\}.jpg' must use the placeholders "
+                                         r"\{layer\}, \{channel\}, \{i\} and no others"):
+        export(digits_result, tmp_path / "bad", dataset_examples="ex/{layer}/{channel}.jpg")
     assert not (tmp_path / "bad").exists()
 
 

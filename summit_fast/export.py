@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import shutil
+import string
 from importlib import resources
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     """
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+    _check_pattern("feature_vis", feature_vis, ("layer", "channel"))
+    _check_pattern("dataset_examples", dataset_examples, ("layer", "channel", "i"))
     names = _class_names(result, class_names)
     out_dir = Path(out_dir)
     _check_target(out_dir)
@@ -93,6 +96,19 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def _check_pattern(what: str, pattern: str | None, fields: tuple[str, ...]) -> None:
+    """A file pattern must use exactly ``fields`` as its {placeholders} (the viewer fills them in)."""
+    if pattern is None:
+        return
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"{what} {pattern!r}: {exc}") from None
+    if used != set(fields):
+        wanted = ", ".join("{" + f + "}" for f in fields)
+        raise ValueError(f"{what} {pattern!r} must use the placeholders {wanted} and no others")
 
 
 def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> list[dict]:
