@@ -111,6 +111,12 @@ def _edit_manifest(directory, **changes):
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
+def test_loading_a_run_folder_points_to_its_result(tmp_path, result):
+    result.save(tmp_path / "run" / "result")  # the layout of `summit-fast run --out run`
+    with pytest.raises(ResultFormatError, match=r"manifest.json is missing \(did you mean .*run/result\?\)"):
+        SummitResult.load(tmp_path / "run")
+
+
 def test_save_leaves_no_temporary_files(tmp_path, result):
     result.save(tmp_path / "r")
     result.save(tmp_path / "r")  # overwriting is fine

@@ -336,7 +336,9 @@ class SummitResult:
         manifest_path, counts_path = directory / _MANIFEST_FILE, directory / _COUNTS_FILE
         for path in (manifest_path, counts_path):
             if not path.is_file():
-                raise ResultFormatError(f"{directory} is not a summit_fast result: {path.name} is missing")
+                # The output folder of `summit-fast run`/`demo` holds the result in result/.
+                hint = f" (did you mean {directory / 'result'}?)" if (directory / "result" / _MANIFEST_FILE).is_file() else ""
+                raise ResultFormatError(f"{directory} is not a summit_fast result: {path.name} is missing{hint}")
         try:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
