@@ -87,11 +87,15 @@ class ImageFolderDataset(Dataset):
 
     - ``"folders"``: each sub-folder of ``root`` is a class (images found recursively in it);
       class i is the i-th sub-folder name in sorted order. Images directly in ``root`` are left out.
-    - ``"imagenet"``: from ImageNet-style file names ``<wnid>_<name>.JPEG`` anywhere under
-      ``root``; the label is the wnid's index among the 1000 ILSVRC-2012 classes (see
-      :mod:`summit_fast.imagenet`), so a subset of classes keeps the standard indices.
+      These labels are positions in the list of folders, not any model's class indices.
+    - ``"imagenet"``: from ImageNet WordNet ids (wnids), anywhere under ``root``: the folder
+      holding the file (``n01440764/ILSVRC2012_val_00000293.JPEG``, ImageNet's usual train/val
+      layout) or else the file name ``<wnid>_<name>.JPEG``; the label is the wnid's index among
+      the 1000 ILSVRC-2012 classes (see :mod:`summit_fast.imagenet`), so a subset of classes
+      keeps the standard indices of ImageNet classifiers. A file whose folder and name give two
+      different wnids is an error.
     - ``"none"``: unlabeled; every label is ``-1`` (aggregate with ``label_source="prediction"``).
-    - ``"auto"`` (default): ``"imagenet"`` if every file name starts with a known wnid, else
+    - ``"auto"`` (default): ``"imagenet"`` if every file has a known wnid (folder or name), else
       ``"folders"`` if ``root`` has sub-folders, else an error.
 
     ``preprocess`` turns an RGB PIL image into the model's input tensor: a model's
@@ -113,7 +117,7 @@ class ImageFolderDataset(Dataset):
         files = _image_files(self.root)
         if not files:
             raise ValueError(f"no {'/'.join(e[1:].upper() for e in IMAGE_EXTENSIONS)} images under {self.root}")
-        wnid_labels = [_wnid_label(p) for p in files]
+        wnid_labels = [_wnid_label(self.root, p) for p in files]
         self.label_mode = _auto_label_mode(self.root, files, wnid_labels) if labels == "auto" else labels
         if self.label_mode == "folders":
             self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -126,7 +130,9 @@ class ImageFolderDataset(Dataset):
             unknown = _first_unknown_wnid(files, wnid_labels)
             if unknown is not None:
                 raise ValueError(f"{unknown}: the file name does not start with one of the 1000 ILSVRC-2012 WordNet "
-                                 "ids (expected '<wnid>_<name>.JPEG', e.g. n01440764_tench.JPEG)")
+                                 "ids, nor is its folder named by one (expected '<wnid>_<name>.JPEG', e.g. "
+                                 "n01440764_tench.JPEG, or a folder n01440764/)")
+            _check_wnids_agree(self.root, files)
             self.classes, self.paths, self.targets = imagenet_class_names(), files, wnid_labels
         else:
             self.classes, self.paths, self.targets = [], files, [UNLABELED] * len(files)
@@ -145,12 +151,35 @@ def _image_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def _wnid_label(path: Path) -> int | None:
-    """The ImageNet class index of a file named ``<wnid>_<name>.<ext>``, or None."""
+def _wnid_index(name: str) -> int | None:
+    """The ImageNet class index of WordNet id ``name``, or None."""
     try:
-        return imagenet_class_index(path.stem.split("_", 1)[0])
+        return imagenet_class_index(name)
     except KeyError:
         return None
+
+
+def _wnids(root: Path, path: Path) -> tuple[int | None, int | None]:
+    """The ImageNet class indices named by the folder holding ``path`` (not ``root``) and by its
+    file name ``<wnid>_<name>.<ext>`` (None where they name none)."""
+    return (_wnid_index(path.parent.name) if path.parent != root else None,
+            _wnid_index(path.stem.split("_", 1)[0]))
+
+
+def _wnid_label(root: Path, path: Path) -> int | None:
+    """The ImageNet class index of a file in a folder named by a wnid, else of a file named
+    ``<wnid>_<name>.<ext>``, else None."""
+    folder, name = _wnids(root, path)
+    return folder if folder is not None else name
+
+
+def _check_wnids_agree(root: Path, files: list[Path]) -> None:
+    """Refuse a file whose folder and name are two different wnids (which label would be right?)."""
+    for path in files:
+        folder, name = _wnids(root, path)
+        if folder is not None and name is not None and folder != name:
+            raise ValueError(f"{path}: its folder {path.parent.name} and its file name name two different "
+                             "ImageNet classes; move it to its class's folder or rename it")
 
 
 def _first_unknown_wnid(files: list[Path], wnid_labels: list[int | None]) -> Path | None:
@@ -164,5 +193,5 @@ def _auto_label_mode(root: Path, files: list[Path], wnid_labels: list[int | None
     if any(p.parent != root for p in files):
         return "folders"
     raise ValueError(f"cannot tell the labels of the images in {root}: {unknown} is not named "
-                     "'<wnid>_<name>' with an ImageNet WordNet id and there are no class sub-folders; "
-                     "pass labels='none' for unlabeled images")
+                     "'<wnid>_<name>' nor in a folder named by an ImageNet WordNet id, and there are no "
+                     "class sub-folders; pass labels='none' (summit-fast run --labels none) for unlabeled images")
