@@ -47,13 +47,21 @@ class ShardSampler(Sampler[int]):
 
 class ShardIds:
     """Dataset indices of the images a loader yields, for naming dataset examples: with a
-    :class:`ShardSampler` (no shuffling), local image i of rank r is dataset item r + i * w."""
+    :class:`ShardSampler` (no shuffling), local image i of rank r is dataset item r + i * w.
+
+    A loader that knows the indices of what it yields (one that may leave images out, such as
+    :class:`summit_fast.images.ImageLoader`) names them itself: :meth:`of` returns the loader
+    when it has a method ``image_ids(aggregator, images)``.
+    """
 
     def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank, self.world_size = rank, world_size
 
     @classmethod
-    def of(cls, loader) -> "ShardIds":
+    def of(cls, loader):
+        """What names the images of ``loader``: the loader itself, or a :class:`ShardIds`."""
+        if callable(getattr(loader, "image_ids", None)):
+            return loader
         sampler = getattr(loader, "sampler", None)
         if isinstance(sampler, ShardSampler):
             return cls(sampler.rank, sampler.world_size)

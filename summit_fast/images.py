@@ -1,4 +1,6 @@
-"""Images from a folder, preprocessed for a model: :class:`ImageFolderDataset` and :class:`Preprocess`.
+"""Images from a folder, preprocessed for a model: :class:`ImageFolderDataset`, :class:`Preprocess`
+and :class:`ImageLoader` (batches that name each image by its dataset index and can skip
+unreadable files).
 
 Pillow reads the files (JPEG, PNG, BMP). It is imported when an image is first read, so the
 models, whose ``PREPROCESS`` is a :class:`Preprocess`, import without it.
@@ -6,13 +8,14 @@ models, whose ``PREPROCESS`` is a :class:`Preprocess`, import without it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .imagenet import imagenet_class_index, imagenet_class_names
 
@@ -69,15 +72,30 @@ TORCHVISION_IMAGENET = Preprocess(224, 0.875, True, (123.675, 116.28, 103.53), (
 TF_SLIM_IMAGENET = Preprocess(224, 0.875, False, (128.0, 128.0, 128.0), (128.0, 128.0, 128.0))
 
 
+class UnreadableImageError(OSError):
+    """An image file that cannot be read or decoded. Its message is one line naming the file,
+    also when a ``DataLoader`` worker raised it: the loader re-raises it in the main process as
+    ``UnreadableImageError(<the worker's whole traceback>)``, of which only the last line (this
+    error's own message) is kept."""
+
+    def __init__(self, message: str):
+        message = str(message)
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker
+            last = [line for line in message.splitlines() if line.strip()][-1]
+            message = last.split(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
+
+
 def open_rgb(path: str | os.PathLike):
-    """Read an image file as an RGB PIL image; ``OSError`` naming the file if it cannot be read."""
+    """Read an image file as an RGB PIL image; :class:`UnreadableImageError` (an ``OSError``)
+    naming the file if it cannot be read."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.convert("RGB")  # converting decodes the whole file, inside this try
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise OSError(f"cannot read image file {path}: {exc}") from exc
+        raise UnreadableImageError(f"cannot read image file {path}: {exc}") from exc
 
 
 class ImageFolderDataset(Dataset):
@@ -142,6 +160,89 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.preprocess(open_rgb(self.paths[index])), self.targets[index]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what identifies the images and their labels: every file's path relative
+        to ``root``, size, modification time and label. Cheap (one ``stat`` per file, no
+        reads); a file replaced by another of the same name changes it."""
+        digest = hashlib.sha256(f"{self.label_mode}\n".encode())
+        for path, label in zip(self.paths, self.targets):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(self.root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n"
+                          .encode())
+        return digest.hexdigest()
+
+
+class ImageLoader:
+    """Batches ``(images, labels)`` of an :class:`ImageFolderDataset` through a ``DataLoader``
+    (same ``batch_size``, ``sampler``, ``num_workers``, ``pin_memory``), for :func:`summit_fast.aggregate`.
+
+    Each image is named by its index in the dataset (:meth:`image_ids`), so dataset examples
+    name the right file (``dataset.paths[id]``) whichever images a batch holds. With
+    ``skip_unreadable`` a file that cannot be read is left out of its batch (a batch may end up
+    with fewer images, or none) and recorded in :attr:`skipped` as ``(dataset index, reason)``;
+    without it :class:`UnreadableImageError` is raised. ``dataset`` and ``sampler`` are exposed as
+    a ``DataLoader``'s are.
+    """
+
+    def __init__(self, dataset: ImageFolderDataset, *, batch_size: int, sampler=None, num_workers: int = 0,
+                 pin_memory: bool = False, skip_unreadable: bool = False):
+        self.dataset, self.sampler = dataset, sampler
+        self.skipped: list[tuple[int, str]] = []
+        self._ids = torch.empty(0, dtype=torch.long)
+        self._loader = DataLoader(_IndexedItems(dataset, skip_unreadable), batch_size=batch_size, sampler=sampler,
+                                  num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_readable)
+
+    def __len__(self) -> int:
+        """Batches per pass."""
+        return len(self._loader)
+
+    def __iter__(self):
+        self.skipped = []  # a new pass meets the same files again
+        for images, labels, ids, skipped in self._loader:
+            self.skipped.extend(skipped)
+            self._ids = ids
+            yield images, labels
+
+    def image_ids(self, aggregator, images: torch.Tensor) -> torch.Tensor:
+        """The dataset indices of the batch last yielded (what :func:`summit_fast.aggregate`
+        asks a loader that has this method, in place of counting positions in the stream)."""
+        if images.shape[0] != self._ids.shape[0]:
+            raise RuntimeError(f"image_ids: {images.shape[0]} images but the last batch held {self._ids.shape[0]}")
+        return self._ids
+
+
+class _IndexedItems(Dataset):
+    """``(index, image or None, label, reason or None)`` per item of ``dataset``: the image is
+    None, and the reason says why, when the file is unreadable and ``skip_unreadable`` is set."""
+
+    def __init__(self, dataset: ImageFolderDataset, skip_unreadable: bool):
+        self.dataset, self.skip_unreadable = dataset, skip_unreadable
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            image, label = self.dataset[index]
+        except UnreadableImageError as exc:
+            if not self.skip_unreadable:
+                raise
+            return index, None, self.dataset.targets[index], str(exc)
+        return index, image, label, None
+
+
+def _collate_readable(items):
+    """(images, labels, dataset indices, [(index, reason) of skipped files]) of a batch of
+    :class:`_IndexedItems`; a batch of only unreadable files gives zero images."""
+    readable = [(image, label) for _, image, label, _ in items if image is not None]
+    ids = torch.tensor([index for index, image, _, _ in items if image is not None], dtype=torch.long)
+    skipped = [(index, reason) for index, image, _, reason in items if image is None]
+    if readable:
+        images, labels = default_collate(readable)
+    else:
+        images, labels = torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.long)
+    return images, labels, ids, skipped
 
 
 def _image_files(root: Path) -> list[Path]:
