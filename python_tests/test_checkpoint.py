@@ -87,12 +87,35 @@ def test_resume_refuses_a_different_configuration(tmp_path):
                               amp_dtype=torch.bfloat16)
 
 
+def test_mismatch_message_names_what_differs(tmp_path):
+    summit_fast.aggregate(net(), batches(), backend="torch", progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointMismatch) as info:
+        summit_fast.aggregate(net(seed=1), batches(), backend="torch", progress=False, checkpoint_dir=tmp_path,
+                              selection=summit_fast.topk(2), examples=1)
+    assert str(info.value) == (
+        f"the checkpoint in {tmp_path} was made by a run with different model weights and parameters "
+        '(examples: 0 in the checkpoint, 1 now; selection: {"rule": "mass", "tau": 0.01} in the checkpoint, '
+        '{"rule": "topk", "k": 2} now); use another checkpoint_dir, or delete it to start over')
+    assert info.value.directory == tmp_path and len(info.value.differences) == 2
+    assert str(info.value.with_remedy("pass --fresh")).endswith("now); pass --fresh")
+
+
+def test_resume_is_logged(tmp_path, caplog):
+    summit_fast.aggregate(net(), batches(), backend="torch", progress=False, checkpoint_dir=tmp_path,
+                          checkpoint_every=2)
+    with caplog.at_level("INFO", logger="summit_fast.checkpoint"):
+        summit_fast.aggregate(net(), batches(), backend="torch", progress=False, checkpoint_dir=tmp_path)
+    (record,) = caplog.records
+    assert (record.directory, record.batches_done) == (tmp_path, 6)
+    assert record.getMessage() == f"resuming from the checkpoint in {tmp_path} after 6 batches"
+
+
 def test_resume_refuses_a_different_dataset_length(tmp_path):
     dataset = torch.utils.data.TensorDataset(torch.randn(12, 3, 9, 9), torch.randint(0, 5, (12,)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=4)
     summit_fast.aggregate(net(), loader, backend="torch", progress=False, checkpoint_dir=tmp_path)
     shorter = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(8)), batch_size=4)
-    with pytest.raises(CheckpointMismatch, match="dataset length"):
+    with pytest.raises(CheckpointMismatch, match=r"different dataset length \(12 in the checkpoint, 8 now\)"):
         summit_fast.aggregate(net(), shorter, backend="torch", progress=False, checkpoint_dir=tmp_path)
 
 

@@ -140,7 +140,8 @@ def test_resume_with_another_count_type_is_refused(tmp_path):
     model = TinyInception(num_classes=4).eval()
     data = batches(n=2)
     summit_fast.aggregate(model, data, backend="torch", progress=False, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="made by a run with a different parameters"):
+    with pytest.raises(ValueError, match=r'made by a run with different parameters \(count_dtype: unset in the '
+                                         r'checkpoint, "int16" now\)'):
         summit_fast.aggregate(model, data, backend="torch", progress=False, checkpoint_dir=tmp_path,
                               count_dtype="int16")
 

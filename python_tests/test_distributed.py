@@ -64,3 +64,17 @@ def test_shard_sampler_covers_every_item_once():
     shards = [list(ShardSampler(10, rank=r, world_size=3)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(10))
     assert [len(ShardSampler(10, rank=r, world_size=3)) for r in range(3)] == [4, 3, 3]
+
+
+def test_torchrun_process_group_outside_torchrun_joins_nothing(monkeypatch):
+    from summit_fast.distributed import torchrun_process_group
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with torchrun_process_group(torch.device("cpu")) as device:
+        assert device == torch.device("cpu") and not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2 but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"):
+        with torchrun_process_group(torch.device("cpu")):
+            pass

@@ -5,12 +5,16 @@ fingerprint of the run's configuration) in a folder ``ckpt-<batches>``. It is wr
 temporary name, fsynced and renamed; then the file ``LATEST`` is atomically replaced to point
 at it, and older checkpoints are removed. A process killed at any moment leaves ``LATEST``
 pointing at a complete checkpoint (or no ``LATEST`` at all).
+
+When a checkpoint is resumed, the logger ``summit_fast.checkpoint`` records it (level INFO, with
+``directory`` and ``batches_done`` attributes on the record), so a program can say so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,10 +27,49 @@ from .result import ResultFormatError, SummitResult, _atomic_write
 
 _LATEST = "LATEST"
 _STATE = "state.json"
+_SHOWN_VALUE_CHARS = 40  # values longer than this (weight digests, edge lists) are named, not shown
+log = logging.getLogger(__name__)
 
 
 class CheckpointMismatch(ValueError):
-    """A checkpoint was made by a run with a different configuration."""
+    """A checkpoint was made by a run with a different configuration.
+
+    ``directory`` is the checkpoint folder, ``differences`` describes each differing field of
+    the fingerprint (e.g. ``"parameters (selection: ... in the checkpoint, ... now)"``) and
+    ``remedy`` ends the message; :meth:`with_remedy` rewords it for a program's own options.
+    """
+
+    def __init__(self, directory: str | os.PathLike, differences: list[str],
+                 remedy: str = "use another checkpoint_dir, or delete it to start over"):
+        self.directory, self.differences, self.remedy = Path(directory), list(differences), remedy
+        super().__init__(f"the checkpoint in {self.directory} was made by a run with different "
+                         f"{_join(self.differences)}; {remedy}")
+
+    def with_remedy(self, remedy: str) -> "CheckpointMismatch":
+        """The same mismatch, ending with ``remedy``."""
+        return CheckpointMismatch(self.directory, self.differences, remedy)
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _shown(value) -> str | None:
+    """``value`` as JSON if short (an absent or null entry as "unset"), else None."""
+    text = "unset" if value is None else json.dumps(value)
+    return text if len(text) <= _SHOWN_VALUE_CHARS else None
+
+
+def describe_difference(name: str, theirs, mine) -> str:
+    """``name``, with what differs: the differing entries of a dict, or both values when short."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+        parts = [f"{k}: {_shown(theirs.get(k)) or 'one value'} in the checkpoint, "
+                 f"{_shown(mine.get(k)) or 'another'} now" for k in keys]
+        return f"{name} ({'; '.join(parts)})"
+    if _shown(theirs) is not None and _shown(mine) is not None:
+        return f"{name} ({_shown(theirs)} in the checkpoint, {_shown(mine)} now)"
+    return name
 
 
 def model_digest(model: nn.Module) -> str:
@@ -69,9 +112,12 @@ class Checkpointer:
             raise ResultFormatError(f"checkpoint {folder} is damaged ({exc}); delete {self.directory} to start over") from None
         different = sorted(k for k in set(fingerprint) | set(self.fingerprint) if fingerprint.get(k) != self.fingerprint.get(k))
         if different:
-            raise CheckpointMismatch(f"the checkpoint in {self.directory} was made by a run with a different "
-                                     f"{', '.join(different)}; use another checkpoint_dir or delete it to start over")
-        return Checkpoint(SummitResult.load(folder), batches_done)
+            raise CheckpointMismatch(self.directory, [
+                describe_difference(k, fingerprint.get(k), self.fingerprint.get(k)) for k in different])
+        checkpoint = Checkpoint(SummitResult.load(folder), batches_done)
+        log.info("resuming from the checkpoint in %s after %d batches", self.directory, batches_done,
+                 extra={"directory": self.directory, "batches_done": batches_done})
+        return checkpoint
 
     def save(self, result: SummitResult, batches_done: int) -> Path:
         """Write a checkpoint after ``batches_done`` batches and make it the latest."""

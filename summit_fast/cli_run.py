@@ -1,10 +1,32 @@
-"""``summit-fast run``: everything for a folder of images — aggregate, graphs, export, dataset
-example patches — then how to open the viewer. Under ``torchrun`` each rank aggregates its
-shard (:class:`summit_fast.ShardSampler`) and rank 0 writes the outputs."""
+"""summit-fast run: everything for a folder of images — aggregate, graphs, export, dataset
+example patches — then how to open the viewer.
+
+Labels: images in folders named by ImageNet WordNet ids (n01440764/...) or named
+<wnid>_<name>.JPEG are labelled with the model's ILSVRC-2012 class indices, and accuracy is
+reported. Other class folders (cat/, dog/) group the counts by folder, but they are not the
+model's classes, so no accuracy or confusion is computed (a warning says so).
+
+Checkpoints go to OUT/checkpoints, in a sub-folder per list of image files (their paths, sizes
+and modification times), labels and batch size: a run with the same model, options and images
+resumes where an interrupted one stopped; changed images start afresh. They are removed once
+the result and the viewer folder are written, unless --keep-checkpoints is given.
+
+Under torchrun (torchrun --nproc_per_node=N -m summit_fast.cli run ...) every process joins the
+process group (gloo on CPU, NCCL on GPUs with one GPU per process), aggregates its shard of the
+images (summit_fast.ShardSampler) with its own checkpoints, and rank 0 writes the outputs.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,20 +35,52 @@ from .result import COUNT_DTYPES
 
 MODELS = ("inception_v1", "mobilenet_v2", "resnet18", "resnet50", "vgg16")
 AMP_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+LABEL_CHOICES = ("auto", "imagenet", "folders", "none")
+CHECKPOINTS = "checkpoints"  # OUT/checkpoints
+_EXAMPLES_SHOWN = 3  # state-dict keys, unreadable files ... named in a message
+RANDOM_WEIGHTS_SEED = 0
+
+
+def _int_at_least(low: int):
+    """An argparse type: an int >= ``low``, else a usage error naming the option and the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="aggregate a folder of images, build graphs, export for the viewer",
-                              description=__doc__)
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=MODELS, help="a bundled model")
-    p.add_argument("--weights", type=Path, help="a state-dict file for the model (default: random weights)")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help=f"a state-dict file for the model (default: random weights drawn with seed "
+                        f"{RANDOM_WEIGHTS_SEED}, i.e. the summary of an untrained network)")
     p.add_argument("--tf-padding", action="store_true",
                    help="mobilenet_v2 only: TensorFlow 'SAME' padding (for weights converted from TensorFlow)")
     p.add_argument("--images", type=Path, required=True, metavar="DIR",
-                   help="images in class sub-folders, or ImageNet-style <wnid>_<name>.JPEG files")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+                   help="images in class sub-folders (folders named by ImageNet WordNet ids, e.g. n01440764/, "
+                        "are the model's classes), or ImageNet-style <wnid>_<name>.JPEG files")
+    p.add_argument("--labels", choices=LABEL_CHOICES, default="auto",
+                   help="where labels come from: 'imagenet': WordNet ids of the folders (n01440764/) or of the file "
+                        "names (<wnid>_<name>.JPEG), i.e. the model's ILSVRC-2012 classes, with accuracy; 'folders': "
+                        "one class per sub-folder, not the model's classes, so without accuracy; 'none': unlabeled, "
+                        "grouped by the model's predictions (every class of the model gets counts: see summit-fast "
+                        "info --model M --classes N for their memory); 'auto': imagenet when every image has a "
+                        "WordNet id, else folders (default auto)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output folder: result/, viewer/ and, during the run, checkpoints/")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32, metavar="N", help="images per batch (default 32)")
+    p.add_argument("--workers", type=_int_at_least(0), default=2, metavar="N",
+                   help="DataLoader worker processes (default 2; 0: read images in the main process)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out image files that cannot be read (not counted; listed at the end) instead of "
+                        "stopping at the first")
     p.add_argument("--backend", default="auto", help="torch, cpu, triton or auto (default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--amp", choices=tuple(AMP_CHOICES), default=None,
@@ -34,9 +88,18 @@ def register(subparsers) -> None:
                         "the half-precision forward, recorded in the result's params)")
     p.add_argument("--channels-last", action="store_true",
                    help="run the model in channels_last memory format (faster convs on GPUs)")
-    p.add_argument("--examples", type=int, default=10, help="dataset examples per channel (default 10; 0: none)")
-    p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="batches between checkpoints (default 100)")
+    p.add_argument("--examples", type=_int_at_least(0), default=10, metavar="N",
+                   help="dataset examples per channel (default 10; 0: none)")
+    p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto",
+                   help="how the viewer's map places the classes: umap (needs umap-learn), pca, or auto: UMAP when "
+                        "umap-learn is installed and there are more than 15 classes, else PCA (default auto)")
+    p.add_argument("--checkpoint-every", type=_int_at_least(1), default=100, metavar="N",
+                   help="batches between checkpoints (default 100)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep OUT/checkpoints after a successful run (default: removed; they hold as much as "
+                        "the counts, about 10 GiB for InceptionV1 at 1000 classes)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the checkpoints in OUT/checkpoints and start from the first image")
     p.add_argument("--count-dtype", choices=tuple(COUNT_DTYPES), default="int32",
                    help="integer type of the counts; int16 halves their memory and holds up to 32767 images "
                         "per class (default int32)")
@@ -44,51 +107,353 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+# -- the model ------------------------------------------------------------------------------
 def load_model(name: str, weights: Path | None, tf_padding: bool = False):
-    """A bundled model by name, with optional weights."""
+    """A bundled model by name, with weights from a state-dict file; without one, random weights
+    drawn with seed :data:`RANDOM_WEIGHTS_SEED` (the same in every process and every run, so
+    that ranks aggregate one network and a rerun resumes its checkpoint).
+
+    A file that is not a state dict, or not one of this model, is refused with a one-line
+    ``ValueError`` saying how it differs (keys missing, unexpected, of another shape, with a few
+    examples and what the model's keys look like) rather than PyTorch's list of every key.
+    """
     from . import models
 
     if tf_padding and name != "mobilenet_v2":
         raise ValueError("--tf-padding applies to mobilenet_v2 only")
     factory = getattr(models, name)
-    return factory(weights, tf_padding=True) if tf_padding else factory(weights)
+    options = {"tf_padding": True} if tf_padding else {}
+    if weights is None:
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's generator
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return factory(None, **options)
+    state = read_state_dict(weights)
+    try:
+        return factory(state, **options)
+    except RuntimeError:  # load_state_dict's: explain it shortly, if the keys or shapes are the cause
+        problem = state_dict_mismatch(factory(None, **options).state_dict(), state, name)
+        if problem is None:
+            raise
+        raise ValueError(f"--weights {weights} {problem}") from None
 
 
+def read_state_dict(path: Path) -> Mapping:
+    """The mapping ``torch.load(path, weights_only=True)`` finds in ``path``; ``ValueError``
+    (one line, naming ``--weights``) when there is none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and format errors alike mean: not a readable state-dict file
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ValueError(f"--weights {path}: torch.load cannot read it as a state-dict file "
+                         f"({type(exc).__name__}: {first})") from None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"--weights {path} holds a {type(state).__name__}, not a state dict "
+                         "(a mapping of parameter names to tensors)")
+    return state
+
+
+def state_dict_mismatch(expected: Mapping, given: Mapping, name: str) -> str | None:
+    """How state dict ``given`` differs from model ``name``'s ``expected`` one, in one line (how
+    many keys are missing, unexpected or of another shape, with examples, and what the model's
+    keys look like); None if the keys and shapes agree."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [k for k in expected if k in given and isinstance(given[k], torch.Tensor)
+                and tuple(given[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or reshaped):
+        return None
+    parts = []
+    if len(missing) == len(expected):
+        parts.append(f"none of {name}'s {len(expected)} keys is in the file")
+    elif missing:
+        parts.append(f"{len(missing)} of {name}'s {len(expected)} keys are missing (e.g. {_few(missing)})")
+    if len(unexpected) == len(given):
+        parts.append(f"none of the file's {len(given)} keys is {name}'s (they look like {_spread(unexpected)})")
+    elif unexpected:
+        parts.append(f"{len(unexpected)} of the file's {len(given)} keys are not {name}'s (e.g. {_few(unexpected)})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} tensors have another shape (e.g. {k}: {tuple(given[k].shape)} in the file, "
+                     f"{tuple(expected[k].shape)} in {name})")
+    parts.append(f"{name}'s keys look like {_spread(list(expected))}")
+    nested = [k for k, v in given.items() if isinstance(v, Mapping)]
+    if nested:
+        parts.append(f"the file's entry {nested[0]!r} is itself a mapping: if it holds the weights, save it alone")
+    elif given and all(str(k).startswith("module.") for k in given):
+        parts.append("the file's keys start with 'module.' (saved from DataParallel or DistributedDataParallel): "
+                     "remove that prefix")
+    return f"does not fit {name}: {'; '.join(parts)}"
+
+
+def _few(items: list, n: int = _EXAMPLES_SHOWN) -> str:
+    """The first ``n`` items, and "..." if there are more."""
+    return ", ".join(str(i) for i in items[:n]) + (", ..." if len(items) > n else "")
+
+
+def _spread(items: list) -> str:
+    """The first, middle and last item: what a long list of names looks like."""
+    if len(items) <= _EXAMPLES_SHOWN:
+        return ", ".join(str(i) for i in items)
+    return " ... ".join(str(items[i]) for i in (0, len(items) // 2, len(items) - 1))
+
+
+def model_outputs(model, device: torch.device) -> int | None:
+    """How many class scores ``model`` outputs (one forward pass of a blank image), or None
+    when its output is not (batch, scores)."""
+    with torch.inference_mode():
+        output = model(torch.zeros(1, *model.INPUT_SHAPE, device=device))
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    return int(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+
+
+# -- labels ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelPlan:
+    """How ``run`` counts a dataset's labels: the options of :func:`summit_fast.aggregate`
+    (``classes``, ``class_names``, ``num_classes``, ``label_source``), whether the model's
+    predictions can be compared with the labels (``accuracy``), and, when they cannot, why
+    (``warning``, for the user)."""
+
+    classes: list[int] | None
+    names: list[str] | None
+    num_classes: int | None
+    label_source: str
+    accuracy: bool
+    warning: str | None = None
+
+
+def plan_labels(dataset, outputs: int | None) -> LabelPlan:
+    """The :class:`LabelPlan` of ``dataset`` (an ImageFolderDataset) for a model with ``outputs``
+    class scores (unused for folder labels).
+
+    - ImageNet labels (WordNet ids) are ILSVRC-2012 class indices: only the classes present get
+      rows of counts (ImageNet's 1000 rows of influence counts would need gigabytes for a folder
+      of a few classes); accuracy is computed when the model has exactly those 1000 outputs
+      (InceptionV1's 1008 are in another order).
+    - Folder labels are positions in the list of folders, not the model's classes: counts are
+      grouped by folder, and accuracy and confusion are not computed.
+    - Unlabeled images are grouped by the model's prediction: every class of the model is
+      counted, and accuracy would be 1 by construction, so it is not computed.
+    """
+    from .imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
+
+    if dataset.label_mode == "none":
+        names = imagenet_class_names() if outputs == NUM_IMAGENET_CLASSES else None
+        return LabelPlan(None, names, None, "prediction", False,
+                         f"the images are unlabeled: each is counted under the class the model predicts, with rows "
+                         f"for all {outputs} of the model's classes (summit-fast info --model M --classes {outputs} "
+                         "says how much memory that takes; --count-dtype int16 halves it); no accuracy is computed")
+    classes = sorted(set(dataset.targets))
+    names = [dataset.classes[c] for c in classes]
+    if dataset.label_mode == "imagenet":
+        if outputs == NUM_IMAGENET_CLASSES:
+            return LabelPlan(classes, names, None, "target", True)
+        return LabelPlan(classes, names, NUM_IMAGENET_CLASSES, "target", False,
+                         f"the images are labelled with ImageNet's 1000 classes but the model has {outputs} outputs, "
+                         "not those classes in their standard order: accuracy and confusion are not computed")
+    return LabelPlan(classes, names, len(dataset.classes), "target", False,
+                     f"the class folders ({_few(dataset.classes)}) are not the model's classes: the counts are "
+                     "grouped by folder, and accuracy and confusion are not computed (folders named by ImageNet "
+                     "WordNet ids, e.g. n01440764/, give the model's classes)")
+
+
+def drop_predictions(result) -> None:
+    """Forget the predictions ``aggregate`` recorded (it records them whenever the model outputs
+    one score per class index): compared with labels that are not the model's classes they mean
+    nothing, so the result says none were recorded."""
+    if result.params.get("predictions"):
+        result.params = dict(result.params, predictions=False)
+        result.confusion.zero_()
+        result.top1_probability.zero_()
+
+
+# -- the command ----------------------------------------------------------------------------
 def run(args) -> int:
-    from torch.utils.data import DataLoader
+    from .distributed import torchrun_process_group
 
+    _check_paths(args)  # before anything slow
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with torchrun_process_group(device) as device:
+        return _run(args, device)
+
+
+def _check_paths(args) -> None:
+    if args.out.exists() and not args.out.is_dir():
+        raise NotADirectoryError(f"--out {args.out} is a file; expected a folder (existing or to be created)")
+    if not args.images.is_dir():
+        raise NotADirectoryError(f"--images {args.images} is not a folder")
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file")
+
+
+def _run(args, device: torch.device) -> int:
     from .aggregate import aggregate
-    from .distributed import ShardSampler, is_distributed
+    from .checkpoint import CheckpointMismatch
+    from .distributed import ShardSampler, rank_and_world_size
+    from .images import ImageFolderDataset, ImageLoader, UnreadableImageError
+
+    rank, world_size = rank_and_world_size()
+    main = rank == 0  # the one that speaks and writes the outputs
+    if args.weights is None and main:
+        _warn(f"no --weights given: {args.model} has random weights (seed {RANDOM_WEIGHTS_SEED}), so this is the "
+              "summary of an untrained network")
+    model = load_model(args.model, args.weights, args.tf_padding).to(device)
+    dataset = ImageFolderDataset(args.images, model.PREPROCESS, labels=args.labels)
+    # Only ImageNet labels and predictions depend on the model's classes (a forward pass to count them).
+    plan = plan_labels(dataset, model_outputs(model, device) if dataset.label_mode != "folders" else None)
+    if plan.warning and main:
+        _warn(plan.warning)
+    root = args.out / CHECKPOINTS
+    checkpoint_dir = _checkpoint_folder(root, dataset, args.batch_size, args.fresh, main)
+    loader = ImageLoader(dataset, batch_size=args.batch_size, sampler=ShardSampler(dataset),
+                         num_workers=args.workers, pin_memory=device.type == "cuda",
+                         skip_unreadable=args.skip_unreadable)
+    started = time.perf_counter()
+    try:
+        with _report_resume(len(loader), main):
+            result = aggregate(model, loader, backend=args.backend, device=device, examples=args.examples,
+                               classes=plan.classes, num_classes=plan.num_classes, class_names=plan.names,
+                               label_source=plan.label_source, count_dtype=args.count_dtype,
+                               amp_dtype=AMP_CHOICES.get(args.amp), channels_last=args.channels_last,
+                               progress=main and not args.no_progress,
+                               checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every)
+    except UnreadableImageError as exc:
+        raise UnreadableImageError(f"{exc} (--skip-unreadable leaves such files out)") from None
+    except CheckpointMismatch as exc:
+        raise exc.with_remedy(f"pass --fresh to discard {root} and start over, or choose another --out") from None
+    skipped = _all_skipped(loader, dataset)  # every rank takes part
+    if result.num_images == 0:
+        raise ValueError(f"none of the {len(dataset)} images under {args.images} could be read "
+                         f"(e.g. {_few(skipped)})")
+    if not plan.accuracy:
+        drop_predictions(result)
+    if not main:
+        return 0
+    # The other ranks are done with their checkpoints: aggregate's all_reduce came after their last save.
+    processes = f" on {world_size} processes" if world_size > 1 else ""
+    print(f"aggregated {result.num_images} images in {time.perf_counter() - started:.1f} s{processes}: {result}",
+          flush=True)
+    if skipped:
+        _warn(f"skipped {len(skipped)} unreadable image file{'s' if len(skipped) > 1 else ''} (not counted): "
+              f"{_few(skipped)}")
+    if plan.accuracy:
+        print(f"top-1 accuracy: {float(result.confusion.diagonal().sum()) / result.num_images:.4f}", flush=True)
+    result_dir = result.save(args.out / "result")
+    viewer_dir, patches, patch_bytes = _write_viewer(result, model, dataset, args, device)
+    print(f"result: {result_dir}", flush=True)
+    print(f"viewer: {viewer_dir} (attribution graphs of {result.num_classes} classes in {viewer_dir / 'ag'})",
+          flush=True)
+    if args.examples:
+        print(f"dataset-example patches: {patches} ({patch_bytes / 2**20:.1f} MiB) in {viewer_dir / 'examples'}",
+              flush=True)
+    if args.keep_checkpoints:
+        print(f"checkpoints kept in {root} (--keep-checkpoints)", flush=True)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"removed the checkpoints in {root} (--keep-checkpoints keeps them)", flush=True)
+    print(f"open the viewer: summit-fast view {viewer_dir}", flush=True)
+    return 0
+
+
+def _warn(message: str) -> None:
+    print(f"summit-fast run: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _checkpoint_folder(root: Path, dataset, batch_size: int, fresh: bool, main: bool) -> Path:
+    """The checkpoint folder of this stream of batches: ``root/images-<key>``, the key a digest of
+    the images' fingerprint (files, sizes, times, labels) and the batch size. A checkpoint counts
+    the first N batches, so changed images (same names, other contents) or another batch size
+    start afresh instead of resuming counts of other images. With ``fresh`` ``root`` is emptied
+    first. Every rank must see the same images."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    from .distributed import is_distributed
+
+    fingerprint = hashlib.sha256(f"{dataset.fingerprint()}\nbatch size {batch_size}".encode()).hexdigest()
+    if is_distributed():
+        theirs = [None] * dist.get_world_size()
+        dist.all_gather_object(theirs, (fingerprint, len(dataset)))
+        other = next((r for r, t in enumerate(theirs) if t[0] != fingerprint), None)
+        if other is not None:
+            raise ValueError(f"rank {other} sees other image files under {dataset.root} than rank "
+                             f"{dist.get_rank()} ({theirs[other][1]} vs {len(dataset)} files, or other sizes, "
+                             "times or labels); every process must see the same images")
+    folder = root / f"images-{fingerprint[:16]}"
+    if main:
+        if fresh and root.exists():
+            shutil.rmtree(root)
+            print(f"removed the checkpoints in {root} (--fresh)", flush=True)
+        elif root.is_dir() and any(p != folder for p in root.iterdir()):
+            print(f"{root} holds checkpoints of other image files, labels or batch size: this run does not "
+                  "resume them (they are removed when it completes)", flush=True)
+    if is_distributed():
+        dist.barrier()  # no rank writes a checkpoint before rank 0 has emptied the folder
+    return folder
+
+
+@contextlib.contextmanager
+def _report_resume(total_batches: int, enabled: bool):
+    """Print "resumed from DIR: N of M batches done" when aggregate resumes from a checkpoint
+    (the checkpoint module logs it once it has accepted the checkpoint)."""
+    if not enabled:
+        yield
+        return
+
+    class Say(logging.Handler):
+        def emit(self, record):
+            print(f"resumed from {record.directory}: {record.batches_done} of {total_batches} batches done",
+                  flush=True)
+
+    logger, handler = logging.getLogger("summit_fast.checkpoint"), Say(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _all_skipped(loader, dataset) -> list[str]:
+    """The paths of the files every rank skipped as unreadable, in dataset order."""
+    import torch.distributed as dist
+
+    from .distributed import is_distributed
+
+    indices = [index for index, _ in loader.skipped]
+    if is_distributed():
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, indices)
+        indices = [i for part in gathered for i in part]
+    return [str(dataset.paths[i]) for i in sorted(indices)]
+
+
+def _write_viewer(result, model, dataset, args, device) -> tuple[Path, int, int]:
+    """Export ``result`` to OUT/viewer with its dataset-example patches; returns the folder, the
+    number of patches and their bytes. The patches are written to a staging folder and moved in
+    after the (atomic) export, replacing any of an earlier run, so a failure leaves no mixture."""
     from .export import export
-    from .images import ImageFolderDataset
     from .patches import PATTERN, export_patches, receptive_fields
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(args.model, args.weights, args.tf_padding).to(device)
-    dataset = ImageFolderDataset(args.images, model.PREPROCESS)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", sampler=ShardSampler(dataset))
-    # Count rows only for the classes the images belong to (ImageNet's 1000 rows of influence
-    # counts would need gigabytes for a folder of a few classes).
-    classes = sorted(set(dataset.targets)) if dataset.classes else None
-    names = [dataset.classes[c] for c in classes] if classes else None
-    started = time.perf_counter()
-    result = aggregate(model, loader, backend=args.backend, device=device, examples=args.examples, classes=classes,
-                       count_dtype=args.count_dtype, amp_dtype=AMP_CHOICES.get(args.amp),
-                       channels_last=args.channels_last,
-                       class_names=names, label_source="target" if classes else "prediction",
-                       progress=not args.no_progress,
-                       checkpoint_dir=args.out / "checkpoints", checkpoint_every=args.checkpoint_every)
-    if is_distributed() and torch.distributed.get_rank() != 0:
-        return 0
-    print(f"aggregated {result.num_images} images in {time.perf_counter() - started:.1f} s: {result}", flush=True)
-    result.save(args.out / "result")
-    viewer_dir = export(result, args.out / "viewer", embedding=args.embedding,
-                        dataset_examples=PATTERN if args.examples else None)
-    if args.examples:
-        fields = receptive_fields(model, result.layers, model.INPUT_SHAPE, device=device)
-        written = export_patches(result, fields, dataset.paths, model.PREPROCESS, viewer_dir,
-                                 progress=not args.no_progress)
-        print(f"wrote {written} dataset-example patches", flush=True)
-    print(f"result: {args.out / 'result'}\nviewer: summit-fast view {viewer_dir}", flush=True)
-    return 0
+    examples = PATTERN.split("/", 1)[0]  # the folder the patches go to, inside the viewer folder
+    staging = args.out / f".patches-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / examples).mkdir(parents=True)
+    try:
+        patches = 0
+        if args.examples:
+            fields = receptive_fields(model, result.layers, model.INPUT_SHAPE, device=device)
+            patches = export_patches(result, fields, dataset.paths, model.PREPROCESS, staging,
+                                     progress=not args.no_progress)
+        viewer_dir = export(result, args.out / "viewer", embedding=args.embedding,
+                            dataset_examples=PATTERN if args.examples else None)
+        shutil.rmtree(viewer_dir / examples, ignore_errors=True)
+        if args.examples:
+            os.replace(staging / examples, viewer_dir / examples)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    patch_bytes = sum(f.stat().st_size for f in (viewer_dir / examples).rglob("*") if f.is_file())
+    return viewer_dir, patches, patch_bytes

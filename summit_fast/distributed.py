@@ -4,10 +4,14 @@ The sharding rule: rank r of w processes the dataset items r, r + w, r + 2w, ...
 :class:`ShardSampler`; unlike ``DistributedSampler`` it never pads or drops items, so every
 image is counted exactly once). Counts are additive, so the ranks' results are summed with
 ``all_reduce``.
+
+A program started by ``torchrun`` joins the process group that ``torchrun`` describes in the
+environment with :func:`torchrun_process_group` (what ``summit-fast run`` does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,6 +26,49 @@ from .result import SummitResult, check_count_capacity
 def is_distributed() -> bool:
     """True inside an initialised ``torch.distributed`` process group with more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0 and 1 outside a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment describes a group of more than one process (``WORLD_SIZE``, as
+    ``torchrun`` sets it)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or "1") > 1
+
+
+@contextlib.contextmanager
+def torchrun_process_group(device: torch.device):
+    """Join the process group that ``torchrun`` describes in the environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) for the body and leave it at
+    the end, also on error; yields the device this rank computes on.
+
+    The backend is gloo for a CPU ``device`` and NCCL for CUDA, where each rank takes the GPU
+    ``cuda:LOCAL_RANK`` (unless ``device`` names one). Without ``torchrun`` (``WORLD_SIZE``
+    unset or 1), or inside a group the caller already initialised, nothing is joined or left.
+    """
+    if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
+        yield device
+        return
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
+    missing = [v for v in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: "
+                           "start several processes with torchrun")
+    if device.type == "cuda":
+        if device.index is None:  # one GPU per rank on each machine
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
 
 
 class ShardSampler(Sampler[int]):
@@ -47,13 +94,21 @@ class ShardSampler(Sampler[int]):
 
 class ShardIds:
     """Dataset indices of the images a loader yields, for naming dataset examples: with a
-    :class:`ShardSampler` (no shuffling), local image i of rank r is dataset item r + i * w."""
+    :class:`ShardSampler` (no shuffling), local image i of rank r is dataset item r + i * w.
+
+    A loader that knows the indices of what it yields (one that may leave images out, such as
+    :class:`summit_fast.images.ImageLoader`) names them itself: :meth:`of` returns the loader
+    when it has a method ``image_ids(aggregator, images)``.
+    """
 
     def __init__(self, rank: int = 0, world_size: int = 1):
         self.rank, self.world_size = rank, world_size
 
     @classmethod
-    def of(cls, loader) -> "ShardIds":
+    def of(cls, loader):
+        """What names the images of ``loader``: the loader itself, or a :class:`ShardIds`."""
+        if callable(getattr(loader, "image_ids", None)):
+            return loader
         sampler = getattr(loader, "sampler", None)
         if isinstance(sampler, ShardSampler):
             return cls(sampler.rank, sampler.world_size)

@@ -1,4 +1,6 @@
-"""Images from a folder, preprocessed for a model: :class:`ImageFolderDataset` and :class:`Preprocess`.
+"""Images from a folder, preprocessed for a model: :class:`ImageFolderDataset`, :class:`Preprocess`
+and :class:`ImageLoader` (batches that name each image by its dataset index and can skip
+unreadable files).
 
 Pillow reads the files (JPEG, PNG, BMP). It is imported when an image is first read, so the
 models, whose ``PREPROCESS`` is a :class:`Preprocess`, import without it.
@@ -6,13 +8,14 @@ models, whose ``PREPROCESS`` is a :class:`Preprocess`, import without it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .imagenet import imagenet_class_index, imagenet_class_names
 
@@ -69,15 +72,30 @@ TORCHVISION_IMAGENET = Preprocess(224, 0.875, True, (123.675, 116.28, 103.53), (
 TF_SLIM_IMAGENET = Preprocess(224, 0.875, False, (128.0, 128.0, 128.0), (128.0, 128.0, 128.0))
 
 
+class UnreadableImageError(OSError):
+    """An image file that cannot be read or decoded. Its message is one line naming the file,
+    also when a ``DataLoader`` worker raised it: the loader re-raises it in the main process as
+    ``UnreadableImageError(<the worker's whole traceback>)``, of which only the last line (this
+    error's own message) is kept."""
+
+    def __init__(self, message: str):
+        message = str(message)
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker
+            last = [line for line in message.splitlines() if line.strip()][-1]
+            message = last.split(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
+
+
 def open_rgb(path: str | os.PathLike):
-    """Read an image file as an RGB PIL image; ``OSError`` naming the file if it cannot be read."""
+    """Read an image file as an RGB PIL image; :class:`UnreadableImageError` (an ``OSError``)
+    naming the file if it cannot be read."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             return image.convert("RGB")  # converting decodes the whole file, inside this try
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise OSError(f"cannot read image file {path}: {exc}") from exc
+        raise UnreadableImageError(f"cannot read image file {path}: {exc}") from exc
 
 
 class ImageFolderDataset(Dataset):
@@ -87,11 +105,15 @@ class ImageFolderDataset(Dataset):
 
     - ``"folders"``: each sub-folder of ``root`` is a class (images found recursively in it);
       class i is the i-th sub-folder name in sorted order. Images directly in ``root`` are left out.
-    - ``"imagenet"``: from ImageNet-style file names ``<wnid>_<name>.JPEG`` anywhere under
-      ``root``; the label is the wnid's index among the 1000 ILSVRC-2012 classes (see
-      :mod:`summit_fast.imagenet`), so a subset of classes keeps the standard indices.
+      These labels are positions in the list of folders, not any model's class indices.
+    - ``"imagenet"``: from ImageNet WordNet ids (wnids), anywhere under ``root``: the folder
+      holding the file (``n01440764/ILSVRC2012_val_00000293.JPEG``, ImageNet's usual train/val
+      layout) or else the file name ``<wnid>_<name>.JPEG``; the label is the wnid's index among
+      the 1000 ILSVRC-2012 classes (see :mod:`summit_fast.imagenet`), so a subset of classes
+      keeps the standard indices of ImageNet classifiers. A file whose folder and name give two
+      different wnids is an error.
     - ``"none"``: unlabeled; every label is ``-1`` (aggregate with ``label_source="prediction"``).
-    - ``"auto"`` (default): ``"imagenet"`` if every file name starts with a known wnid, else
+    - ``"auto"`` (default): ``"imagenet"`` if every file has a known wnid (folder or name), else
       ``"folders"`` if ``root`` has sub-folders, else an error.
 
     ``preprocess`` turns an RGB PIL image into the model's input tensor: a model's
@@ -113,7 +135,7 @@ class ImageFolderDataset(Dataset):
         files = _image_files(self.root)
         if not files:
             raise ValueError(f"no {'/'.join(e[1:].upper() for e in IMAGE_EXTENSIONS)} images under {self.root}")
-        wnid_labels = [_wnid_label(p) for p in files]
+        wnid_labels = [_wnid_label(self.root, p) for p in files]
         self.label_mode = _auto_label_mode(self.root, files, wnid_labels) if labels == "auto" else labels
         if self.label_mode == "folders":
             self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -126,7 +148,9 @@ class ImageFolderDataset(Dataset):
             unknown = _first_unknown_wnid(files, wnid_labels)
             if unknown is not None:
                 raise ValueError(f"{unknown}: the file name does not start with one of the 1000 ILSVRC-2012 WordNet "
-                                 "ids (expected '<wnid>_<name>.JPEG', e.g. n01440764_tench.JPEG)")
+                                 "ids, nor is its folder named by one (expected '<wnid>_<name>.JPEG', e.g. "
+                                 "n01440764_tench.JPEG, or a folder n01440764/)")
+            _check_wnids_agree(self.root, files)
             self.classes, self.paths, self.targets = imagenet_class_names(), files, wnid_labels
         else:
             self.classes, self.paths, self.targets = [], files, [UNLABELED] * len(files)
@@ -137,6 +161,89 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.preprocess(open_rgb(self.paths[index])), self.targets[index]
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what identifies the images and their labels: every file's path relative
+        to ``root``, size, modification time and label. Cheap (one ``stat`` per file, no
+        reads); a file replaced by another of the same name changes it."""
+        digest = hashlib.sha256(f"{self.label_mode}\n".encode())
+        for path, label in zip(self.paths, self.targets):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(self.root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n"
+                          .encode())
+        return digest.hexdigest()
+
+
+class ImageLoader:
+    """Batches ``(images, labels)`` of an :class:`ImageFolderDataset` through a ``DataLoader``
+    (same ``batch_size``, ``sampler``, ``num_workers``, ``pin_memory``), for :func:`summit_fast.aggregate`.
+
+    Each image is named by its index in the dataset (:meth:`image_ids`), so dataset examples
+    name the right file (``dataset.paths[id]``) whichever images a batch holds. With
+    ``skip_unreadable`` a file that cannot be read is left out of its batch (a batch may end up
+    with fewer images, or none) and recorded in :attr:`skipped` as ``(dataset index, reason)``;
+    without it :class:`UnreadableImageError` is raised. ``dataset`` and ``sampler`` are exposed as
+    a ``DataLoader``'s are.
+    """
+
+    def __init__(self, dataset: ImageFolderDataset, *, batch_size: int, sampler=None, num_workers: int = 0,
+                 pin_memory: bool = False, skip_unreadable: bool = False):
+        self.dataset, self.sampler = dataset, sampler
+        self.skipped: list[tuple[int, str]] = []
+        self._ids = torch.empty(0, dtype=torch.long)
+        self._loader = DataLoader(_IndexedItems(dataset, skip_unreadable), batch_size=batch_size, sampler=sampler,
+                                  num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_readable)
+
+    def __len__(self) -> int:
+        """Batches per pass."""
+        return len(self._loader)
+
+    def __iter__(self):
+        self.skipped = []  # a new pass meets the same files again
+        for images, labels, ids, skipped in self._loader:
+            self.skipped.extend(skipped)
+            self._ids = ids
+            yield images, labels
+
+    def image_ids(self, aggregator, images: torch.Tensor) -> torch.Tensor:
+        """The dataset indices of the batch last yielded (what :func:`summit_fast.aggregate`
+        asks a loader that has this method, in place of counting positions in the stream)."""
+        if images.shape[0] != self._ids.shape[0]:
+            raise RuntimeError(f"image_ids: {images.shape[0]} images but the last batch held {self._ids.shape[0]}")
+        return self._ids
+
+
+class _IndexedItems(Dataset):
+    """``(index, image or None, label, reason or None)`` per item of ``dataset``: the image is
+    None, and the reason says why, when the file is unreadable and ``skip_unreadable`` is set."""
+
+    def __init__(self, dataset: ImageFolderDataset, skip_unreadable: bool):
+        self.dataset, self.skip_unreadable = dataset, skip_unreadable
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            image, label = self.dataset[index]
+        except UnreadableImageError as exc:
+            if not self.skip_unreadable:
+                raise
+            return index, None, self.dataset.targets[index], str(exc)
+        return index, image, label, None
+
+
+def _collate_readable(items):
+    """(images, labels, dataset indices, [(index, reason) of skipped files]) of a batch of
+    :class:`_IndexedItems`; a batch of only unreadable files gives zero images."""
+    readable = [(image, label) for _, image, label, _ in items if image is not None]
+    ids = torch.tensor([index for index, image, _, _ in items if image is not None], dtype=torch.long)
+    skipped = [(index, reason) for index, image, _, reason in items if image is None]
+    if readable:
+        images, labels = default_collate(readable)
+    else:
+        images, labels = torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.long)
+    return images, labels, ids, skipped
+
 
 def _image_files(root: Path) -> list[Path]:
     """Image files under ``root``, recursively, sorted; hidden files and folders are skipped."""
@@ -145,12 +252,35 @@ def _image_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def _wnid_label(path: Path) -> int | None:
-    """The ImageNet class index of a file named ``<wnid>_<name>.<ext>``, or None."""
+def _wnid_index(name: str) -> int | None:
+    """The ImageNet class index of WordNet id ``name``, or None."""
     try:
-        return imagenet_class_index(path.stem.split("_", 1)[0])
+        return imagenet_class_index(name)
     except KeyError:
         return None
+
+
+def _wnids(root: Path, path: Path) -> tuple[int | None, int | None]:
+    """The ImageNet class indices named by the folder holding ``path`` (not ``root``) and by its
+    file name ``<wnid>_<name>.<ext>`` (None where they name none)."""
+    return (_wnid_index(path.parent.name) if path.parent != root else None,
+            _wnid_index(path.stem.split("_", 1)[0]))
+
+
+def _wnid_label(root: Path, path: Path) -> int | None:
+    """The ImageNet class index of a file in a folder named by a wnid, else of a file named
+    ``<wnid>_<name>.<ext>``, else None."""
+    folder, name = _wnids(root, path)
+    return folder if folder is not None else name
+
+
+def _check_wnids_agree(root: Path, files: list[Path]) -> None:
+    """Refuse a file whose folder and name are two different wnids (which label would be right?)."""
+    for path in files:
+        folder, name = _wnids(root, path)
+        if folder is not None and name is not None and folder != name:
+            raise ValueError(f"{path}: its folder {path.parent.name} and its file name name two different "
+                             "ImageNet classes; move it to its class's folder or rename it")
 
 
 def _first_unknown_wnid(files: list[Path], wnid_labels: list[int | None]) -> Path | None:
@@ -164,5 +294,5 @@ def _auto_label_mode(root: Path, files: list[Path], wnid_labels: list[int | None
     if any(p.parent != root for p in files):
         return "folders"
     raise ValueError(f"cannot tell the labels of the images in {root}: {unknown} is not named "
-                     "'<wnid>_<name>' with an ImageNet WordNet id and there are no class sub-folders; "
-                     "pass labels='none' for unlabeled images")
+                     "'<wnid>_<name>' nor in a folder named by an ImageNet WordNet id, and there are no "
+                     "class sub-folders; pass labels='none' (summit-fast run --labels none) for unlabeled images")

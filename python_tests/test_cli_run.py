@@ -1,0 +1,303 @@
+"""``summit-fast run`` on tiny synthetic image folders (a few PNGs, ResNet-18 with seeded random
+weights): sharding under torchrun, labels, checkpoints (resume, image changes, removal),
+unreadable images, wrong weights, argument errors and what the command prints."""
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import summit_fast
+from summit_fast import SummitResult
+from summit_fast.cli import main
+from summit_fast.cli_run import drop_predictions, plan_labels, state_dict_mismatch
+from summit_fast.images import ImageFolderDataset, ImageLoader
+from summit_fast.models import resnet18
+
+from cli_command import run_cli
+from image_folders import write_images
+from tiny_models import TinyInception
+
+BASE = ("--model", "resnet18", "--workers", "0", "--no-progress", "--embedding", "pca", "--batch-size", "1")
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``summit-fast run ARGS`` in this process: (exit status, stdout, stderr)."""
+    try:
+        code = main(["run", *BASE, *map(str, args)])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ckpt_result(rank_dir: Path) -> SummitResult:
+    """The latest checkpoint in ``rank_dir``."""
+    return SummitResult.load(rank_dir / (rank_dir / "LATEST").read_text())
+
+
+def resnet18_seeded():
+    """The network run aggregates without --weights."""
+    torch.manual_seed(0)
+    return resnet18()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def single(images, tmp_path_factory):
+    """One process, one example per channel: (out folder, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    proc = run_cli("run", *BASE, "--images", str(images), "--out", str(out), "--examples", "1")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout, proc.stderr
+
+
+# -- torchrun -------------------------------------------------------------------------------
+def test_torchrun_shards_and_equals_one_process(images, single, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "summit_fast.cli", "run", *BASE, "--images", str(images), "--out", str(out),
+                           "--examples", "1", "--checkpoint-every", "1", "--keep-checkpoints"],
+                          capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("aggregated 6 images") == 1 and "on 2 processes" in proc.stdout  # rank 0 speaks
+    result = SummitResult.load(out / "result")
+    assert result == SummitResult.load(single[0] / "result")
+    # Each rank counted its shard only (dataset items r, r + 2, ...), in its own checkpoint folder.
+    ranks = sorted(out.glob("checkpoints/images-*/rank-*"))
+    assert [r.name for r in ranks] == ["rank-0-of-2", "rank-1-of-2"]
+    shards = [ckpt_result(r) for r in ranks]
+    for rank, shard in enumerate(shards):
+        assert shard.num_images == 3
+        ids = torch.cat([s["image"].flatten() for s in shard.examples.values()])
+        assert bool((ids % 2 == rank).all())
+    assert SummitResult.merge(shards) == result
+    assert len(list((out / "viewer" / "examples").rglob("*.jpg"))) == \
+        sum(int((s["image"] >= 0).sum()) for s in result.examples.values())
+
+
+# -- labels ---------------------------------------------------------------------------------
+def test_wordnet_id_folders_are_labelled_with_imagenet_indices(tmp_path, capsys):
+    write_images(tmp_path / "images", classes=("n01440764", "n01530575"))  # tench, brambling: indices 0 and 10
+    code, out, err = cli(capsys, "--images", tmp_path / "images", "--out", tmp_path / "out", "--examples", "0")
+    assert code == 0, err
+    result = SummitResult.load(tmp_path / "out" / "result")
+    assert result.class_ids == [0, 10]
+    assert result.class_names == ["tench, Tinca tinca", "brambling, Fringilla montifringilla"]
+    assert result.params["predictions"] is True and "top-1 accuracy: " in out
+    assert "topOneAcc" in json.loads((tmp_path / "out" / "viewer" / "classes.json").read_text())[0]
+    assert "not the model's classes" not in err
+
+
+def test_folder_labels_warn_and_record_no_accuracy(single):
+    out, stdout, stderr = single
+    assert "warning: the class folders (cat, dog) are not the model's classes" in stderr
+    assert "accuracy" not in stdout
+    result = SummitResult.load(out / "result")
+    assert result.class_ids == [0, 1] and result.class_names == ["cat", "dog"]
+    assert result.params["predictions"] is False and int(result.confusion.sum()) == 0
+    assert "topOneAcc" not in json.loads((out / "viewer" / "classes.json").read_text())[0]
+
+
+def test_label_plans():
+    class Folder:
+        def __init__(self, mode, classes, targets):
+            self.label_mode, self.classes, self.targets = mode, classes, targets
+
+    names = summit_fast.imagenet.imagenet_class_names()
+    imagenet = Folder("imagenet", names, [990, 0, 990])
+    plan = plan_labels(imagenet, 1000)
+    assert (plan.classes, plan.label_source, plan.accuracy, plan.warning) == ([0, 990], "target", True, None)
+    assert plan.names == [names[0], names[990]]
+    plan = plan_labels(imagenet, 1008)  # InceptionV1's classifier: another order
+    assert not plan.accuracy and "model has 1008 outputs" in plan.warning and plan.num_classes == 1000
+    plan = plan_labels(Folder("folders", ["a", "b", "c"], [2, 0]), 1000)
+    assert (plan.classes, plan.names, plan.num_classes, plan.accuracy) == ([0, 2], ["a", "c"], 3, False)
+    plan = plan_labels(Folder("none", [], [-1, -1]), 1000)
+    assert (plan.classes, plan.label_source, plan.accuracy, plan.names) == (None, "prediction", False, names)
+    assert "all 1000 of the model's classes" in plan.warning
+
+
+def test_drop_predictions_forgets_what_aggregate_recorded():
+    torch.manual_seed(0)
+    result = summit_fast.aggregate(TinyInception().eval(), [(torch.randn(4, 3, 9, 9), torch.tensor([0, 1, 2, 3]))],
+                                   backend="torch", progress=False)
+    assert result.params["predictions"] and int(result.confusion.sum()) == 4
+    drop_predictions(result)
+    assert result.params["predictions"] is False
+    assert int(result.confusion.sum()) == 0 and float(result.top1_probability.sum()) == 0
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def test_rerun_resumes_changed_images_start_afresh_and_success_removes_checkpoints(tmp_path, capsys):
+    images, out = write_images(tmp_path / "images"), tmp_path / "out"
+    args = ("--images", images, "--out", out, "--examples", "0")
+    code, stdout, err = cli(capsys, *args, "--keep-checkpoints")
+    assert code == 0, err
+    assert "resumed" not in stdout and f"checkpoints kept in {out / 'checkpoints'} (--keep-checkpoints)" in stdout
+    first = SummitResult.load(out / "result")
+    (folder,) = (out / "checkpoints").iterdir()
+
+    code, stdout, err = cli(capsys, *args, "--keep-checkpoints")
+    assert code == 0, err
+    assert f"resumed from {folder}: 6 of 6 batches done" in stdout
+    assert SummitResult.load(out / "result") == first
+
+    write_images(images, classes=("dog",), seed=1)  # same names and count, other pixels
+    code, stdout, err = cli(capsys, *args, "--keep-checkpoints")
+    assert code == 0, err
+    assert "resumed" not in stdout and "holds checkpoints of other image files" in stdout
+    changed = SummitResult.load(out / "result")
+    assert changed != first
+    assert changed == summit_fast.aggregate(
+        resnet18_seeded(), ImageLoader(ImageFolderDataset(images, resnet18().PREPROCESS), batch_size=1),
+        classes=[0, 1], num_classes=2, class_names=["cat", "dog"], progress=False)
+
+    code, stdout, err = cli(capsys, *args, "--batch-size", "2")  # another batching: not resumable either
+    assert code == 0, err
+    assert "resumed" not in stdout
+    assert f"removed the checkpoints in {out / 'checkpoints'} (--keep-checkpoints keeps them)" in stdout
+    assert not (out / "checkpoints").exists()
+    assert SummitResult.load(out / "result") == changed
+
+
+def test_checkpoint_of_other_weights_is_refused_naming_the_folder_and_fresh(tmp_path, capsys, images):
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "--images", images, "--out", out, "--examples", "0", "--keep-checkpoints")
+    assert code == 0, err
+    torch.manual_seed(1)
+    torch.save(resnet18().state_dict(), tmp_path / "other.pt")
+    code, _, err = cli(capsys, "--images", images, "--out", out, "--examples", "0", "--weights", tmp_path / "other.pt")
+    assert code == 1
+    assert (f"error: the checkpoint in {out / 'checkpoints'}/images-" in err
+            and f"was made by a run with different model weights; pass --fresh to discard {out / 'checkpoints'} "
+                "and start over, or choose another --out" in err)
+    code, stdout, err = cli(capsys, "--images", images, "--out", out, "--examples", "0", "--weights",
+                            tmp_path / "other.pt", "--fresh")
+    assert code == 0, err
+    assert f"removed the checkpoints in {out / 'checkpoints'} (--fresh)" in stdout and "resumed" not in stdout
+
+
+# -- unreadable images ----------------------------------------------------------------------
+@pytest.fixture
+def with_bad_file(images, tmp_path):
+    """A copy of ``images`` with cat/1.png replaced by text; returns (folder, bad file)."""
+    import shutil
+
+    shutil.copytree(images, tmp_path / "images")
+    bad = tmp_path / "images" / "cat" / "1.png"
+    bad.write_text("not an image")
+    return tmp_path / "images", bad
+
+
+def test_unreadable_image_is_one_line_naming_the_file_also_from_a_worker(with_bad_file, tmp_path):
+    folder, bad = with_bad_file
+    proc = run_cli("run", *BASE, "--images", str(folder), "--out", str(tmp_path / "out"), "--examples", "0",
+                   "--workers", "1")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "warning:" not in line]
+    assert errors == [f"summit-fast run: error: cannot read image file {bad}: cannot identify image file "
+                      f"'{bad}' (--skip-unreadable leaves such files out)"]
+
+
+def test_skip_unreadable_counts_the_others_with_the_right_example_files(with_bad_file, single, tmp_path, capsys):
+    folder, bad = with_bad_file
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "--images", folder, "--out", out, "--examples", "1", "--skip-unreadable")
+    assert code == 0, err
+    assert f"warning: skipped 1 unreadable image file (not counted): {bad}" in err
+    skipped = SummitResult.load(out / "result")
+    assert skipped.images_per_class.tolist() == [2, 3]
+    # Batches of one image: the counts are those of the readable images alone, and the dataset
+    # examples name files by their index in the same listing as the run over all six (the bad
+    # file keeps its index; cat/1.png, index 1, may be an example there, so compare the others).
+    bad_index = ImageFolderDataset(folder, None).paths.index(bad)
+    assert bad_index == 1
+    full = SummitResult.load(single[0] / "result")
+    for layer, state in skipped.examples.items():
+        mine, theirs = state["image"][:, 0], full.examples[layer]["image"][:, 0]
+        assert bad_index not in mine.tolist()
+        assert torch.equal(mine[theirs != bad_index], theirs[theirs != bad_index]), layer
+
+
+def test_skip_unreadable_with_nothing_readable_is_an_error(tmp_path, capsys):
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "images" / "cat" / "0.png").write_text("not an image")
+    code, _, err = cli(capsys, "--images", tmp_path / "images", "--out", tmp_path / "out", "--examples", "0",
+                       "--skip-unreadable")
+    assert code == 1 and "error: none of the 1 images under" in err and "could be read" in err
+    assert not (tmp_path / "out" / "result").exists()
+
+
+# -- weights and arguments ------------------------------------------------------------------
+def test_weights_of_another_model_give_a_short_message(tmp_path, capsys, images):
+    torch.save(summit_fast.models.mobilenet_v2().state_dict(), tmp_path / "mnv2.pt")
+    code, _, err = cli(capsys, "--images", images, "--out", tmp_path / "out", "--weights", tmp_path / "mnv2.pt")
+    assert code == 1
+    assert err.count("\n") == 1 and len(err) < 500 and "Traceback" not in err
+    assert err.startswith(f"summit-fast run: error: --weights {tmp_path / 'mnv2.pt'} does not fit resnet18: none of "
+                          "resnet18's 122 keys is in the file; none of the file's 314 keys is resnet18's (they look "
+                          "like features.0.0.weight ... ")
+    assert "resnet18's keys look like conv1.weight ... " in err
+
+
+def test_state_dict_mismatch_names_counts_shapes_and_hints():
+    expected = resnet18().state_dict()
+    assert state_dict_mismatch(expected, expected, "resnet18") is None
+    other = resnet18(num_classes=10).state_dict()
+    del other["layer1.0.conv1.weight"]
+    message = state_dict_mismatch(expected, other, "resnet18")
+    assert message.startswith("does not fit resnet18: 1 of resnet18's 122 keys are missing (e.g. "
+                              "layer1.0.conv1.weight); 2 tensors have another shape (e.g. fc.weight: (10, 512) in the "
+                              "file, (1000, 512) in resnet18)")
+    wrapped = {"epoch": 3, "state_dict": expected}
+    assert "the file's entry 'state_dict' is itself a mapping" in state_dict_mismatch(expected, wrapped, "resnet18")
+    prefixed = {f"module.{k}": v for k, v in expected.items()}
+    assert "keys start with 'module.'" in state_dict_mismatch(expected, prefixed, "resnet18")
+
+
+def test_weights_file_that_is_not_a_state_dict(tmp_path, capsys, images):
+    (tmp_path / "junk.pt").write_text("hello")
+    code, _, err = cli(capsys, "--images", images, "--out", tmp_path / "out", "--weights", tmp_path / "junk.pt")
+    assert code == 1
+    assert f"error: --weights {tmp_path / 'junk.pt'}: torch.load cannot read it as a state-dict file (" in err
+
+
+def test_out_that_is_a_file_fails_before_loading_anything(tmp_path, capsys, images):
+    (tmp_path / "out").write_text("")
+    code, out, err = cli(capsys, "--images", images, "--out", tmp_path / "out")
+    assert code == 1 and out == ""
+    assert err == (f"summit-fast run: error: --out {tmp_path / 'out'} is a file; expected a folder (existing or to "
+                   "be created)\n")
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--checkpoint-every"])
+def test_counts_must_be_positive(option, tmp_path, capsys, images):
+    code, _, err = cli(capsys, "--images", images, "--out", tmp_path / "out", option, "0")
+    assert code == 2 and f"argument {option}: expected an integer >= 1, got '0'" in err
+
+
+def test_help_gives_defaults():
+    proc = run_cli("run", "--help")
+    text = " ".join(proc.stdout.split())
+    assert "images per batch (default 32)" in text
+    assert "else PCA (default auto)" in text and "--keep-checkpoints" in text and "--skip-unreadable" in text
+
+
+def test_summary_says_where_everything_went_and_warns_once_about_random_weights(single):
+    out, stdout, stderr = single
+    patches = list((out / "viewer" / "examples").rglob("*.jpg"))
+    mib = sum(p.stat().st_size for p in patches) / 2**20
+    assert f"viewer: {out / 'viewer'} (attribution graphs of 2 classes in {out / 'viewer' / 'ag'})" in stdout
+    assert f"dataset-example patches: {len(patches)} ({mib:.1f} MiB) in {out / 'viewer' / 'examples'}" in stdout
+    assert f"summit-fast view {out / 'viewer'}" in stdout
+    assert stderr.count("no --weights given: resnet18 has random weights (seed 0)") == 1
+    assert not (out / "checkpoints").exists() and "removed the checkpoints" in stdout
