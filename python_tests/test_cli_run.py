@@ -275,8 +275,7 @@ def test_out_that_is_a_file_fails_before_loading_anything(tmp_path, capsys, imag
     (tmp_path / "out").write_text("")
     code, out, err = cli(capsys, "--images", images, "--out", tmp_path / "out")
     assert code == 1 and out == ""
-    assert err == (f"summit-fast run: error: --out {tmp_path / 'out'} is a file; expected a folder (existing or to "
-                   "be created)\n")
+    assert err == f"summit-fast run: error: --out {tmp_path / 'out'} is a file; give a folder (it is created if missing)\n"
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--checkpoint-every"])
@@ -301,3 +300,11 @@ def test_summary_says_where_everything_went_and_warns_once_about_random_weights(
     assert f"summit-fast view {out / 'viewer'}" in stdout
     assert stderr.count("no --weights given: resnet18 has random weights (seed 0)") == 1
     assert not (out / "checkpoints").exists() and "removed the checkpoints" in stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_a_cuda_device_without_cuda_is_one_line(tmp_path, capsys, images):
+    code, out, err = cli(capsys, "--images", images, "--out", tmp_path / "out", "--device", "cuda")
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("summit-fast run: error: device 'cuda': CUDA is not available here: ")
+    assert not (tmp_path / "out").exists()

@@ -269,17 +269,19 @@ def drop_predictions(result) -> None:
 
 # -- the command ----------------------------------------------------------------------------
 def run(args) -> int:
+    from .aggregate import resolve_device
     from .distributed import torchrun_process_group
 
     _check_paths(args)  # before anything slow
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with torchrun_process_group(device) as device:
         return _run(args, device)
 
 
 def _check_paths(args) -> None:
-    if args.out.exists() and not args.out.is_dir():
-        raise NotADirectoryError(f"--out {args.out} is a file; expected a folder (existing or to be created)")
+    from .cli import check_output_folder
+
+    check_output_folder(args.out)
     if not args.images.is_dir():
         raise NotADirectoryError(f"--images {args.images} is not a folder")
     if args.weights is not None and not args.weights.is_file():
