@@ -14,7 +14,8 @@ import torch
 import summit_fast
 from summit_fast import SummitResult
 from summit_fast.cli import main
-from summit_fast.cli_run import drop_predictions, plan_labels, state_dict_mismatch
+from summit_fast.cli_run import drop_predictions, plan_labels
+from summit_fast.models.loading import state_dict_mismatch
 from summit_fast.images import ImageFolderDataset, ImageLoader
 from summit_fast.models import resnet18
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import summit_fast
-from summit_fast.cli_run import MODELS, load_model
+from summit_fast.models.loading import MODELS, load_model
 from summit_fast.discovery import discover
 from summit_fast.images import Preprocess
 from summit_fast.models import digits_cnn, inception_v1

@@ -7,7 +7,7 @@ import torch
 from . import __version__
 from ._native import import_error, native
 from .backends import backend_names, unavailable_reason
-from .cli_run import MODELS
+from .models.loading import MODELS
 from .result import COUNT_DTYPES
 
 
@@ -46,7 +46,7 @@ def run(args) -> int:
 def count_state_report(model_name: str, num_classes: int, count_dtype: str = "int32") -> str:
     """The size of the count state of a bundled model with its preset layers and ``count_dtype``
     counts, without allocating it."""
-    from .cli_run import load_model
+    from .models.loading import load_model
     from .discovery import discover
     from .result import SummitResult
 

@@ -25,20 +25,18 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ._text import few
+from .models.loading import MODELS, RANDOM_WEIGHTS_SEED, load_model
 from .result import COUNT_DTYPES
 
-MODELS = ("inception_v1", "mobilenet_v2", "resnet18", "resnet50", "vgg16")
 AMP_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LABEL_CHOICES = ("auto", "imagenet", "folders", "none")
 CHECKPOINTS = "checkpoints"  # OUT/checkpoints
-_EXAMPLES_SHOWN = 3  # state-dict keys, unreadable files ... named in a message
-RANDOM_WEIGHTS_SEED = 0
 
 
 def _int_at_least(low: int):
@@ -108,95 +106,6 @@ def register(subparsers) -> None:
 
 
 # -- the model ------------------------------------------------------------------------------
-def load_model(name: str, weights: Path | None, tf_padding: bool = False):
-    """A bundled model by name, with weights from a state-dict file; without one, random weights
-    drawn with seed :data:`RANDOM_WEIGHTS_SEED` (the same in every process and every run, so
-    that ranks aggregate one network and a rerun resumes its checkpoint).
-
-    A file that is not a state dict, or not one of this model, is refused with a one-line
-    ``ValueError`` saying how it differs (keys missing, unexpected, of another shape, with a few
-    examples and what the model's keys look like) rather than PyTorch's list of every key.
-    """
-    from . import models
-
-    if tf_padding and name != "mobilenet_v2":
-        raise ValueError("--tf-padding applies to mobilenet_v2 only")
-    factory = getattr(models, name)
-    options = {"tf_padding": True} if tf_padding else {}
-    if weights is None:
-        with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's generator
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            return factory(None, **options)
-    state = read_state_dict(weights)
-    try:
-        return factory(state, **options)
-    except RuntimeError:  # load_state_dict's: explain it shortly, if the keys or shapes are the cause
-        problem = state_dict_mismatch(factory(None, **options).state_dict(), state, name)
-        if problem is None:
-            raise
-        raise ValueError(f"--weights {weights} {problem}") from None
-
-
-def read_state_dict(path: Path) -> Mapping:
-    """The mapping ``torch.load(path, weights_only=True)`` finds in ``path``; ``ValueError``
-    (one line, naming ``--weights``) when there is none."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling, zip and format errors alike mean: not a readable state-dict file
-        first = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise ValueError(f"--weights {path}: torch.load cannot read it as a state-dict file "
-                         f"({type(exc).__name__}: {first})") from None
-    if not isinstance(state, Mapping):
-        raise ValueError(f"--weights {path} holds a {type(state).__name__}, not a state dict "
-                         "(a mapping of parameter names to tensors)")
-    return state
-
-
-def state_dict_mismatch(expected: Mapping, given: Mapping, name: str) -> str | None:
-    """How state dict ``given`` differs from model ``name``'s ``expected`` one, in one line (how
-    many keys are missing, unexpected or of another shape, with examples, and what the model's
-    keys look like); None if the keys and shapes agree."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    reshaped = [k for k in expected if k in given and isinstance(given[k], torch.Tensor)
-                and tuple(given[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or reshaped):
-        return None
-    parts = []
-    if len(missing) == len(expected):
-        parts.append(f"none of {name}'s {len(expected)} keys is in the file")
-    elif missing:
-        parts.append(f"{len(missing)} of {name}'s {len(expected)} keys are missing (e.g. {_few(missing)})")
-    if len(unexpected) == len(given):
-        parts.append(f"none of the file's {len(given)} keys is {name}'s (they look like {_spread(unexpected)})")
-    elif unexpected:
-        parts.append(f"{len(unexpected)} of the file's {len(given)} keys are not {name}'s (e.g. {_few(unexpected)})")
-    if reshaped:
-        k = reshaped[0]
-        parts.append(f"{len(reshaped)} tensors have another shape (e.g. {k}: {tuple(given[k].shape)} in the file, "
-                     f"{tuple(expected[k].shape)} in {name})")
-    parts.append(f"{name}'s keys look like {_spread(list(expected))}")
-    nested = [k for k, v in given.items() if isinstance(v, Mapping)]
-    if nested:
-        parts.append(f"the file's entry {nested[0]!r} is itself a mapping: if it holds the weights, save it alone")
-    elif given and all(str(k).startswith("module.") for k in given):
-        parts.append("the file's keys start with 'module.' (saved from DataParallel or DistributedDataParallel): "
-                     "remove that prefix")
-    return f"does not fit {name}: {'; '.join(parts)}"
-
-
-def _few(items: list, n: int = _EXAMPLES_SHOWN) -> str:
-    """The first ``n`` items, and "..." if there are more."""
-    return ", ".join(str(i) for i in items[:n]) + (", ..." if len(items) > n else "")
-
-
-def _spread(items: list) -> str:
-    """The first, middle and last item: what a long list of names looks like."""
-    if len(items) <= _EXAMPLES_SHOWN:
-        return ", ".join(str(i) for i in items)
-    return " ... ".join(str(items[i]) for i in (0, len(items) // 2, len(items) - 1))
-
-
 def model_outputs(model, device: torch.device) -> int | None:
     """How many class scores ``model`` outputs (one forward pass of a blank image), or None
     when its output is not (batch, scores)."""
@@ -252,7 +161,7 @@ def plan_labels(dataset, outputs: int | None) -> LabelPlan:
                          f"the images are labelled with ImageNet's 1000 classes but the model has {outputs} outputs, "
                          "not those classes in their standard order: accuracy and confusion are not computed")
     return LabelPlan(classes, names, len(dataset.classes), "target", False,
-                     f"the class folders ({_few(dataset.classes)}) are not the model's classes: the counts are "
+                     f"the class folders ({few(dataset.classes)}) are not the model's classes: the counts are "
                      "grouped by folder, and accuracy and confusion are not computed (folders named by ImageNet "
                      "WordNet ids, e.g. n01440764/, give the model's classes)")
 
@@ -326,7 +235,7 @@ def _run(args, device: torch.device) -> int:
     skipped = _all_skipped(loader, dataset)  # every rank takes part
     if result.num_images == 0:
         raise ValueError(f"none of the {len(dataset)} images under {args.images} could be read "
-                         f"(e.g. {_few(skipped)})")
+                         f"(e.g. {few(skipped)})")
     if not plan.accuracy:
         drop_predictions(result)
     if not main:
@@ -337,7 +246,7 @@ def _run(args, device: torch.device) -> int:
           flush=True)
     if skipped:
         _warn(f"skipped {len(skipped)} unreadable image file{'s' if len(skipped) > 1 else ''} (not counted): "
-              f"{_few(skipped)}")
+              f"{few(skipped)}")
     if plan.accuracy:
         print(f"top-1 accuracy: {float(result.confusion.diagonal().sum()) / result.num_images:.4f}", flush=True)
     result_dir = result.save(args.out / "result")
