@@ -115,7 +115,7 @@ def test_shards_add_up_and_merge():
     with pytest.raises(ValueError, match=r"different parameters: model_digest: "):
         shard + b
     narrow = a.with_count_dtype("int16")
-    with pytest.raises(ValueError, match=r'count_dtype: "int16" vs \(not set\) \(result.with_count_dtype converts one\)'):
+    with pytest.raises(ValueError, match=r'count_dtype: "int16" vs unset \(result.with_count_dtype converts one\)'):
         narrow + b
 
 

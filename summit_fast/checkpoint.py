@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ._text import differing_keys, shown
 from .result import ResultFormatError, SummitResult, _atomic_write
 
 _LATEST = "LATEST"
 _STATE = "state.json"
-_SHOWN_VALUE_CHARS = 40  # values longer than this (weight digests, edge lists) are named, not shown
 log = logging.getLogger(__name__)
 
 
@@ -54,21 +54,14 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def _shown(value) -> str | None:
-    """``value`` as JSON if short (an absent or null entry as "unset"), else None."""
-    text = "unset" if value is None else json.dumps(value)
-    return text if len(text) <= _SHOWN_VALUE_CHARS else None
-
-
 def describe_difference(name: str, theirs, mine) -> str:
     """``name``, with what differs: the differing entries of a dict, or both values when short."""
     if isinstance(theirs, dict) and isinstance(mine, dict):
-        keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-        parts = [f"{k}: {_shown(theirs.get(k)) or 'one value'} in the checkpoint, "
-                 f"{_shown(mine.get(k)) or 'another'} now" for k in keys]
+        parts = [f"{k}: {shown(theirs.get(k)) or 'one value'} in the checkpoint, {shown(mine.get(k)) or 'another'} now"
+                 for k in differing_keys(theirs, mine)]
         return f"{name} ({'; '.join(parts)})"
-    if _shown(theirs) is not None and _shown(mine) is not None:
-        return f"{name} ({_shown(theirs)} in the checkpoint, {_shown(mine)} now)"
+    if shown(theirs) is not None and shown(mine) is not None:
+        return f"{name} ({shown(theirs)} in the checkpoint, {shown(mine)} now)"
     return name
 
 
@@ -110,7 +103,7 @@ class Checkpointer:
             batches_done, fingerprint = int(state["batches_done"]), state["fingerprint"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ResultFormatError(f"checkpoint {folder} is damaged ({exc}); delete {self.directory} to start over") from None
-        different = sorted(k for k in set(fingerprint) | set(self.fingerprint) if fingerprint.get(k) != self.fingerprint.get(k))
+        different = differing_keys(fingerprint, self.fingerprint)
         if different:
             raise CheckpointMismatch(self.directory, [
                 describe_difference(k, fingerprint.get(k), self.fingerprint.get(k)) for k in different])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._text import differing_keys, shown
 from .discovery import ConvEdge, ModelGraph
 from .examples import FIELDS as EXAMPLE_FIELDS, empty_examples, merge_examples
 
@@ -70,15 +71,6 @@ def check_count_capacity(images_per_class: torch.Tensor, count_dtype: torch.dtyp
 
 class ResultFormatError(ValueError):
     """A result folder is missing, corrupted or of another format; the message says what."""
-
-
-_ABSENT = "(not set)"
-
-
-def _brief(value, limit: int = 60) -> str:
-    """A parameter's value for an error message, cut to ``limit`` characters."""
-    text = value if value is _ABSENT else json.dumps(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass
@@ -247,10 +239,9 @@ class SummitResult:
             raise TypeError(f"can only add a SummitResult, got {type(other).__name__}")
         if self.graph.to_json() != other.graph.to_json():
             raise ValueError("cannot merge results with different model graphs (layers, edges or channels)")
-        differing = sorted(k for k in self.params.keys() | other.params.keys()
-                           if self.params.get(k, _ABSENT) != other.params.get(k, _ABSENT))
+        differing = differing_keys(self.params, other.params)
         if differing:
-            what = "; ".join(f"{k}: {_brief(self.params.get(k, _ABSENT))} vs {_brief(other.params.get(k, _ABSENT))}"
+            what = "; ".join(f"{k}: {shown(self.params.get(k)) or 'one value'} vs {shown(other.params.get(k)) or 'another'}"
                              for k in differing)
             hint = " (result.with_count_dtype converts one)" if differing == ["count_dtype"] else ""
             raise ValueError(f"cannot merge results with different parameters: {what}{hint}")
