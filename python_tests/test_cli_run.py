@@ -14,7 +14,7 @@ import torch
 import summit_fast
 from summit_fast import SummitResult
 from summit_fast.cli import main
-from summit_fast.cli_run import drop_predictions, plan_labels
+from summit_fast.cli_run import plan_labels
 from summit_fast.models.loading import state_dict_mismatch
 from summit_fast.images import ImageFolderDataset, ImageLoader
 from summit_fast.models import resnet18
@@ -125,16 +125,6 @@ def test_label_plans():
     plan = plan_labels(Folder("none", [], [-1, -1]), 1000)
     assert (plan.classes, plan.label_source, plan.accuracy, plan.names) == (None, "prediction", False, names)
     assert "all 1000 of the model's classes" in plan.warning
-
-
-def test_drop_predictions_forgets_what_aggregate_recorded():
-    torch.manual_seed(0)
-    result = summit_fast.aggregate(TinyInception().eval(), [(torch.randn(4, 3, 9, 9), torch.tensor([0, 1, 2, 3]))],
-                                   backend="torch", progress=False)
-    assert result.params["predictions"] and int(result.confusion.sum()) == 4
-    drop_predictions(result)
-    assert result.params["predictions"] is False
-    assert int(result.confusion.sum()) == 0 and float(result.top1_probability.sum()) == 0
 
 
 # -- checkpoints ----------------------------------------------------------------------------

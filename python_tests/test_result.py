@@ -73,6 +73,21 @@ def test_predictions_of_a_probability_model_over_a_subset_of_classes(batches):
     torch.testing.assert_close(result.top1_probability, probability)
 
 
+def test_predictions_option(net, batches):
+    off = summit_fast.aggregate(net, batches, backend="torch", progress=False, predictions=False)
+    auto = summit_fast.aggregate(net, batches, backend="torch", progress=False)
+    assert off.params["predictions"] is False and auto.params["predictions"] is True
+    assert int(off.confusion.sum()) == 0 and float(off.top1_probability.sum()) == 0
+    assert int(auto.confusion.sum()) == auto.num_images
+    for name, t in auto.tensors().items():  # everything else is the same
+        if name not in ("confusion", "top1_probability"):
+            assert torch.equal(t, off.tensors()[name]), name
+    with pytest.raises(ValueError, match=r"predictions=True needs the model's output to be \(B, 7\) class scores"):
+        summit_fast.aggregate(net, batches, backend="torch", progress=False, predictions=True, num_classes=7)
+    with pytest.raises(TypeError, match="predictions must be True, False or None"):
+        summit_fast.Aggregator(net, predictions=1)
+
+
 def test_saved_files_hold_no_pickle(tmp_path, result):
     result.save(tmp_path)
     data = (tmp_path / "counts.safetensors").read_bytes()

@@ -122,6 +122,9 @@ class Aggregator:
             halves the count state (e.g. InceptionV1 at 1000 classes) and is exact up to 32767
             images per class; a batch that would exceed it raises OverflowError before anything
             of it is counted.
+        predictions: record the model's top-1 predictions against the labels (``confusion``,
+            ``top1_probability``): None (default) when the output is one score per class index,
+            True to require it, False not to (labels that are not the model's classes).
     """
 
     def __init__(self, model: nn.Module, *, layers: Sequence[str] | None = None, num_classes: int | None = None,
@@ -131,7 +134,10 @@ class Aggregator:
                  label_source: str = "target", backend: str = "auto", device: torch.device | str | None = None,
                  amp_dtype: torch.dtype | None = None, channels_last: bool = False, edges: Sequence | None = None,
                  class_names: Sequence[str] | None = None, input_shape: Sequence[int] | None = None,
-                 examples: int = 0, count_dtype: str | torch.dtype = "int32"):
+                 examples: int = 0, count_dtype: str | torch.dtype = "int32", predictions: bool | None = None):
+        if predictions is not None and not isinstance(predictions, bool):
+            raise TypeError(f"predictions must be True, False or None (automatic), got {predictions!r}")
+        self.predictions = predictions
         if label_source not in LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
         selection = mass(0.01) if selection is None else selection
@@ -190,6 +196,7 @@ class Aggregator:
     def fingerprint(self, dataset_length: int | None = None) -> dict:
         """What identifies this run's configuration (compared when resuming from a checkpoint)."""
         return {"model weights": model_digest(self.model), "layers": self.layers, "parameters": self.params,
+                "predictions": self.predictions,
                 "number of classes": self.num_classes, "edges": _edges_json(self.edges),
                 "dataset length": dataset_length}
 
@@ -281,10 +288,13 @@ class Aggregator:
         classes = self.params["classes"]
         if classes is not None and max(classes, default=0) >= num_classes:
             raise ValueError(f"classes: {max(classes)} is out of range for {num_classes} classes")
-        # Predictions are recorded when the output is (B, num_classes) class scores. The weights'
-        # digest keeps results of other weights from being merged.
-        params = dict(self.params, predictions=_logits_shape(output) == (1, num_classes), num_classes=int(num_classes),
-                      model_digest=model_digest(self.model))
+        scores = _logits_shape(output) == (1, num_classes)
+        if self.predictions and not scores:
+            raise ValueError(f"predictions=True needs the model's output to be (B, {num_classes}) class scores, "
+                             f"got {_logits_shape(output)} for one image")
+        # The weights' digest keeps results of other weights from being merged.
+        params = dict(self.params, predictions=scores if self.predictions is None else self.predictions,
+                      num_classes=int(num_classes), model_digest=model_digest(self.model))
         rows = len(classes) if classes is not None else num_classes
         with torch.inference_mode(False):  # ordinary tensors: users may edit the counts afterwards
             self._adopt(SummitResult.zeros(graph, rows, params, self.class_names, self.device))

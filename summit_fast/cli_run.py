@@ -166,16 +166,6 @@ def plan_labels(dataset, outputs: int | None) -> LabelPlan:
                      "WordNet ids, e.g. n01440764/, give the model's classes)")
 
 
-def drop_predictions(result) -> None:
-    """Forget the predictions ``aggregate`` recorded (it records them whenever the model outputs
-    one score per class index): compared with labels that are not the model's classes they mean
-    nothing, so the result says none were recorded."""
-    if result.params.get("predictions"):
-        result.params = dict(result.params, predictions=False)
-        result.confusion.zero_()
-        result.top1_probability.zero_()
-
-
 # -- the command ----------------------------------------------------------------------------
 def run(args) -> int:
     from .aggregate import resolve_device
@@ -224,7 +214,8 @@ def _run(args, device: torch.device) -> int:
         with _report_resume(len(loader), main):
             result = aggregate(model, loader, backend=args.backend, device=device, examples=args.examples,
                                classes=plan.classes, num_classes=plan.num_classes, class_names=plan.names,
-                               label_source=plan.label_source, count_dtype=args.count_dtype,
+                               label_source=plan.label_source, predictions=plan.accuracy,
+                               count_dtype=args.count_dtype,
                                amp_dtype=AMP_CHOICES.get(args.amp), channels_last=args.channels_last,
                                progress=main and not args.no_progress,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every)
@@ -236,8 +227,6 @@ def _run(args, device: torch.device) -> int:
     if result.num_images == 0:
         raise ValueError(f"none of the {len(dataset)} images under {args.images} could be read "
                          f"(e.g. {few(skipped)})")
-    if not plan.accuracy:
-        drop_predictions(result)
     if not main:
         return 0
     # The other ranks are done with their checkpoints: aggregate's all_reduce came after their last save.
