@@ -184,7 +184,8 @@ class Aggregator:
 
     @property
     def result(self) -> SummitResult:
-        """The counts so far (zero counts if no image was seen)."""
+        """The counts so far (zero counts if no image was seen): the live object later updates add
+        to; ``.to(device)`` (or ``save``) takes a snapshot."""
         if self._result is None:
             shape = self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
             if shape is None:

@@ -117,6 +117,8 @@ class SummitResult:
     # -- metadata views -----------------------------------------------------------------
     @property
     def num_classes(self) -> int:
+        """K, the rows of the counts (``len(class_ids)``); ``params["num_classes"]`` is the number
+        of the model's classes, which is larger when the run counted only some with ``classes=``."""
         return int(self.images_per_class.shape[0])
 
     @property
