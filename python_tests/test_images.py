@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import summit_fast
-from summit_fast.images import ImageFolderDataset, ImageLoader, UnreadableImageError
+from summit_fast.images import ImageFolderDataset, ImageLoader, Preprocess, UnreadableImageError
 from summit_fast.models import resnet18
 
 from image_folders import write_images
+from tiny_models import TinyInception
 
 
 def test_wordnet_id_folders_are_labelled_with_imagenet_indices(tmp_path):
@@ -89,3 +90,34 @@ def test_image_loader_names_images_by_dataset_index_and_skips(tmp_path):
     batches = [images.shape for images, _ in every_one]
     assert batches[1] == (0, 3, 0, 0) and all(b == (1, 3, 224, 224) for i, b in enumerate(batches) if i != 1)
     assert len(every_one.skipped) == 1 and "cannot identify image file" in every_one.skipped[0][1]
+
+
+def test_a_resumed_run_reads_only_the_images_it_has_not_counted(tmp_path):
+    write_images(tmp_path / "images")  # 6 images: 3 batches of 2
+    reads = []
+
+    class CountingDataset(ImageFolderDataset):
+        def __getitem__(self, index):
+            reads.append(index)
+            return super().__getitem__(index)
+
+    class FailingLoader(ImageLoader):  # stops with an error after two batches
+        def batches_from(self, start):
+            for n, batch in enumerate(super().batches_from(start)):
+                if n == 2:
+                    raise OSError("disk went away")
+                yield batch
+
+    tiny = Preprocess(9, 1.0, True, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))  # TinyInception's 9x9 input
+    dataset = CountingDataset(tmp_path / "images", tiny)
+    torch.manual_seed(0)
+    net = TinyInception().eval()
+    options = dict(backend="torch", progress=False, num_classes=5, examples=2)
+    with pytest.raises(OSError, match="disk went away"):
+        summit_fast.aggregate(net, FailingLoader(dataset, batch_size=2), checkpoint_dir=tmp_path / "ckpt",
+                              checkpoint_every=1, **options)
+    reads.clear()
+    resumed = summit_fast.aggregate(net, ImageLoader(dataset, batch_size=2), checkpoint_dir=tmp_path / "ckpt",
+                                    **options)
+    assert sorted(reads) == [4, 5]  # the third batch only
+    assert resumed == summit_fast.aggregate(net, ImageLoader(dataset, batch_size=2), **options)

@@ -50,8 +50,9 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     With ``checkpoint_dir`` the counts and the position in the loader are saved atomically every
     ``checkpoint_every`` batches, when the run ends, and when it fails; a later call with the
     same configuration resumes after the last checkpoint (the loader must yield the same batches
-    in the same order; skipped batches are still iterated). A checkpoint of a different
-    configuration (model weights, layers, parameters, dataset length) is refused.
+    in the same order; the batches already counted are still iterated, unless the loader has a
+    method ``batches_from(n)``, as :class:`summit_fast.images.ImageLoader` has). A checkpoint of
+    a different configuration (model weights, layers, parameters, dataset length) is refused.
 
     Under ``torch.distributed`` (e.g. ``torchrun``) every rank aggregates the batches its loader
     yields — shard the data with :class:`summit_fast.ShardSampler` — and the counts are summed
@@ -72,7 +73,10 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     with tqdm(total=length, initial=aggregator.images_counted, unit="img", desc="summit_fast",
               disable=not progress) as bar:
         try:
-            for index, batch in enumerate(loader):
+            # A loader that can start at a batch skips the done ones without reading them.
+            skips_ahead = start > 0 and callable(getattr(loader, "batches_from", None))
+            batches = loader.batches_from(start) if skips_ahead else loader
+            for index, batch in enumerate(batches, start=start if skips_ahead else 0):
                 if index < start:
                     continue
                 images, labels = aggregator.unpack(batch, index)

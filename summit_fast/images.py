@@ -187,19 +187,28 @@ class ImageLoader:
 
     def __init__(self, dataset: ImageFolderDataset, *, batch_size: int, sampler=None, num_workers: int = 0,
                  pin_memory: bool = False, skip_unreadable: bool = False):
-        self.dataset, self.sampler = dataset, sampler
+        self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
         self.skipped: list[tuple[int, str]] = []
         self._ids = torch.empty(0, dtype=torch.long)
-        self._loader = DataLoader(_IndexedItems(dataset, skip_unreadable), batch_size=batch_size, sampler=sampler,
-                                  num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate_readable)
+        self._items = _IndexedItems(dataset, skip_unreadable)
+        self._options = {"num_workers": num_workers, "pin_memory": pin_memory, "collate_fn": _collate_readable}
 
     def __len__(self) -> int:
         """Batches per pass."""
-        return len(self._loader)
+        items = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        return -(-items // self.batch_size)
 
     def __iter__(self):
+        return self.batches_from(0)
+
+    def batches_from(self, start: int):
+        """The batches of a pass from batch ``start`` on, without reading the images of the
+        batches before it (what :func:`summit_fast.aggregate` uses to resume a checkpoint)."""
+        order = list(self.sampler) if self.sampler is not None else range(len(self.dataset))
+        loader = DataLoader(self._items, batch_size=self.batch_size, sampler=order[start * self.batch_size:],
+                            **self._options)
         self.skipped = []  # a new pass meets the same files again
-        for images, labels, ids, skipped in self._loader:
+        for images, labels, ids, skipped in loader:
             self.skipped.extend(skipped)
             self._ids = ids
             yield images, labels
