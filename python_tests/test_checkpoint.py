@@ -177,3 +177,48 @@ def test_interrupted_update_poisons_the_aggregator():
         agg.update(images, labels)
     with pytest.raises(RuntimeError, match="interrupted while adding its counts"):
         agg.update(images, labels)
+
+
+def test_resume_refuses_other_weights_or_another_model_graph():
+    first = summit_fast.aggregate(net(), batches()[:2], backend="torch", progress=False)
+    other_weights = net()
+    with torch.no_grad():
+        next(other_weights.parameters()).mul_(2.0)
+    with pytest.raises(ValueError, match="different model weights"):
+        summit_fast.Aggregator(other_weights, backend="torch").resume(first)
+    other_padding = net()
+    other_padding.mix1_3x3.padding_mode = "reflect"  # the same weights, another graph
+    with pytest.raises(ValueError, match="different model graph"):
+        summit_fast.Aggregator(other_padding, backend="torch", input_shape=(3, 9, 9)).resume(first)
+    again = summit_fast.Aggregator(net(), backend="torch", input_shape=(3, 9, 9))
+    again.resume(first)
+    assert again.result == first
+
+
+def test_mismatch_survives_pickling():
+    import pickle
+
+    error = CheckpointMismatch("/ckpt", ["parameters (x: 1 in the checkpoint, 2 now)"], "start over")
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.differences == error.differences
+
+
+def test_model_digest_covers_state_that_is_not_a_tensor():
+    from summit_fast.checkpoint import model_digest
+
+    class WithExtraState(torch.nn.Module):
+        def __init__(self, note):
+            super().__init__()
+            self.conv, self.note = torch.nn.Conv2d(1, 1, 1), note
+
+        def get_extra_state(self):
+            return {"note": self.note}
+
+        def set_extra_state(self, state):
+            self.note = state["note"]
+
+    a, b = WithExtraState("a"), WithExtraState("b")
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "_extra_state"}, strict=False)
+    assert model_digest(a) != model_digest(b)
+    b.note = "a"
+    assert model_digest(a) == model_digest(b)

@@ -41,6 +41,12 @@ def test_duplicate_layer_names_are_refused():
         summit_fast.aggregate(net(), [], layers=["mix1", "mix2", "mix1"], progress=False)
 
 
+@pytest.mark.parametrize("classes", [[], [1, 1], [-1]])
+def test_classes_must_be_distinct_class_indices_and_at_least_one(classes):
+    with pytest.raises(ValueError, match=r"classes must be distinct non-negative class indices \(at least one\)"):
+        summit_fast.Aggregator(net(), classes=classes)
+
+
 @pytest.mark.parametrize("num_classes", [0, -3, True, 2.5, "5"])
 def test_num_classes_that_is_not_a_positive_int_is_refused(num_classes):
     with pytest.raises(ValueError, match=rf"num_classes must be an int >= 1 .*got {num_classes!r}"):

@@ -109,15 +109,20 @@ def test_a_resumed_run_reads_only_the_images_it_has_not_counted(tmp_path):
                 yield batch
 
     tiny = Preprocess(9, 1.0, True, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))  # TinyInception's 9x9 input
+    (tmp_path / "images" / "cat" / "1.png").write_text("not an image")
     dataset = CountingDataset(tmp_path / "images", tiny)
     torch.manual_seed(0)
     net = TinyInception().eval()
     options = dict(backend="torch", progress=False, num_classes=5, examples=2)
     with pytest.raises(OSError, match="disk went away"):
-        summit_fast.aggregate(net, FailingLoader(dataset, batch_size=2), checkpoint_dir=tmp_path / "ckpt",
-                              checkpoint_every=1, **options)
+        summit_fast.aggregate(net, FailingLoader(dataset, batch_size=2, skip_unreadable=True),
+                              checkpoint_dir=tmp_path / "ckpt", checkpoint_every=1, **options)
     reads.clear()
-    resumed = summit_fast.aggregate(net, ImageLoader(dataset, batch_size=2), checkpoint_dir=tmp_path / "ckpt",
-                                    **options)
+    loader = ImageLoader(dataset, batch_size=2, skip_unreadable=True)
+    resumed = summit_fast.aggregate(net, loader, checkpoint_dir=tmp_path / "ckpt", **options)
     assert sorted(reads) == [4, 5]  # the third batch only
-    assert resumed == summit_fast.aggregate(net, ImageLoader(dataset, batch_size=2), **options)
+    # cat/1.png (item 1) was skipped before the checkpoint: the resumed pass still reports it.
+    assert [index for index, _ in loader.skipped] == [1]
+    whole = ImageLoader(dataset, batch_size=2, skip_unreadable=True)
+    assert resumed == summit_fast.aggregate(net, whole, **options)
+    assert whole.skipped == loader.skipped

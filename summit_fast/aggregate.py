@@ -51,8 +51,10 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     ``checkpoint_every`` batches, when the run ends, and when it fails; a later call with the
     same configuration resumes after the last checkpoint (the loader must yield the same batches
     in the same order; the batches already counted are still iterated, unless the loader has a
-    method ``batches_from(n)``, as :class:`summit_fast.images.ImageLoader` has). A checkpoint of
-    a different configuration (model weights, layers, parameters, dataset length) is refused.
+    method ``batches_from(n)``, as :class:`summit_fast.images.ImageLoader` has; a loader with
+    ``state_dict()``/``load_state_dict()`` has its state saved and restored with the counts). A
+    checkpoint of a different configuration (model weights, layers, parameters, dataset length)
+    is refused.
 
     Under ``torch.distributed`` (e.g. ``torchrun``) every rank aggregates the batches its loader
     yields — shard the data with :class:`summit_fast.ShardSampler` — and the counts are summed
@@ -62,6 +64,12 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
         raise ValueError(f"checkpoint_every must be a positive int (batches), got {checkpoint_every!r}")
     aggregator = Aggregator(model, **options)
     shard, length = ShardIds.of(loader), _dataset_length(loader)
+    # A stateful loader's state (e.g. ImageLoader's skipped files) is saved with each checkpoint.
+    stateful = callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
+
+    def save_checkpoint() -> None:
+        checkpoints.save(aggregator.result, done, loader.state_dict() if stateful else None)
+
     checkpoints, start = None, 0
     if checkpoint_dir is not None:
         checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(length))
@@ -69,6 +77,8 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
         if found is not None:
             aggregator.resume(found.result)
             start = found.batches_done
+            if found.loader_state is not None and stateful:
+                loader.load_state_dict(found.loader_state)
     done = start
     with tqdm(total=length, initial=aggregator.images_counted, unit="img", desc="summit_fast",
               disable=not progress) as bar:
@@ -84,10 +94,10 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
                 done = index + 1
                 bar.update(images.shape[0])
                 if checkpoints is not None and (done - start) % checkpoint_every == 0:
-                    checkpoints.save(aggregator.result, done)
+                    save_checkpoint()
         finally:  # on success and on failure alike, keep what was counted (if it is consistent)
             if checkpoints is not None and done > start and not aggregator.interrupted:
-                checkpoints.save(aggregator.result, done)
+                save_checkpoint()
     return all_reduce_result(aggregator.result)
 
 
@@ -172,8 +182,9 @@ class Aggregator:
             raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
         if amp_dtype is not None:  # recorded only when set: runs without autocast keep their parameters
             self.params["amp_dtype"] = AMP_DTYPES[amp_dtype]
-        if classes is not None and (len(set(self.params["classes"])) != len(classes) or min(classes, default=0) < 0):
-            raise ValueError(f"classes must be distinct non-negative class indices, got {list(classes)!r}")
+        if classes is not None and (not classes or len(set(self.params["classes"])) != len(classes)
+                                    or min(classes) < 0):
+            raise ValueError(f"classes must be distinct non-negative class indices (at least one), got {list(classes)!r}")
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.num_classes, self.edges, self.input_shape = num_classes, edges, input_shape
         self.class_names = None if class_names is None else list(class_names)
@@ -206,11 +217,22 @@ class Aggregator:
                 "dataset length": dataset_length}
 
     def resume(self, result: SummitResult) -> None:
-        """Continue counting on top of ``result`` (e.g. a checkpoint) made with the same options."""
+        """Continue counting on top of ``result`` (e.g. a checkpoint) made with the same options,
+        weights and model graph (compared when the input shape is known: ``input_shape`` or
+        ``model.INPUT_SHAPE``; a conv's padding or stride changes the graph, not the weights)."""
         mine = {k: v for k, v in self.params.items() if k not in _DERIVED_PARAMS}
         theirs = {k: v for k, v in result.params.items() if k not in _DERIVED_PARAMS}
         if mine != theirs or result.layers != self.layers:
             raise ValueError("cannot resume from a result made with different layers or parameters")
+        if "model_digest" in result.params and result.params["model_digest"] != model_digest(self.model):
+            raise ValueError("cannot resume from a result made with different model weights")
+        shape = self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
+        if shape is not None:
+            with self._model_in_eval(), torch.inference_mode():
+                graph, _ = self._discover(torch.zeros(1, *shape, device=self.device))
+            if graph.to_json() != result.graph.to_json():
+                raise ValueError("cannot resume from a result made with a different model graph (layers, convs, "
+                                 "their padding or strides)")
         self._adopt(result.to(self.device))
 
     @property
@@ -281,15 +303,19 @@ class Aggregator:
         finally:
             self.model.train(was_training)
 
-    def _setup(self, probe: torch.Tensor) -> None:
-        """Discover the model graph on one image and allocate zero counts."""
+    def _discover(self, probe: torch.Tensor) -> tuple[ModelGraph, object]:
+        """The model graph, found on one image, and the model's output for it."""
         with self._autocast():
             if self.edges is not None:
                 graph = graph_from_edges(self.model, probe, self.layers, self.edges)
             else:
                 graph = discover(self.model, probe, self.layers)
-            output = self.model(probe)
-            num_classes = self.num_classes or _infer_num_classes(output)
+            return graph, self.model(probe)
+
+    def _setup(self, probe: torch.Tensor) -> None:
+        """Discover the model graph on one image and allocate zero counts."""
+        graph, output = self._discover(probe)
+        num_classes = self.num_classes or _infer_num_classes(output)
         classes = self.params["classes"]
         if classes is not None and max(classes, default=0) >= num_classes:
             raise ValueError(f"classes: {max(classes)} is out of range for {num_classes} classes")

@@ -39,11 +39,14 @@ class CheckpointMismatch(ValueError):
     ``remedy`` ends the message; :meth:`with_remedy` rewords it for a program's own options.
     """
 
-    def __init__(self, directory: str | os.PathLike, differences: list[str],
+    def __init__(self, directory: str | os.PathLike, differences: list[str] = (),
                  remedy: str = "use another checkpoint_dir, or delete it to start over"):
         self.directory, self.differences, self.remedy = Path(directory), list(differences), remedy
         super().__init__(f"the checkpoint in {self.directory} was made by a run with different "
                          f"{_join(self.differences)}; {remedy}")
+
+    def __reduce__(self):  # picklable (errors cross process boundaries, e.g. from mp.spawn)
+        return CheckpointMismatch, (self.directory, self.differences, self.remedy)
 
     def with_remedy(self, remedy: str) -> "CheckpointMismatch":
         """The same mismatch, ending with ``remedy``."""
@@ -66,11 +69,16 @@ def describe_difference(name: str, theirs, mine) -> str:
 
 
 def model_digest(model: nn.Module) -> str:
-    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes and values)."""
+    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes and values; other
+    state, such as a module's extra state, by its repr)."""
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}:{value!r};".encode())
+            continue
+        t = value.detach().to("cpu")
+        t = (t.int_repr() if t.is_quantized else t).contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
@@ -79,6 +87,7 @@ def model_digest(model: nn.Module) -> str:
 class Checkpoint:
     result: SummitResult
     batches_done: int
+    loader_state: dict | None = None  # what a stateful loader's state_dict() gave at that point
 
 
 class Checkpointer:
@@ -101,26 +110,29 @@ class Checkpointer:
         try:
             state = json.loads((folder / _STATE).read_text())
             batches_done, fingerprint = int(state["batches_done"]), state["fingerprint"]
+            loader_state = state.get("loader_state")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ResultFormatError(f"checkpoint {folder} is damaged ({exc}); delete {self.directory} to start over") from None
         different = differing_keys(fingerprint, self.fingerprint)
         if different:
             raise CheckpointMismatch(self.directory, [
                 describe_difference(k, fingerprint.get(k), self.fingerprint.get(k)) for k in different])
-        checkpoint = Checkpoint(SummitResult.load(folder), batches_done)
+        checkpoint = Checkpoint(SummitResult.load(folder), batches_done, loader_state)
         log.info("resuming from the checkpoint in %s after %d batches", self.directory, batches_done,
                  extra={"directory": self.directory, "batches_done": batches_done})
         return checkpoint
 
-    def save(self, result: SummitResult, batches_done: int) -> Path:
-        """Write a checkpoint after ``batches_done`` batches and make it the latest."""
+    def save(self, result: SummitResult, batches_done: int, loader_state: dict | None = None) -> Path:
+        """Write a checkpoint after ``batches_done`` batches (with ``loader_state``, JSON-able, if
+        given) and make it the latest."""
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{batches_done:09d}"
         final, tmp = self.directory / name, self.directory / f".{name}.tmp-{os.getpid()}"
         if not final.exists():  # an existing one at the same position holds the same counts
             shutil.rmtree(tmp, ignore_errors=True)
             result.save(tmp)
-            state = json.dumps({"batches_done": batches_done, "fingerprint": self.fingerprint})
+            state = json.dumps({"batches_done": batches_done, "fingerprint": self.fingerprint,
+                                **({"loader_state": loader_state} if loader_state is not None else {})})
             _atomic_write(tmp / _STATE, lambda path: path.write_text(state))
             os.replace(tmp, final)
         _atomic_write(self.directory / _LATEST, lambda path: path.write_text(name))

@@ -189,6 +189,7 @@ class ImageLoader:
                  pin_memory: bool = False, skip_unreadable: bool = False):
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
         self.skipped: list[tuple[int, str]] = []
+        self._skipped_before: list[tuple[int, str]] = []  # restored from a checkpoint
         self._ids = torch.empty(0, dtype=torch.long)
         self._items = _IndexedItems(dataset, skip_unreadable)
         self._options = {"num_workers": num_workers, "pin_memory": pin_memory, "collate_fn": _collate_readable}
@@ -203,15 +204,24 @@ class ImageLoader:
 
     def batches_from(self, start: int):
         """The batches of a pass from batch ``start`` on, without reading the images of the
-        batches before it (what :func:`summit_fast.aggregate` uses to resume a checkpoint)."""
+        batches before it (what :func:`summit_fast.aggregate` uses to resume a checkpoint); the
+        files skipped in those are the ones :meth:`load_state_dict` restored."""
         order = list(self.sampler) if self.sampler is not None else range(len(self.dataset))
         loader = DataLoader(self._items, batch_size=self.batch_size, sampler=order[start * self.batch_size:],
                             **self._options)
-        self.skipped = []  # a new pass meets the same files again
+        self.skipped = list(self._skipped_before) if start else []  # a new pass meets the same files again
         for images, labels, ids, skipped in loader:
             self.skipped.extend(skipped)
             self._ids = ids
             yield images, labels
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the pass so far: the files skipped."""
+        return {"skipped": [[index, reason] for index, reason in self.skipped]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s record, for a pass resumed with :meth:`batches_from`."""
+        self._skipped_before = [(int(index), str(reason)) for index, reason in state.get("skipped", [])]
 
     def image_ids(self, aggregator, images: torch.Tensor) -> torch.Tensor:
         """The dataset indices of the batch last yielded (what :func:`summit_fast.aggregate`
