@@ -60,6 +60,34 @@ def test_two_gloo_processes_equal_one_process(tmp_path, count_dtype):
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank-0-of-2", "rank-1-of-2"]
 
 
+def mismatched_worker(rank, world_size, port, out_dir):
+    """Rank 1 aggregates another network: both ranks must refuse to sum, neither may hang."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model = net()
+        if rank == 1:
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+        data = dataset()
+        loader = torch.utils.data.DataLoader(data, batch_size=4, sampler=ShardSampler(data))
+        try:
+            summit_fast.aggregate(model, loader, backend="torch", progress=False)
+        except ValueError as exc:
+            with open(os.path.join(out_dir, f"error-{rank}"), "w") as f:
+                f.write(str(exc))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_with_other_weights_are_not_summed(tmp_path):
+    mp.start_processes(mismatched_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    for rank in (0, 1):
+        assert (tmp_path / f"error-{rank}").read_text().startswith(
+            "rank 1 aggregated with another model_digest than rank 0: every rank must aggregate the same model")
+
+
 def test_shard_sampler_covers_every_item_once():
     shards = [list(ShardSampler(10, rank=r, world_size=3)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(10))

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ._text import differing_keys
 from .examples import merge_examples
 from .result import SummitResult, check_count_capacity
 
@@ -126,6 +127,15 @@ def all_reduce_result(result: SummitResult) -> SummitResult:
         return result
     if dist.get_backend() == "nccl" and any(t.device.type != "cuda" for t in result.tensors().values()):
         raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
+    # Shards of other weights, options or models must not be summed. Every rank receives every
+    # rank's description and raises alike, so no rank is left waiting in a collective below.
+    described = [None] * dist.get_world_size()
+    dist.all_gather_object(described, (result.params, result.graph.to_json(), result.class_ids))
+    other = next((r for r, d in enumerate(described) if d != described[0]), None)
+    if other is not None:
+        what = ", ".join(differing_keys(described[0][0], described[other][0])) or "model graph or classes"
+        raise ValueError(f"rank {other} aggregated with another {what} than rank 0: every rank must aggregate "
+                         "the same model (weights) with the same options")
     # Refuse before any count changes if the total would overflow a narrow count type.
     total_images = result.images_per_class.clone()
     dist.all_reduce(total_images, op=dist.ReduceOp.SUM)
