@@ -128,6 +128,18 @@ def test_label_plans():
 
 
 # -- checkpoints ----------------------------------------------------------------------------
+def test_a_rerun_with_other_padding_and_preprocessing_does_not_resume(tmp_path, capsys):
+    """--tf-padding keeps mobilenet_v2's weights but changes its convs' padding and its input."""
+    images, out = write_images(tmp_path / "images"), tmp_path / "out"
+    args = ("--images", images, "--out", out, "--examples", "0", "--model", "mobilenet_v2", "--keep-checkpoints")
+    code, stdout, err = cli(capsys, *args)
+    assert code == 0, err
+    code, stdout, err = cli(capsys, *args, "--tf-padding")
+    assert code == 0, err
+    assert "resumed" not in stdout
+    assert "holds checkpoints of other image files, labels, batching or preprocessing" in stdout
+
+
 def test_rerun_resumes_changed_images_start_afresh_and_success_removes_checkpoints(tmp_path, capsys):
     images, out = write_images(tmp_path / "images"), tmp_path / "out"
     args = ("--images", images, "--out", out, "--examples", "0")

@@ -190,7 +190,7 @@ def _check_paths(args) -> None:
 def _run(args, device: torch.device) -> int:
     from .aggregate import aggregate
     from .checkpoint import CheckpointMismatch
-    from .distributed import ShardSampler, rank_and_world_size
+    from .distributed import ShardSampler, rank_and_world_size, rank_directory
     from .images import ImageFolderDataset, ImageLoader, UnreadableImageError
 
     rank, world_size = rank_and_world_size()
@@ -205,7 +205,8 @@ def _run(args, device: torch.device) -> int:
     if plan.warning and main:
         _warn(plan.warning)
     root = args.out / CHECKPOINTS
-    checkpoint_dir = _checkpoint_folder(root, dataset, args.batch_size, args.fresh, main)
+    checkpoint_dir = _checkpoint_folder(root, dataset, f"batch size {args.batch_size}\n{model.PREPROCESS!r}",
+                                        args.fresh, main)
     loader = ImageLoader(dataset, batch_size=args.batch_size, sampler=ShardSampler(dataset),
                          num_workers=args.workers, pin_memory=device.type == "cuda",
                          skip_unreadable=args.skip_unreadable)
@@ -228,8 +229,11 @@ def _run(args, device: torch.device) -> int:
         raise ValueError(f"none of the {len(dataset)} images under {args.images} could be read "
                          f"(e.g. {few(skipped)})")
     if not main:
+        # Done with its checkpoints (aggregate's all_reduce came after every rank's last save):
+        # each rank removes its own, as another machine's disk may hold them.
+        if not args.keep_checkpoints:
+            _discard(rank_directory(checkpoint_dir))
         return 0
-    # The other ranks are done with their checkpoints: aggregate's all_reduce came after their last save.
     processes = f" on {world_size} processes" if world_size > 1 else ""
     print(f"aggregated {result.num_images} images in {time.perf_counter() - started:.1f} s{processes}: {result}",
           flush=True)
@@ -249,7 +253,7 @@ def _run(args, device: torch.device) -> int:
     if args.keep_checkpoints:
         print(f"checkpoints kept in {root} (--keep-checkpoints)", flush=True)
     else:
-        shutil.rmtree(root, ignore_errors=True)
+        _discard(root)
         print(f"removed the checkpoints in {root} (--keep-checkpoints keeps them)", flush=True)
     print(f"open the viewer: summit-fast view {viewer_dir}", flush=True)
     return 0
@@ -259,19 +263,32 @@ def _warn(message: str) -> None:
     print(f"summit-fast run: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _checkpoint_folder(root: Path, dataset, batch_size: int, fresh: bool, main: bool) -> Path:
+def _discard(folder: Path) -> None:
+    """Remove ``folder`` atomically: renamed first, so that an interruption never leaves a
+    half-deleted checkpoint that a later run would find damaged; gone already is fine."""
+    doomed = folder.parent / f".{folder.name}.discard-{os.getpid()}"
+    try:
+        os.replace(folder, doomed)
+    except FileNotFoundError:  # another rank sharing the disk got there first
+        return
+    shutil.rmtree(doomed, ignore_errors=True)  # renamed: what may be left is no checkpoint any more
+
+
+def _checkpoint_folder(root: Path, dataset, batching: str, fresh: bool, main: bool) -> Path:
     """The checkpoint folder of this stream of batches: ``root/images-<key>``, the key a digest of
-    the images' fingerprint (files, sizes, times, labels) and the batch size. A checkpoint counts
-    the first N batches, so changed images (same names, other contents) or another batch size
-    start afresh instead of resuming counts of other images. With ``fresh`` ``root`` is emptied
-    first. Every rank must see the same images."""
+    the images' fingerprint (files, sizes, times, labels) and ``batching`` (batch size and
+    preprocessing). A checkpoint counts the first N batches, so changed images (same names,
+    other contents) or another batching start afresh instead of resuming counts of other
+    inputs (other weights or model graphs are refused by aggregate). With ``fresh`` ``root`` is
+    emptied first (each rank empties its own folder too, for machines without a shared disk).
+    Every rank must see the same images."""
     import hashlib
 
     import torch.distributed as dist
 
-    from .distributed import is_distributed
+    from .distributed import is_distributed, rank_directory
 
-    fingerprint = hashlib.sha256(f"{dataset.fingerprint()}\nbatch size {batch_size}".encode()).hexdigest()
+    fingerprint = hashlib.sha256(f"{dataset.fingerprint()}\n{batching}".encode()).hexdigest()
     if is_distributed():
         theirs = [None] * dist.get_world_size()
         dist.all_gather_object(theirs, (fingerprint, len(dataset)))
@@ -281,13 +298,15 @@ def _checkpoint_folder(root: Path, dataset, batch_size: int, fresh: bool, main: 
                              f"{dist.get_rank()} ({theirs[other][1]} vs {len(dataset)} files, or other sizes, "
                              "times or labels); every process must see the same images")
     folder = root / f"images-{fingerprint[:16]}"
+    if fresh:
+        _discard(rank_directory(folder))
     if main:
         if fresh and root.exists():
-            shutil.rmtree(root)
+            _discard(root)
             print(f"removed the checkpoints in {root} (--fresh)", flush=True)
         elif root.is_dir() and any(p != folder for p in root.iterdir()):
-            print(f"{root} holds checkpoints of other image files, labels or batch size: this run does not "
-                  "resume them (they are removed when it completes)", flush=True)
+            print(f"{root} holds checkpoints of other image files, labels, batching or preprocessing: this run "
+                  "does not resume them (they are removed when it completes)", flush=True)
     if is_distributed():
         dist.barrier()  # no rank writes a checkpoint before rank 0 has emptied the folder
     return folder
