@@ -101,6 +101,8 @@ def test_shards_add_up_and_merge():
     assert a + b == whole
     assert SummitResult.merge([a, b]) == whole
     assert sum([a, b]) == whole
+    alone = sum([a])
+    assert alone == a and alone is not a and alone.activation["mix1"] is not a.activation["mix1"]
     with pytest.raises(TypeError):
         1 + a
     other = summit_fast.aggregate(net, batches, selection=topk(2), backend="torch", progress=False)

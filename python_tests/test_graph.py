@@ -263,6 +263,21 @@ def test_graphs_match_the_reference(graph, tau):
     assert_matches_reference(result, build_graphs(result, tau=tau, chunk_size=2), tau0=tau)
 
 
+# Layers wide enough that a selection takes more than 32 nodes (the native selection sorts
+# lazily, 32 nodes first, then more as the threshold rises).
+WIDE = make_graph({"L0": 40, "L1": 70, "L2": 50},
+                  [("a0", "input", "L0", 0, 3, 40), ("d1", "L0", "L1", 0, 40, 70), ("d2", "L1", "L2", 0, 70, 50)])
+
+
+@pytest.mark.parametrize("tau", [0.075, 0.7])
+def test_wide_layers_match_the_reference(tau):
+    result = random_result(WIDE, num_classes=3, seed=5, density=0.6)
+    graphs = build_graphs(result, tau=tau)
+    assert_matches_reference(result, graphs, tau0=tau)
+    if tau > 0.5:
+        assert max(len(g.nodes["L1"]) for g in graphs.values()) > 32
+
+
 def test_sparse_counts_and_non_contiguous_classes():
     result = random_result(INCEPTION_LIKE, num_classes=6, seed=3, density=0.15)
     result.influence["d1"][4].zero_()  # a class with fewer edges

@@ -5,11 +5,11 @@ Public API::
     build_graphs(result, classes=None) -> {class: ClassGraph}   # all (or some) classes
     iter_graphs(result, classes=None)  -> Iterator[ClassGraph]  # the same, streamed chunk by chunk
     class_graph(result, c)             -> ClassGraph
+    ClassGraph.to_summit()             -> Summit's ag-{c}.json layout (layers last to first)
+    pagerank(adjacency, personalization, groups, num_groups)   # many graphs at once, as networkx
 
 Classes are the model's class indices, ``result.class_ids`` (the rows' classes: 0..K-1 unless
 the run counted only some classes).
-    ClassGraph.to_summit()             -> Summit's ag-{c}.json layout (layers last to first)
-    pagerank(adjacency, personalization, groups, num_groups)   # many graphs at once, as networkx
 
 What a graph is. For class c, the nodes are the summary-layer channels with at least one edge;
 an edge joins channel i of layer l-1 and channel j of layer l with weight
@@ -156,7 +156,7 @@ def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, t
 
 def _ranges(ids: list[int]) -> str:
     """``0..999`` for consecutive ids, else the first few."""
-    if ids == list(range(ids[0], ids[0] + len(ids))):
+    if len(ids) > 2 and ids == list(range(ids[0], ids[0] + len(ids))):
         return f"{ids[0]}..{ids[-1]}"
     return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
 

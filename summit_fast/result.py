@@ -276,9 +276,9 @@ class SummitResult:
         return self.from_tensors(tensors, self.graph, params, self.class_names)
 
     def __radd__(self, other) -> "SummitResult":
-        """``0 + result`` is the result, so that ``sum(results)`` merges them."""
+        """``0 + result`` is a copy of the result, so that ``sum(results)`` merges them."""
         if isinstance(other, int) and not isinstance(other, bool) and other == 0:
-            return self
+            return self.to(self.images_per_class.device)
         return NotImplemented
 
     @staticmethod
