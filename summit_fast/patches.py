@@ -39,30 +39,37 @@ class ReceptiveField:
 
 def receptive_fields(model: nn.Module, layers: list[str], input_shape, probes: int = 3,
                      device: torch.device | str = "cpu") -> dict[str, ReceptiveField]:
-    """Measure the receptive field of every layer in ``layers`` (see the module docstring)."""
+    """Measure the receptive field of every layer in ``layers`` (see the module docstring): one
+    forward pass per probe, then one backward pass per layer through its graph."""
     modules = dict(model.named_modules())
-    fields = {}
     c, h, w = input_shape
-    for layer in layers:
-        captured = {}
-        handle = modules[layer].register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
-        support = torch.zeros(h, w, dtype=torch.bool)
-        try:
-            for seed in range(probes):
-                generator = torch.Generator().manual_seed(seed)
-                probe = torch.randn(1, c, h, w, generator=generator).to(device).requires_grad_(True)
-                with torch.enable_grad():
-                    model(probe)
-                    out = captured["out"]
-                    y0, x0 = out.shape[2] // 2, out.shape[3] // 2
-                    out[0, :, y0, x0].sum().backward()
-                support |= (probe.grad[0].abs().sum(0) > 0).cpu()
-        finally:
+    captured = {}
+    handles = [modules[layer].register_forward_hook(lambda m, i, o, layer=layer: captured.__setitem__(layer, o))
+               for layer in layers]
+    support = {layer: torch.zeros(h, w, dtype=torch.bool) for layer in layers}
+    try:
+        for seed in range(probes):
+            generator = torch.Generator().manual_seed(seed)
+            probe = torch.randn(1, c, h, w, generator=generator).to(device).requires_grad_(True)
+            with torch.enable_grad():
+                model(probe)
+                for layer in layers:
+                    out = captured[layer]
+                    centre = out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum()
+                    (grad,) = torch.autograd.grad(centre, probe, retain_graph=True, allow_unused=True)
+                    if grad is not None:
+                        support[layer] |= (grad[0].abs().sum(0) > 0).cpu()
+    finally:
+        for handle in handles:
             handle.remove()
-        rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+    fields = {}
+    for layer in layers:
+        out = captured[layer]
+        rows, cols = support[layer].any(1).nonzero().flatten(), support[layer].any(0).nonzero().flatten()
         if len(rows) == 0:
             raise ValueError(f"could not measure the receptive field of layer {layer!r} (no input gradient)")
-        fields[layer] = ReceptiveField(y0, x0, (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1),
+        fields[layer] = ReceptiveField(out.shape[2] // 2, out.shape[3] // 2,
+                                       (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1),
                                        (h / out.shape[2], w / out.shape[3]), (h, w))
     return fields
 
