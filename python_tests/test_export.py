@@ -54,6 +54,9 @@ def test_layout_and_schema(exported, digits_result):
     assert sorted(p.name for p in (exported / "ag").iterdir()) == sorted(f"ag-{c}.json" for c in range(K))
     index = read(exported / "summit_fast.json")
     validator().validate(index)
+    assert index["schema"] == "summit_fast.export" and index["version"] == 2  # 2: graphs named by target_class
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate({**index, "version": 1})  # the schema describes version 2 only
     validator("classes").validate(read(exported / "classes.json"))
     for c in range(K):
         validator("graph").validate(read(exported / "ag" / f"ag-{c}.json"))
@@ -84,6 +87,7 @@ def test_summit_released_graphs_and_viewer_index_fit_the_schema(tmp_path):
     index, classes = build_index(tmp_path)
     validator().validate(index)
     validator("classes").validate(classes)
+    assert index["version"] == 2 and [c["target_class"] for c in classes] == list(range(20))
 
 
 def test_schema_rejects_wrong_summit_types():
@@ -212,7 +216,12 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
     assert graph.target_class == 9 and graph.nodes == class_graph(digits_result, 2).nodes
     with pytest.raises(ValueError, match=r"class\(es\) \[0\] not counted in this result; its classes .* are 7, 2, 9"):
         class_graph(result, 0)
-    validator().validate(read(out / "summit_fast.json"))
+    index = read(out / "summit_fast.json")
+    validator().validate(index)
+    assert index["version"] == 2 and index["num_classes"] == 3  # version 1 named the graphs ag-0 .. ag-2
+    validator("classes").validate(read(out / "classes.json"))
+    for c in (2, 7, 9):
+        validator("graph").validate(read(out / "ag" / f"ag-{c}.json"))
 
 
 def test_class_names_and_image_patterns(digits_result, tmp_path):

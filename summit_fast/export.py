@@ -1,6 +1,6 @@
 """Write a result as a folder for viewers (SPEC.md D): Summit-compatible JSON and the project's index.
 
-Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
+Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 2)::
 
     OUT/summit_fast.json   the index: classes, layers, channel counts, class names, how the embedding
                            was computed, the aggregation parameters, image patterns, file names
@@ -10,6 +10,9 @@ Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
                            predictions were recorded)
     OUT/ag/ag-{c}.json     the attribution graph of class c (an entry's target_class, which is how
                            Summit's viewer finds it), in Summit's format (layers last to first)
+
+Version 1 numbered the graph files by row of ``classes.json`` instead (the same file names unless
+a run counted only some classes); version 2 changed that, since it breaks a reader of such exports.
 
 The class embedding is per layer: UMAP of the classes' activation count rows (cosine, 15
 neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous layer's embedding)
@@ -40,7 +43,7 @@ from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, iter_graphs
 from .result import SummitResult
 
 SCHEMA_NAME = "summit_fast.export"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ag-{c}.json is named by target_class (version 1: by row)
 INDEX_FILE = "summit_fast.json"
 CLASSES_FILE = "classes.json"
 GRAPHS_PATTERN = "ag/ag-{c}.json"
