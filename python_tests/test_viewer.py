@@ -468,18 +468,28 @@ def test_page_on_an_export_of_some_classes(page, export_dir, serve, version):
     (target_class), which since version 2 also names their graph files, as Summit's viewer reads
     them; a version 1 export, whose graph files are numbered by row, still opens."""
     graphs = of_some_classes(export_dir, version)   # the files by target_class (2) or by row (1) only
-    open_viewer(page, serve(export_dir), graphs[0])
+    url = serve(export_dir)
+    open_viewer(page, url + "#class=3&layer=conv2", graphs[0])  # 3 is a row, not a class here: ignored
+    assert page.text_content("#graph-title") == "tabby cat" and page.input_value("#layer-select") == "conv2"
     page.fill("#class-search", f"#{IDS[3]}")
     page.press("#class-search", "Enter")
     wait_for_graph(page, graphs[3])
     assert page.text_content("#graph-title") == "fire truck"
     assert f"class #{IDS[3]}" in page.text_content("#details")
+    assert page.url.endswith(f"#class={IDS[3]}&layer=conv2")  # the address names the class, not the row
     page.fill("#class-search", "")
     page.click("#class-list li[data-class='1'] button")
     wait_for_graph(page, graphs[1])
     assert page.text_content("#graph-title") == "golden retriever"
+    assert page.url.endswith(f"#class={IDS[1]}&layer=conv2")
     page.select_option("#class-sort", "index")
     assert page.text_content("#class-list li[data-class='4'] .value") == f"#{IDS[4]}"
+
+    page.goto(url + f"#class={IDS[4]}&layer=conv1")
+    page.reload()                                     # a new hash alone does not reload the page
+    wait_for_graph(page, graphs[4])
+    assert page.text_content("#graph-title") == "banana" and page.input_value("#layer-select") == "conv1"
+    assert page.url.endswith(f"#class={IDS[4]}&layer=conv1")
 
 
 @needs_browser
