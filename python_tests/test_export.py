@@ -208,6 +208,9 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
         result.activation[name].copy_(t[:3])
     out = export(result, tmp_path / "some", embedding="pca")
     assert [c["target_class"] for c in read(out / "classes.json")] == [7, 2, 9]
+    # Default names are by class, not by row.
+    assert [c["name"] for c in read(out / "classes.json")] == ["class 7", "class 2", "class 9"]
+    assert read(out / "summit_fast.json")["class_names"] == ["class 7", "class 2", "class 9"]
     # Graph files are named by class, as Summit's viewer looks them up (ag-{target_class}.json).
     assert sorted(p.name for p in (out / "ag").iterdir()) == ["ag-2.json", "ag-7.json", "ag-9.json"]
     # Class 2 is row 1, which holds digits_result's row 1.

@@ -62,7 +62,8 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
 
     Args:
-        class_names: the K class names; default ``result.class_names``, else ``"class {k}"``.
+        class_names: the K class names (one per row); default ``result.class_names``, else
+            ``"class {c}"`` for each row's class index c (``result.class_ids``).
         embedding: ``"umap"`` (needs ``umap-learn``), ``"pca"``, or ``"auto"`` (UMAP when installed
             and there are more classes than UMAP's 15 neighbours, else PCA).
         feature_vis: pattern of per-channel feature visualisations inside the folder, with
@@ -222,7 +223,7 @@ def _has_predictions(result: SummitResult) -> bool:
 def _class_names(result: SummitResult, class_names) -> list[str]:
     names = class_names if class_names is not None else result.class_names
     if names is None:
-        return [f"class {k}" for k in range(result.num_classes)]
+        return [f"class {c}" for c in result.class_ids]  # the model's class index, as the viewer shows
     names = list(names)
     if len(names) != result.num_classes:
         raise ValueError(f"{len(names)} class names given for {result.num_classes} classes")
