@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -242,7 +243,21 @@ def test_class_names_and_image_patterns(digits_result, tmp_path):
     with pytest.raises(ValueError, match=r"dataset_examples 'ex/\{layer\}/\{channel\}.jpg' must use the placeholders "
                                          r"\{layer\}, \{channel\}, \{i\} and no others"):
         export(digits_result, tmp_path / "bad", dataset_examples="ex/{layer}/{channel}.jpg")
+    # The viewer replaces plain {name} fields only (data-source.js fillPattern): no format specs,
+    # conversions or literal braces, which Python's str.format would accept.
+    for pattern, why in (("fv/{layer}-{channel:04d}.jpg", r"a format spec in \{channel:04d\} is not allowed"),
+                         ("fv/{layer}-{channel!s}.jpg", r"a conversion in \{channel!s\} is not allowed"),
+                         ("fv/{layer!r:>3}-{channel}.jpg", r"a conversion in \{layer!r:>3\} is not allowed"),
+                         ("fv/{{x}}/{layer}-{channel}.jpg", r"literal braces \(\{\{ or \}\}\) are not allowed"),
+                         ("fv/{layer}-{channel}}}.jpg", r"literal braces"),
+                         ("fv/{layer:}-{channel}.jpg", r"write each placeholder plainly, as \{layer\}, \{channel\}")):
+        with pytest.raises(ValueError, match=r"^feature_vis '" + re.escape(pattern) + "': " + why):
+            export(digits_result, tmp_path / "bad", feature_vis=pattern)
+    with pytest.raises(ValueError, match=r"dataset_examples .*a format spec in \{i:02d\} is not allowed; the viewer "
+                                         r"fills only the plain placeholders \{layer\}, \{channel\}, \{i\}"):
+        export(digits_result, tmp_path / "bad", dataset_examples="ex/{layer}/{channel}-{i:02d}.jpg")
     assert not (tmp_path / "bad").exists()
+    export(digits_result, tmp_path / "twice", embedding="pca", feature_vis="fv/{layer}/{channel}/{layer}.jpg")
 
 
 def test_rewrite_keeps_other_files_and_failure_leaves_previous_export(digits_result, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import string
 from importlib import resources
@@ -49,6 +50,7 @@ CLASSES_FILE = "classes.json"
 GRAPHS_PATTERN = "ag/ag-{c}.json"
 EMBEDDINGS = ("auto", "umap", "pca")
 UMAP_PARAMS = {"metric": "cosine", "n_neighbors": 15, "min_dist": 0.1, "random_state": 0}
+_PLAIN_FIELD = re.compile(r"\{(\w+)\}", re.ASCII)  # the placeholders the viewer fills (data-source.js)
 _UMAP_THREADS = 1  # a fixed seed makes UMAP single-threaded anyway; saying so avoids its warning
 
 
@@ -103,16 +105,31 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
 
 
 def _check_pattern(what: str, pattern: str | None, fields: tuple[str, ...]) -> None:
-    """A file pattern must use exactly ``fields`` as its {placeholders} (the viewer fills them in)."""
+    """A file pattern must use exactly ``fields`` as its placeholders, each written plainly as
+    ``{name}``: the viewer fills the pattern by replacing ``{name}`` (data-source.js, fillPattern),
+    so it has no format specs (``{channel:04d}``), conversions (``{channel!s}``) nor literal braces
+    (``{{``, ``}}``)."""
     if pattern is None:
         return
     try:
-        used = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+        parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
         raise ValueError(f"{what} {pattern!r}: {exc}") from None
+    wanted = ", ".join("{" + f + "}" for f in fields)
+    for literal, name, spec, conversion in parsed:
+        if "{" in literal or "}" in literal:
+            raise ValueError(f"{what} {pattern!r}: literal braces ({{{{ or }}}}) are not allowed; the viewer fills "
+                             f"only the plain placeholders {wanted}")
+        if name is not None and (spec or conversion is not None):
+            kind = "a conversion" if conversion is not None else "a format spec"
+            raise ValueError(f"{what} {pattern!r}: {kind} in {{{name}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}} is not allowed; the viewer fills only the plain "
+                             f"placeholders {wanted}")
+    used = {name for _, name, _, _ in parsed if name is not None}
     if used != set(fields):
-        wanted = ", ".join("{" + f + "}" for f in fields)
         raise ValueError(f"{what} {pattern!r} must use the placeholders {wanted} and no others")
+    if re.search(r"[{}]", _PLAIN_FIELD.sub("", pattern)):  # e.g. "{layer:}", which parses as a plain field
+        raise ValueError(f"{what} {pattern!r}: write each placeholder plainly, as {wanted}")
 
 
 def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> list[dict]:
