@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -54,6 +55,9 @@ def test_layout_and_schema(exported, digits_result):
     assert sorted(p.name for p in (exported / "ag").iterdir()) == sorted(f"ag-{c}.json" for c in range(K))
     index = read(exported / "summit_fast.json")
     validator().validate(index)
+    assert index["schema"] == "summit_fast.export" and index["version"] == 2  # 2: graphs named by target_class
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate({**index, "version": 1})  # the schema describes version 2 only
     validator("classes").validate(read(exported / "classes.json"))
     for c in range(K):
         validator("graph").validate(read(exported / "ag" / f"ag-{c}.json"))
@@ -84,6 +88,7 @@ def test_summit_released_graphs_and_viewer_index_fit_the_schema(tmp_path):
     index, classes = build_index(tmp_path)
     validator().validate(index)
     validator("classes").validate(classes)
+    assert index["version"] == 2 and [c["target_class"] for c in classes] == list(range(20))
 
 
 def test_schema_rejects_wrong_summit_types():
@@ -204,6 +209,9 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
         result.activation[name].copy_(t[:3])
     out = export(result, tmp_path / "some", embedding="pca")
     assert [c["target_class"] for c in read(out / "classes.json")] == [7, 2, 9]
+    # Default names are by class, not by row.
+    assert [c["name"] for c in read(out / "classes.json")] == ["class 7", "class 2", "class 9"]
+    assert read(out / "summit_fast.json")["class_names"] == ["class 7", "class 2", "class 9"]
     # Graph files are named by class, as Summit's viewer looks them up (ag-{target_class}.json).
     assert sorted(p.name for p in (out / "ag").iterdir()) == ["ag-2.json", "ag-7.json", "ag-9.json"]
     # Class 2 is row 1, which holds digits_result's row 1.
@@ -212,7 +220,12 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
     assert graph.target_class == 9 and graph.nodes == class_graph(digits_result, 2).nodes
     with pytest.raises(ValueError, match=r"class\(es\) \[0\] not counted in this result; its classes .* are 7, 2, 9"):
         class_graph(result, 0)
-    validator().validate(read(out / "summit_fast.json"))
+    index = read(out / "summit_fast.json")
+    validator().validate(index)
+    assert index["version"] == 2 and index["num_classes"] == 3  # version 1 named the graphs ag-0 .. ag-2
+    validator("classes").validate(read(out / "classes.json"))
+    for c in (2, 7, 9):
+        validator("graph").validate(read(out / "ag" / f"ag-{c}.json"))
 
 
 def test_class_names_and_image_patterns(digits_result, tmp_path):
@@ -230,7 +243,21 @@ def test_class_names_and_image_patterns(digits_result, tmp_path):
     with pytest.raises(ValueError, match=r"dataset_examples 'ex/\{layer\}/\{channel\}.jpg' must use the placeholders "
                                          r"\{layer\}, \{channel\}, \{i\} and no others"):
         export(digits_result, tmp_path / "bad", dataset_examples="ex/{layer}/{channel}.jpg")
+    # The viewer replaces plain {name} fields only (data-source.js fillPattern): no format specs,
+    # conversions or literal braces, which Python's str.format would accept.
+    for pattern, why in (("fv/{layer}-{channel:04d}.jpg", r"a format spec in \{channel:04d\} is not allowed"),
+                         ("fv/{layer}-{channel!s}.jpg", r"a conversion in \{channel!s\} is not allowed"),
+                         ("fv/{layer!r:>3}-{channel}.jpg", r"a conversion in \{layer!r:>3\} is not allowed"),
+                         ("fv/{{x}}/{layer}-{channel}.jpg", r"literal braces \(\{\{ or \}\}\) are not allowed"),
+                         ("fv/{layer}-{channel}}}.jpg", r"literal braces"),
+                         ("fv/{layer:}-{channel}.jpg", r"write each placeholder plainly, as \{layer\}, \{channel\}")):
+        with pytest.raises(ValueError, match=r"^feature_vis '" + re.escape(pattern) + "': " + why):
+            export(digits_result, tmp_path / "bad", feature_vis=pattern)
+    with pytest.raises(ValueError, match=r"dataset_examples .*a format spec in \{i:02d\} is not allowed; the viewer "
+                                         r"fills only the plain placeholders \{layer\}, \{channel\}, \{i\}"):
+        export(digits_result, tmp_path / "bad", dataset_examples="ex/{layer}/{channel}-{i:02d}.jpg")
     assert not (tmp_path / "bad").exists()
+    export(digits_result, tmp_path / "twice", embedding="pca", feature_vis="fv/{layer}/{channel}/{layer}.jpg")
 
 
 def test_rewrite_keeps_other_files_and_failure_leaves_previous_export(digits_result, tmp_path, monkeypatch):

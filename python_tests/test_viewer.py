@@ -18,9 +18,12 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from summit_fast.viewer.index import build_index, default_class_names, index_files, read_class_names
+from summit_fast.export import SCHEMA_VERSION, schema
+from summit_fast.viewer.index import (READABLE_VERSIONS, build_index, default_class_names, graph_files, index_files,
+                                      read_class_names)
 from summit_fast.viewer.server import make_server
 from summit_fast.viewer.standalone import write_standalone
 
@@ -77,9 +80,10 @@ def _graph(rng: random.Random) -> dict:
     return graph
 
 
-def write_export(out: Path) -> Path:
+def write_export(out: Path, version: int = 2) -> Path:
     """A 5-class, 3-layer exported folder with feature visualisations for conv2 and conv3 (none for
-    conv1, which the page must tolerate) and three dataset examples per conv3 channel."""
+    conv1, which the page must tolerate) and three dataset examples per conv3 channel. Class c has
+    target_class c, so its graph is ag-{c}.json in either version."""
     rng = random.Random(5)
     (out / "ag").mkdir(parents=True)
     for c in range(len(NAMES)):
@@ -99,7 +103,7 @@ def write_export(out: Path) -> Path:
         })
     (out / "classes.json").write_text(json.dumps(classes))
     (out / "summit_fast.json").write_text(json.dumps({
-        "schema": "summit_fast.export", "version": 1, "num_classes": len(NAMES), "layers": list(LAYERS),
+        "schema": "summit_fast.export", "version": version, "num_classes": len(NAMES), "layers": list(LAYERS),
         "channels": LAYERS, "class_names": NAMES, "embedding": {"method": "umap"},
         "images": {"feature_vis": "feature-vis/channel/{layer}-{channel}-channel.png",
                    "dataset_examples": "dataset-examples/{layer}/{layer}-{channel}-{i}.png"},
@@ -124,6 +128,26 @@ def write_graphs_only(out: Path) -> Path:
     for path in (export / "ag").iterdir():
         (out / "ag" / path.name).write_bytes(path.read_bytes())
     return out
+
+
+IDS = [10 * c + 7 for c in range(len(NAMES))]  # the model's class indices of a run of some classes
+
+
+def of_some_classes(export: Path, version: int) -> list[dict]:
+    """Makes the fixture's export one of classes IDS (target_class IDS[c] for row c), its graph files
+    named as the version names them: by target_class in version 2, by row in version 1. Returns the
+    graphs by row."""
+    index = json.loads((export / "summit_fast.json").read_text())
+    (export / "summit_fast.json").write_text(json.dumps({**index, "version": version}))
+    classes = json.loads((export / "classes.json").read_text())
+    for c, cls in enumerate(classes):
+        cls["target_class"] = IDS[c]
+        if version >= 2:
+            (export / "ag" / f"ag-{c}.json").rename(export / "ag" / f"ag-{IDS[c]}.json")
+    (export / "classes.json").write_text(json.dumps(classes))
+    names = [f"ag-{IDS[c] if version >= 2 else c}.json" for c in range(len(classes))]
+    assert sorted(p.name for p in (export / "ag").iterdir()) == sorted(names)
+    return [json.loads((export / "ag" / name).read_text()) for name in names]
 
 
 def counts_in(graph: dict) -> tuple[int, int]:
@@ -172,6 +196,10 @@ def test_index_built_from_graphs_alone(tmp_path):
     (folder / "ag" / "ag-4.json").write_text(json.dumps(sparse))
     index, classes = build_index(folder)
     assert index["num_classes"] == len(NAMES)
+    assert index["schema"] == "summit_fast.export" and index["version"] == SCHEMA_VERSION == 2
+    jsonschema.Draft202012Validator(schema()).validate(index)   # the export's own schema
+    assert [cls["target_class"] for cls in classes] == list(range(len(NAMES)))  # graph ag-{c}: class c
+    assert graph_files(index, classes) == [f"ag/ag-{c}.json" for c in range(len(NAMES))]
     assert index["layers"] == list(LAYERS)                      # graphs list last to first
     assert index["class_names"] == [f"class {c}" for c in range(len(NAMES))]
     assert index["images"] == {"feature_vis": "feature-vis/channel/{layer}-{channel}-channel.jpg", "dataset_examples": None}
@@ -207,6 +235,40 @@ def test_index_errors_and_class_name_files(tmp_path, export_dir):
     assert read_class_names(tmp_path / "names.txt") == read_class_names(tmp_path / "names.json") == ["tench", "goldfish"]
     assert default_class_names(1000)[207].startswith("golden retriever")    # Summit's classes: ImageNet's order
     assert default_class_names(2) == ["class 0", "class 1"]
+
+
+def test_graph_files_by_version(tmp_path):
+    """Version 2 names a class's graph file by its target_class, version 1 by its row; other versions
+    are refused, by the page (data-source.js) as by write_standalone."""
+    from summit_fast.viewer import STATIC_DIR
+
+    index = {"schema": "summit_fast.export", "graphs": "ag/ag-{c}.json"}
+    classes = [{"target_class": 7}, {"target_class": 2}, {"target_class": 9}]
+    assert graph_files({**index, "version": 2}, classes) == ["ag/ag-7.json", "ag/ag-2.json", "ag/ag-9.json"]
+    assert graph_files({**index, "version": 1}, classes) == ["ag/ag-0.json", "ag/ag-1.json", "ag/ag-2.json"]
+    for bad in ({**index, "version": 3}, {**index, "version": "2"}, {**index, "schema": "x", "version": 2}):
+        with pytest.raises(ValueError, match="expected schema summit_fast.export version 1 or 2"):
+            graph_files(bad, classes)
+    assert READABLE_VERSIONS == (1, 2) and SCHEMA_VERSION in READABLE_VERSIONS
+    script = (STATIC_DIR / "js" / "data-source.js").read_text()
+    assert re.search(r"const SCHEMA_VERSIONS = \[1, 2\];", script)
+
+    export = write_export(tmp_path / "export", version=3)
+    with pytest.raises(ValueError, match="found summit_fast.export version 3"):
+        write_standalone(export, tmp_path / "copy")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_disk_copy_of_an_export_of_some_classes(tmp_path, version):
+    """write_standalone bundles each class's graph file as its version names it."""
+    export = write_export(tmp_path / "export", version=version)
+    graphs = of_some_classes(export, version)
+    write_standalone(export, tmp_path / "copy")
+    script = (tmp_path / "copy" / "data.js").read_text()
+    files = json.loads(script[script.index("{"):script.rindex(";")])["files"]
+    names = [f"ag/ag-{IDS[c] if version == 2 else c}.json" for c in range(len(NAMES))]
+    assert set(files) == {"summit_fast.json", "classes.json", *names}
+    assert [files[name] for name in names] == graphs
 
 
 def test_page_references_only_shipped_files():
@@ -400,24 +462,42 @@ def test_page_on_an_export(page, export_dir, serve, tmp_path):
 
 
 @needs_browser
-def test_page_on_an_export_of_some_classes(page, export_dir, serve):
+@pytest.mark.parametrize("version", [1, 2])
+def test_page_on_an_export_of_some_classes(page, export_dir, serve, version):
     """A run that counted only some classes: the page numbers classes by the model's class index
-    (target_class), which also names their graph files, as Summit's viewer reads them."""
-    classes = json.loads((export_dir / "classes.json").read_text())
-    ids = [10 * c + 7 for c in range(len(classes))]
-    for c, cls in enumerate(classes):
-        cls["target_class"] = ids[c]
-        (export_dir / "ag" / f"ag-{c}.json").rename(export_dir / "ag" / f"ag-{ids[c]}.json")
-    (export_dir / "classes.json").write_text(json.dumps(classes))
-    graphs = [json.loads((export_dir / "ag" / f"ag-{i}.json").read_text()) for i in ids]
-    open_viewer(page, serve(export_dir), graphs[0])
-    page.fill("#class-search", f"#{ids[3]}")
+    (target_class), which since version 2 also names their graph files, as Summit's viewer reads
+    them; a version 1 export, whose graph files are numbered by row, still opens."""
+    graphs = of_some_classes(export_dir, version)   # the files by target_class (2) or by row (1) only
+    url = serve(export_dir)
+    open_viewer(page, url + "#class=3&layer=conv2", graphs[0])  # 3 is a row, not a class here: ignored
+    assert page.text_content("#graph-title") == "tabby cat" and page.input_value("#layer-select") == "conv2"
+    page.fill("#class-search", f"#{IDS[3]}")
     page.press("#class-search", "Enter")
     wait_for_graph(page, graphs[3])
     assert page.text_content("#graph-title") == "fire truck"
-    assert f"class #{ids[3]}" in page.text_content("#details")
+    assert f"class #{IDS[3]}" in page.text_content("#details")
+    assert page.url.endswith(f"#class={IDS[3]}&layer=conv2")  # the address names the class, not the row
+    page.fill("#class-search", "")
+    page.click("#class-list li[data-class='1'] button")
+    wait_for_graph(page, graphs[1])
+    assert page.text_content("#graph-title") == "golden retriever"
+    assert page.url.endswith(f"#class={IDS[1]}&layer=conv2")
     page.select_option("#class-sort", "index")
-    assert page.text_content("#class-list li[data-class='4'] .value") == f"#{ids[4]}"
+    assert page.text_content("#class-list li[data-class='4'] .value") == f"#{IDS[4]}"
+
+    page.goto(url + f"#class={IDS[4]}&layer=conv1")
+    page.reload()                                     # a new hash alone does not reload the page
+    wait_for_graph(page, graphs[4])
+    assert page.text_content("#graph-title") == "banana" and page.input_value("#layer-select") == "conv1"
+    assert page.url.endswith(f"#class={IDS[4]}&layer=conv1")
+
+
+@needs_browser
+def test_page_refuses_an_unknown_version(page, tmp_path, serve):
+    page.goto(serve(write_export(tmp_path / "export", version=3)))
+    status = page.locator("#status.error")
+    status.wait_for()
+    assert "expected schema summit_fast.export version 1 or 2, found summit_fast.export version 3" in status.text_content()
 
 
 @needs_browser

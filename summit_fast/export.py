@@ -1,6 +1,6 @@
 """Write a result as a folder for viewers (SPEC.md D): Summit-compatible JSON and the project's index.
 
-Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
+Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 2)::
 
     OUT/summit_fast.json   the index: classes, layers, channel counts, class names, how the embedding
                            was computed, the aggregation parameters, image patterns, file names
@@ -10,6 +10,9 @@ Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 1)::
                            predictions were recorded)
     OUT/ag/ag-{c}.json     the attribution graph of class c (an entry's target_class, which is how
                            Summit's viewer finds it), in Summit's format (layers last to first)
+
+Version 1 numbered the graph files by row of ``classes.json`` instead (the same file names unless
+a run counted only some classes); version 2 changed that, since it breaks a reader of such exports.
 
 The class embedding is per layer: UMAP of the classes' activation count rows (cosine, 15
 neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous layer's embedding)
@@ -28,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import string
 from importlib import resources
@@ -40,12 +44,13 @@ from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, iter_graphs
 from .result import SummitResult
 
 SCHEMA_NAME = "summit_fast.export"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ag-{c}.json is named by target_class (version 1: by row)
 INDEX_FILE = "summit_fast.json"
 CLASSES_FILE = "classes.json"
 GRAPHS_PATTERN = "ag/ag-{c}.json"
 EMBEDDINGS = ("auto", "umap", "pca")
 UMAP_PARAMS = {"metric": "cosine", "n_neighbors": 15, "min_dist": 0.1, "random_state": 0}
+_PLAIN_FIELD = re.compile(r"\{(\w+)\}", re.ASCII)  # the placeholders the viewer fills (data-source.js)
 _UMAP_THREADS = 1  # a fixed seed makes UMAP single-threaded anyway; saying so avoids its warning
 
 
@@ -59,7 +64,8 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
 
     Args:
-        class_names: the K class names; default ``result.class_names``, else ``"class {k}"``.
+        class_names: the K class names (one per row); default ``result.class_names``, else
+            ``"class {c}"`` for each row's class index c (``result.class_ids``).
         embedding: ``"umap"`` (needs ``umap-learn``), ``"pca"``, or ``"auto"`` (UMAP when installed
             and there are more classes than UMAP's 15 neighbours, else PCA).
         feature_vis: pattern of per-channel feature visualisations inside the folder, with
@@ -99,16 +105,31 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
 
 
 def _check_pattern(what: str, pattern: str | None, fields: tuple[str, ...]) -> None:
-    """A file pattern must use exactly ``fields`` as its {placeholders} (the viewer fills them in)."""
+    """A file pattern must use exactly ``fields`` as its placeholders, each written plainly as
+    ``{name}``: the viewer fills the pattern by replacing ``{name}`` (data-source.js, fillPattern),
+    so it has no format specs (``{channel:04d}``), conversions (``{channel!s}``) nor literal braces
+    (``{{``, ``}}``)."""
     if pattern is None:
         return
     try:
-        used = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+        parsed = list(string.Formatter().parse(pattern))
     except ValueError as exc:
         raise ValueError(f"{what} {pattern!r}: {exc}") from None
+    wanted = ", ".join("{" + f + "}" for f in fields)
+    for literal, name, spec, conversion in parsed:
+        if "{" in literal or "}" in literal:
+            raise ValueError(f"{what} {pattern!r}: literal braces ({{{{ or }}}}) are not allowed; the viewer fills "
+                             f"only the plain placeholders {wanted}")
+        if name is not None and (spec or conversion is not None):
+            kind = "a conversion" if conversion is not None else "a format spec"
+            raise ValueError(f"{what} {pattern!r}: {kind} in {{{name}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}} is not allowed; the viewer fills only the plain "
+                             f"placeholders {wanted}")
+    used = {name for _, name, _, _ in parsed if name is not None}
     if used != set(fields):
-        wanted = ", ".join("{" + f + "}" for f in fields)
         raise ValueError(f"{what} {pattern!r} must use the placeholders {wanted} and no others")
+    if re.search(r"[{}]", _PLAIN_FIELD.sub("", pattern)):  # e.g. "{layer:}", which parses as a plain field
+        raise ValueError(f"{what} {pattern!r}: write each placeholder plainly, as {wanted}")
 
 
 def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> list[dict]:
@@ -219,7 +240,7 @@ def _has_predictions(result: SummitResult) -> bool:
 def _class_names(result: SummitResult, class_names) -> list[str]:
     names = class_names if class_names is not None else result.class_names
     if names is None:
-        return [f"class {k}" for k in range(result.num_classes)]
+        return [f"class {c}" for c in result.class_ids]  # the model's class index, as the viewer shows
     names = list(names)
     if len(names) != result.num_classes:
         raise ValueError(f"{len(names)} class names given for {result.num_classes} classes")

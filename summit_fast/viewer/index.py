@@ -13,7 +13,11 @@ visualisations), so for such a folder they are built here from the graphs alone:
   rows: UMAP when umap-learn is installed and there are enough classes, else PCA of the rows scaled
   to unit length; a class without nodes in a layer has no position there;
 - instance counts and accuracies are unknown (``numOfInstances`` is null; the viewer disables those
-  sorts).
+  sorts);
+- the index has the export's current version: a class's ``target_class`` is its graph's number, so
+  the version's rule for naming graph files (by target_class; version 1: by row) holds either way.
+
+The viewer reads exports of every version in :data:`READABLE_VERSIONS` (:func:`graph_files`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export import CLASSES_FILE, GRAPHS_PATTERN, INDEX_FILE, embed_rows
+from ..export import CLASSES_FILE, GRAPHS_PATTERN, INDEX_FILE, SCHEMA_NAME, SCHEMA_VERSION, embed_rows
 from ..imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
 
 FEATURE_VIS_PATTERN = "feature-vis/channel/{layer}-{channel}-channel.jpg"
 _GRAPH_NAME = re.compile(r"^ag-(\d+)\.json$")
+READABLE_VERSIONS = (1, 2)  # 1: graph files numbered by row of classes.json; 2: by target_class
+
+
+def check_index(index: dict) -> None:
+    """Refuses an index that is not a summit_fast export of a version the viewer reads."""
+    if index.get("schema") != SCHEMA_NAME or index.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"{INDEX_FILE}: expected schema {SCHEMA_NAME} version "
+                         f"{' or '.join(map(str, READABLE_VERSIONS))}, found {index.get('schema')} version {index.get('version')}")
+
+
+def graph_files(index: dict, classes: list[dict]) -> list[str]:
+    """The graph file of each class (entry of classes.json), relative to the folder: named by the
+    class's ``target_class`` since version 2, by its row in version 1."""
+    check_index(index)
+    if index["version"] == 1:
+        return [index["graphs"].format(c=c) for c in range(len(classes))]
+    return [index["graphs"].format(c=int(cls["target_class"])) for cls in classes]
 
 
 def has_export_index(data_dir: Path) -> bool:
@@ -107,8 +128,8 @@ def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[d
     has_feature_vis = next((data_dir / "feature-vis" / "channel").glob("*-channel.jpg"), None) is not None
 
     index = {
-        "schema": "summit_fast.export",
-        "version": 1,
+        "schema": SCHEMA_NAME,
+        "version": SCHEMA_VERSION,
         "generator": "summit_fast.viewer: built from the ag/ graphs alone (not an export)",
         "num_classes": num_classes,
         "layers": layers,

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from . import STATIC_DIR
-from .index import INDEX_FILE, index_files
+from .index import INDEX_FILE, check_index, graph_files, index_files
 
 
 def data_script(base: str, files: dict | None = None) -> bytes:
@@ -32,7 +32,10 @@ def write_standalone(data_dir: Path, dest: Path, class_names: list[str] | None =
     if INDEX_FILE not in files:
         files[INDEX_FILE] = json.loads((data_dir / INDEX_FILE).read_bytes())
     index = files[INDEX_FILE]
-    for name in [index["classes"]] + [index["graphs"].format(c=c) for c in range(index["num_classes"])]:
+    check_index(index)
+    if index["classes"] not in files:
+        files[index["classes"]] = json.loads((data_dir / index["classes"]).read_bytes())
+    for name in graph_files(index, files[index["classes"]]):  # by target_class, or by row in version 1
         if name not in files:
             files[name] = json.loads((data_dir / name).read_bytes())
 

@@ -9,7 +9,9 @@
   "use strict";
 
   const SCHEMA = "summit_fast.export";
-  const SCHEMA_VERSION = 1;
+  /* Versions read (summit_fast.viewer.index.READABLE_VERSIONS): version 1 numbered the graph files
+     ag-{c}.json by row of classes.json, version 2 by the class's target_class. */
+  const SCHEMA_VERSIONS = [1, 2];
   const DISK_HINT = "Pages opened from disk cannot fetch data. Serve the folder with `summit-fast view DIR`, "
     + "or write a copy that opens from disk with `summit-fast view DIR --static DEST`.";
 
@@ -42,8 +44,8 @@
     if (!config) throw new Error(`data.js did not load. ${DISK_HINT}`);
     const read = reader(config);
     const index = await read("summit_fast.json");
-    if (index.schema !== SCHEMA || index.version !== SCHEMA_VERSION) {
-      throw new Error(`summit_fast.json: expected schema ${SCHEMA} version ${SCHEMA_VERSION}, `
+    if (index.schema !== SCHEMA || !SCHEMA_VERSIONS.includes(index.version)) {
+      throw new Error(`summit_fast.json: expected schema ${SCHEMA} version ${SCHEMA_VERSIONS.join(" or ")}, `
         + `found ${index.schema} version ${index.version}`);
     }
     const classes = await read(index.classes);
@@ -56,9 +58,11 @@
       index,
       classes,
       /* The attribution graph of classes[c] (a promise, fetched once); its file is named by the
-         model's class index, target_class (not the row c when a run counted only some classes). */
+         model's class index, target_class (not the row c when a run counted only some classes),
+         or by the row in a version 1 export. */
       graph(c) {
-        if (!graphs.has(c)) graphs.set(c, read(fillPattern(index.graphs, { c: classes[c].target_class })));
+        const number = index.version === 1 ? c : classes[c].target_class;
+        if (!graphs.has(c)) graphs.set(c, read(fillPattern(index.graphs, { c: number })));
         return graphs.get(c);
       },
       featureVisUrl(layer, channel) {

@@ -14,7 +14,7 @@
     }
     SF.status.info("");
     const layers = data.index.layers;
-    const fromUrl = SF.urlState.read(data.index);
+    const fromUrl = SF.urlState.read(data.index, data.classes);
     const store = SF.createStore({
       selected: fromUrl.selected ?? 0,
       layer: fromUrl.layer ?? layers[layers.length - 1],
@@ -30,7 +30,7 @@
     SF.createSidebar({ data, store, similarity: SF.createSimilarity(data.classes) });
     SF.createEmbedding({ data, store });
     SF.createGraphView({ data, store, details: SF.createDetails({ data }) });
-    SF.urlState.follow(store);
+    SF.urlState.follow(store, data.classes);
 
     function loadGraph(c) {
       document.title = `${data.classes[c].name} · Summit`;
