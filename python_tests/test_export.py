@@ -212,6 +212,11 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
     # Default names are by class, not by row.
     assert [c["name"] for c in read(out / "classes.json")] == ["class 7", "class 2", "class 9"]
     assert read(out / "summit_fast.json")["class_names"] == ["class 7", "class 2", "class 9"]
+    # Names of all the model's classes (a names file for the whole dataset): the counted ones are taken.
+    named = export(result, tmp_path / "named", embedding="pca", class_names=[f"digit {d}" for d in range(10)])
+    assert [c["name"] for c in read(named / "classes.json")] == ["digit 7", "digit 2", "digit 9"]
+    with pytest.raises(ValueError, match=r"4 class names given for 3 classes \(or one for each of the model's 10\)"):
+        export(result, tmp_path / "bad", class_names=["a", "b", "c", "d"])
     # Graph files are named by class, as Summit's viewer looks them up (ag-{target_class}.json).
     assert sorted(p.name for p in (out / "ag").iterdir()) == ["ag-2.json", "ag-7.json", "ag-9.json"]
     # Class 2 is row 1, which holds digits_result's row 1.

@@ -64,8 +64,9 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
 
     Args:
-        class_names: the K class names (one per row); default ``result.class_names``, else
-            ``"class {c}"`` for each row's class index c (``result.class_ids``).
+        class_names: the K class names (one per row), or one per model class
+            (``params["num_classes"]``), of which the counted classes' are taken; default
+            ``result.class_names``, else ``"class {c}"`` for each row's class index c (``result.class_ids``).
         embedding: ``"umap"`` (needs ``umap-learn``), ``"pca"``, or ``"auto"`` (UMAP when installed
             and there are more classes than UMAP's 15 neighbours, else PCA).
         feature_vis: pattern of per-channel feature visualisations inside the folder, with
@@ -242,8 +243,12 @@ def _class_names(result: SummitResult, class_names) -> list[str]:
     if names is None:
         return [f"class {c}" for c in result.class_ids]  # the model's class index, as the viewer shows
     names = list(names)
+    model_classes = result.params.get("num_classes")
+    if len(names) == model_classes and len(names) != result.num_classes:
+        names = [names[c] for c in result.class_ids]  # one name per model class: those of the counted ones
     if len(names) != result.num_classes:
-        raise ValueError(f"{len(names)} class names given for {result.num_classes} classes")
+        raise ValueError(f"{len(names)} class names given for {result.num_classes} classes"
+                         + (f" (or one for each of the model's {model_classes})" if model_classes else ""))
     if not all(isinstance(n, str) for n in names):
         raise TypeError("class names must be strings")
     return names
