@@ -286,17 +286,15 @@ def _checkpoint_folder(root: Path, dataset, batching: str, fresh: bool, main: bo
 
     import torch.distributed as dist
 
-    from .distributed import is_distributed, rank_directory
+    from .distributed import gather_objects, is_distributed, rank_directory
 
     fingerprint = hashlib.sha256(f"{dataset.fingerprint()}\n{batching}".encode()).hexdigest()
-    if is_distributed():
-        theirs = [None] * dist.get_world_size()
-        dist.all_gather_object(theirs, (fingerprint, len(dataset)))
-        other = next((r for r, t in enumerate(theirs) if t[0] != fingerprint), None)
-        if other is not None:
-            raise ValueError(f"rank {other} sees other image files under {dataset.root} than rank "
-                             f"{dist.get_rank()} ({theirs[other][1]} vs {len(dataset)} files, or other sizes, "
-                             "times or labels); every process must see the same images")
+    theirs = gather_objects((fingerprint, len(dataset)))
+    other = next((r for r, t in enumerate(theirs) if t[0] != fingerprint), None)
+    if other is not None:
+        raise ValueError(f"rank {other} sees other image files under {dataset.root} than rank "
+                         f"{dist.get_rank()} ({theirs[other][1]} vs {len(dataset)} files, or other sizes, "
+                         "times or labels); every process must see the same images")
     folder = root / f"images-{fingerprint[:16]}"
     if fresh:
         _discard(rank_directory(folder))
@@ -338,15 +336,9 @@ def _report_resume(total_batches: int, enabled: bool):
 
 def _all_skipped(loader, dataset) -> list[str]:
     """The paths of the files every rank skipped as unreadable, in dataset order."""
-    import torch.distributed as dist
+    from .distributed import gather_objects
 
-    from .distributed import is_distributed
-
-    indices = [index for index, _ in loader.skipped]
-    if is_distributed():
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, indices)
-        indices = [i for part in gathered for i in part]
+    indices = [i for part in gather_objects([index for index, _ in loader.skipped]) for i in part]
     return [str(dataset.paths[i]) for i in sorted(indices)]
 
 

@@ -29,6 +29,16 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def gather_objects(obj) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` outside a
+    multi-rank group. A collective: every rank must call it."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def rank_and_world_size() -> tuple[int, int]:
     """This process's rank and the number of ranks (0 and 1 outside a process group)."""
     if dist.is_available() and dist.is_initialized():
@@ -129,8 +139,7 @@ def all_reduce_result(result: SummitResult) -> SummitResult:
         raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
     # Shards of other weights, options or models must not be summed. Every rank receives every
     # rank's description and raises alike, so no rank is left waiting in a collective below.
-    described = [None] * dist.get_world_size()
-    dist.all_gather_object(described, (result.params, result.graph.to_json(), result.class_ids))
+    described = gather_objects((result.params, result.graph.to_json(), result.class_ids))
     other = next((r for r, d in enumerate(described) if d != described[0]), None)
     if other is not None:
         what = ", ".join(differing_keys(described[0][0], described[other][0])) or "model graph or classes"
