@@ -202,7 +202,7 @@ class Aggregator:
         """The counts so far (zero counts if no image was seen): the live object later updates add
         to; ``.to(device)`` (or ``save``) takes a snapshot."""
         if self._result is None:
-            shape = self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
+            shape = self._probe_shape()
             if shape is None:
                 raise ValueError("no images were aggregated, so the layers cannot be discovered; pass input_shape=(C, H, W)")
             with self._model_in_eval(), torch.inference_mode():
@@ -226,7 +226,7 @@ class Aggregator:
             raise ValueError("cannot resume from a result made with different layers or parameters")
         if "model_digest" in result.params and result.params["model_digest"] != model_digest(self.model):
             raise ValueError("cannot resume from a result made with different model weights")
-        shape = self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
+        shape = self._probe_shape()
         if shape is not None:
             with self._model_in_eval(), torch.inference_mode():
                 graph, _ = self._discover(torch.zeros(1, *shape, device=self.device))
@@ -302,6 +302,10 @@ class Aggregator:
             yield
         finally:
             self.model.train(was_training)
+
+    def _probe_shape(self) -> Sequence[int] | None:
+        """(C, H, W) of an image to discover the model graph on without a batch, if known."""
+        return self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
 
     def _discover(self, probe: torch.Tensor) -> tuple[ModelGraph, object]:
         """The model graph, found on one image, and the model's output for it."""
