@@ -288,19 +288,29 @@ def _tiles_label(tiles: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in tiles.items()) or "defaults"
 
 
-def bench_end_to_end(run: Run, batch: int, n_batches: int, configs, backends=("triton", "torch"),
-                     with_forward: bool = True) -> None:
-    import summit_fast
+def end_to_end_inputs(batch: int, n_batches: int) -> tuple:
+    """InceptionV1 on the GPU and ``n_batches`` pre-loaded batches of ``batch`` random images
+    (in its input range) with labels: what every end-to-end row runs on."""
     from summit_fast.models import inception_v1
 
+    return inception_v1().cuda().eval(), [(torch.rand(batch, 3, 224, 224, device="cuda") * 255 - 117,
+                                           torch.randint(0, NUM_CLASSES, (batch,), device="cuda"))
+                                          for _ in range(n_batches)]
+
+
+def bench_end_to_end(run: Run, inputs: tuple, configs, backends) -> None:
+    """Rows of images/s for ``backends`` under ``configs``; the first call of a run also times
+    the forward pass alone."""
+    import summit_fast
+
+    model, batches = inputs
+    batch, n_batches = batches[0][0].shape[0], len(batches)
     name = "End to end (InceptionV1)"
-    if name not in run.sections:
+    with_forward = name not in run.sections
+    if with_forward:
         run.section(name, ["config", "backend", "work", "images/s", "host syncs per batch"],
                     f"{n_batches} pre-loaded GPU batches of {batch} x 3x224x224 after one warm-up batch; "
                     "host syncs: CUDA synchronisations of a 2-batch run minus a 1-batch run (torch's sync debug mode)")
-    model = inception_v1().cuda().eval()
-    batches = [(torch.rand(batch, 3, 224, 224, device="cuda") * 255 - 117,
-                torch.randint(0, NUM_CLASSES, (batch,), device="cuda")) for _ in range(n_batches)]
 
     def images_per_s(fn) -> float:
         fn(batches[:1])  # warm-up: kernel compilation, graph discovery
@@ -380,16 +390,17 @@ def main() -> None:
     e2e = [("bf16 autocast, channels_last", torch.bfloat16, True)]
     if not args.quick:
         e2e.append(("fp32, NCHW", None, False))
-    if not args.skip_e2e:
-        bench_end_to_end(run, args.batch, args.e2e_batches, e2e, backends=("triton",))
+    e2e_inputs = None if args.skip_e2e else end_to_end_inputs(args.batch, args.e2e_batches)
+    if e2e_inputs:
+        bench_end_to_end(run, e2e_inputs, e2e, backends=("triton",))
     configs = QUICK_CONFIGS if args.quick else FULL_CONFIGS
     bench_activation(run, args.batch, ["mixed3b", "mixed4d", "mixed5b"] if args.quick else list(MIXED), configs,
                      copy_gbs)
     bench_influence(run, args.batch, ["mixed4d"] if args.quick else list(MIXED), configs, copy_gbs)
     if args.sweep:
         bench_tile_sweep(run, args.batch)
-    if not args.skip_e2e:  # last: the torch backend's whole runs are the slowest rows
-        bench_end_to_end(run, args.batch, args.e2e_batches, e2e, backends=("torch",), with_forward=False)
+    if e2e_inputs:  # last: the torch backend's whole runs are the slowest rows
+        bench_end_to_end(run, e2e_inputs, e2e, backends=("torch",))
     if not run.time_left():
         print(f"\nstopped early: --budget-s {args.budget_s:g} reached; rows above are complete", flush=True)
     run.save()
