@@ -34,10 +34,7 @@ def _mass_key(q, idx):
     return (q.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (2147483647 - idx).to(tl.int64)
 
 
-# Sizes are left unspecialised (fewer compiled variants per network), but FLAT_POS (a contiguous
-# NCHW input's H*W: one variant per spatial size) and ALIGN (channels_last: the power of two
-# dividing C and the strides; see triton_common.aligned) are compile-time, and so are the strides,
-# so that loads vectorise.
+# Sizes unspecialised, strides and FLAT_POS/ALIGN compile-time: see triton_common.reduction_args.
 @triton.jit(do_not_specialize=["C", "n_pos", "n_w", "n_top"])
 def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_ptr, tau_ptr,
                        C, n_pos, n_w, s_b, s_c, s_y, s_x, n_top,

@@ -126,7 +126,12 @@ def flat_positions(n_h: int, n_w: int, s_c: int, s_y: int, s_x: int) -> int:
 def reduction_args(x) -> dict:
     """Keyword arguments of a kernel that reduces x (B, C, H, W), in any strides, with
     spatial_extrema: C, n_pos, n_w, the strides, and the constants BLOCK_C, BLOCK_P, FLAT_POS and
-    ALIGN. Its grid is (cdiv(C, BLOCK_C), B)."""
+    ALIGN. Its grid is (cdiv(C, BLOCK_C), B).
+
+    Such a kernel leaves the sizes unspecialised (``do_not_specialize``: fewer compiled variants
+    per network), but FLAT_POS (a contiguous NCHW input's H*W: one variant per spatial size),
+    ALIGN (channels_last: the power of two dividing C and the strides; see :func:`aligned`) and
+    the strides are compile-time, so that loads vectorise."""
     _, c, h, w = x.shape
     s_b, s_c, s_y, s_x = x.stride()
     block_c, block_p = reduce_tiles(c, h * w, channels_contiguous=s_c == 1)

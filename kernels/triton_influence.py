@@ -26,10 +26,7 @@ from . import triton_common
 from .triton_common import aligned, count_top, reduction_args, spatial_extrema
 
 
-# Sizes are left unspecialised (fewer compiled variants per network), but FLAT_POS (a contiguous
-# NCHW input's H*W: one variant per spatial size) and ALIGN (channels_last: the power of two
-# dividing C and the strides; see triton_common.aligned) are compile-time, and so are the strides,
-# so that loads vectorise.
+# Sizes unspecialised, strides and FLAT_POS/ALIGN compile-time: see triton_common.reduction_args.
 @triton.jit(do_not_specialize=["C", "n_pos", "n_w"])
 def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x, PAD_SAMPLED: tl.constexpr,
                     FLAT_POS: tl.constexpr, ALIGN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
