@@ -346,7 +346,8 @@ class Aggregator:
         self.maxima_layers = set(result.examples) | {l for s in self.skips for l in (s.source, s.target)}
         # row of each class index (-1: not counted)
         self.row_of = torch.full((self.params["num_classes"],), -1, dtype=torch.long, device=self.device)
-        self.row_of[torch.tensor(result.class_ids, dtype=torch.long)] = torch.arange(result.num_classes)
+        self.row_of[torch.tensor(result.class_ids, dtype=torch.long, device=self.device)] = torch.arange(
+            result.num_classes, device=self.device)
         self._result = result
 
     def _autocast(self):
