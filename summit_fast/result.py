@@ -115,7 +115,8 @@ class SummitResult:
       the top-N images per channel (see :mod:`summit_fast.examples`); otherwise empty.
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
       ``params``: the aggregation parameters (with ``model_digest``, the SHA-256 of the weights:
-      only results of the same weights merge); ``class_names``: optional names.
+      only results of the same weights merge; and ``backend``, which backend counted, ignored
+      when results merge or compare); ``class_names``: optional names.
 
     Row k of every count is class ``class_ids[k]`` (0..K-1 unless the run was restricted to
     some classes with ``classes=``).
