@@ -9,6 +9,7 @@ one batch is counted unless all of it is.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,14 +18,14 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .backends import get_backend
+from .backends import choose_backend, get_backend
 from .backends.base import Backend, check_labels, empty_maxima
 from .backends.torch_ref import select_channels
 from .checkpoint import Checkpointer, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
 from .examples import batch_candidates, merge_examples
-from .result import SummitResult, check_count_capacity, count_dtype_params
+from .result import SummitResult, check_count_capacity, count_dtype_params, counting_params, with_backends
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
@@ -34,6 +35,8 @@ _CAPTURED = {"layer": "summary layer", "conv": "input of conv"}
 AMP_DTYPES = {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # Parameters found on the first batch rather than given (see Aggregator._setup).
 _DERIVED_PARAMS = ("predictions", "num_classes", "model_digest")
+
+log = logging.getLogger(__name__)
 
 
 def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
@@ -171,12 +174,15 @@ class Aggregator:
             raise ValueError(f"num_classes must be an int >= 1 (or None: the size of the model's output), "
                              f"got {num_classes!r}")
         self.device = resolve_device(device) if device is not None else _model_device(model)
-        self.engine: Backend = get_backend(backend, self.device)
+        chosen, why = choose_backend(backend, self.device)
+        log.info(why)  # once per aggregation: which backend counts, and why that one
+        self.engine: Backend = get_backend(chosen, self.device)
         self.rule = selection
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
                        "spatial_stride": int(spatial_stride), "label_source": label_source,
                        "excluded": {k: sorted(int(c) for c in v) for k, v in (excluded or {}).items()},
-                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes]}
+                       "examples": examples, "classes": None if classes is None else [int(c) for c in classes],
+                       "backend": self.engine.name}
         self.params = count_dtype_params(self.params, count_dtype)
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
@@ -211,7 +217,8 @@ class Aggregator:
 
     def fingerprint(self, dataset_length: int | None = None) -> dict:
         """What identifies this run's configuration (compared when resuming from a checkpoint)."""
-        return {"model weights": model_digest(self.model), "layers": self.layers, "parameters": self.params,
+        return {"model weights": model_digest(self.model), "layers": self.layers,
+                "parameters": counting_params(self.params),
                 "predictions": self.predictions,
                 "number of classes": self.num_classes, "edges": _edges_json(self.edges),
                 "dataset length": dataset_length}
@@ -220,8 +227,8 @@ class Aggregator:
         """Continue counting on top of ``result`` (e.g. a checkpoint) made with the same options,
         weights and model graph (compared when the input shape is known: ``input_shape`` or
         ``model.INPUT_SHAPE``; a conv's padding or stride changes the graph, not the weights)."""
-        mine = {k: v for k, v in self.params.items() if k not in _DERIVED_PARAMS}
-        theirs = {k: v for k, v in result.params.items() if k not in _DERIVED_PARAMS}
+        mine = {k: v for k, v in counting_params(self.params).items() if k not in _DERIVED_PARAMS}
+        theirs = {k: v for k, v in counting_params(result.params).items() if k not in _DERIVED_PARAMS}
         if mine != theirs or result.layers != self.layers:
             raise ValueError("cannot resume from a result made with different layers or parameters")
         if "model_digest" in result.params and result.params["model_digest"] != model_digest(self.model):
@@ -233,7 +240,9 @@ class Aggregator:
             if graph.to_json() != result.graph.to_json():
                 raise ValueError("cannot resume from a result made with a different model graph (layers, convs, "
                                  "their padding or strides)")
-        self._adopt(result.to(self.device))
+        resumed = result.to(self.device)
+        resumed.params = with_backends(resumed.params, self.engine.name)  # the counts to come are this backend's
+        self._adopt(resumed)
 
     @property
     def images_counted(self) -> int:

@@ -235,8 +235,8 @@ def _run(args, device: torch.device) -> int:
             _discard(rank_directory(checkpoint_dir))
         return 0
     processes = f" on {world_size} processes" if world_size > 1 else ""
-    print(f"aggregated {result.num_images} images in {time.perf_counter() - started:.1f} s{processes}: {result}",
-          flush=True)
+    print(f"aggregated {result.num_images} images in {time.perf_counter() - started:.1f} s{processes} with the "
+          f"{result.params['backend']} backend: {result}", flush=True)
     if skipped:
         _warn(f"skipped {len(skipped)} unreadable image file{'s' if len(skipped) > 1 else ''} (not counted): "
               f"{few(skipped)}")

@@ -21,7 +21,7 @@ from torch.utils.data import Sampler
 
 from ._text import differing_keys
 from .examples import merge_examples
-from .result import SummitResult, check_count_capacity
+from .result import SummitResult, check_count_capacity, counting_params
 
 
 def is_distributed() -> bool:
@@ -139,7 +139,7 @@ def all_reduce_result(result: SummitResult) -> SummitResult:
         raise ValueError("NCCL needs the counts on the GPU: run the aggregation with device='cuda'")
     # Shards of other weights, options or models must not be summed. Every rank receives every
     # rank's description and raises alike, so no rank is left waiting in a collective below.
-    described = gather_objects((result.params, result.graph.to_json(), result.class_ids))
+    described = gather_objects((counting_params(result.params), result.graph.to_json(), result.class_ids))
     other = next((r for r, d in enumerate(described) if d != described[0]), None)
     if other is not None:
         what = ", ".join(differing_keys(described[0][0], described[other][0])) or "model graph or classes"

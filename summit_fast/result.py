@@ -47,6 +47,24 @@ def count_dtype_params(params: dict, count_dtype: str | torch.dtype) -> dict:
     return params if name == "int32" else dict(params, count_dtype=name)
 
 
+# Parameters that say how counts were computed, not what they mean: every backend counts
+# identically, so results that differ only in these still merge, resume and compare equal.
+PROVENANCE_PARAMS = ("backend",)
+
+
+def counting_params(params: dict) -> dict:
+    """``params`` without the :data:`PROVENANCE_PARAMS`: what must agree for counts to add up."""
+    return {k: v for k, v in params.items() if k not in PROVENANCE_PARAMS}
+
+
+def with_backends(params: dict, *backends: str | None) -> dict:
+    """``params`` whose ``backend`` names every backend that counted a part of the result, those
+    it names already and ``backends`` ("cpu+torch" for a sum of shards of both); none if unknown."""
+    used = sorted({n for names in (params.get("backend"), *backends) if names for n in names.split("+")})
+    rest = {k: v for k, v in params.items() if k != "backend"}
+    return dict(rest, backend="+".join(used)) if used else rest
+
+
 def count_dtype_of(params: dict) -> torch.dtype:
     """The count type a result with these parameters uses (int32 for results without the key)."""
     return COUNT_DTYPES[count_dtype_name(params.get("count_dtype", "int32"))]
@@ -97,7 +115,8 @@ class SummitResult:
       the top-N images per channel (see :mod:`summit_fast.examples`); otherwise empty.
     - ``graph``: layers, channel counts and conv edges (see :class:`ModelGraph`);
       ``params``: the aggregation parameters (with ``model_digest``, the SHA-256 of the weights:
-      only results of the same weights merge); ``class_names``: optional names.
+      only results of the same weights merge; and ``backend``, which backend counted, ignored
+      when results merge or compare); ``class_names``: optional names.
 
     Row k of every count is class ``class_ids[k]`` (0..K-1 unless the run was restricted to
     some classes with ``classes=``).
@@ -241,7 +260,7 @@ class SummitResult:
             raise TypeError(f"can only add a SummitResult, got {type(other).__name__}")
         if self.graph.to_json() != other.graph.to_json():
             raise ValueError("cannot merge results with different model graphs (layers, edges or channels)")
-        differing = differing_keys(self.params, other.params)
+        differing = differing_keys(counting_params(self.params), counting_params(other.params))
         if differing:
             what = "; ".join(f"{k}: {shown(self.params.get(k)) or 'one value'} vs {shown(other.params.get(k)) or 'another'}"
                              for k in differing)
@@ -263,7 +282,8 @@ class SummitResult:
         for layer, mine in self.examples.items():
             merged = merge_examples(mine, other.examples[layer], n)
             total.update({f"examples/{layer}/{f}": t for f, t in merged.items()})
-        return self.from_tensors(total, self.graph, self.params, self.class_names or other.class_names)
+        return self.from_tensors(total, self.graph, with_backends(self.params, other.params.get("backend")),
+                                 self.class_names or other.class_names)
 
     def with_count_dtype(self, count_dtype: str | torch.dtype) -> "SummitResult":
         """A copy whose counts are stored as ``count_dtype`` ("int32" or "int16"); narrowing is
@@ -292,11 +312,15 @@ class SummitResult:
         return total
 
     def __eq__(self, other) -> bool:
+        """Same counts, graph, classes and parameters (which backend counted them aside)."""
         if not isinstance(other, SummitResult):
             return NotImplemented
         mine, theirs = self.tensors(), other.tensors()
-        return (self._manifest() == other._manifest() and mine.keys() == theirs.keys()
+        return (self._compared_manifest() == other._compared_manifest() and mine.keys() == theirs.keys()
                 and all(torch.equal(v, theirs[k].to(v.device)) for k, v in mine.items()))
+
+    def _compared_manifest(self) -> dict:
+        return dict(self._manifest(), params=counting_params(self.params))
 
     # -- save / load --------------------------------------------------------------------
     def _manifest(self) -> dict:

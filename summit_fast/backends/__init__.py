@@ -1,7 +1,8 @@
 """The backend registry: one signature per op (see :class:`base.Backend`), several implementations.
 
 ``get_backend("auto", device)`` picks the fastest backend that can run on the device; an explicit
-name that cannot run raises :class:`BackendUnavailable` with the reason.
+name that cannot run raises :class:`BackendUnavailable` with the reason. :func:`choose_backend`
+says which backend that is, and why, in words.
 """
 
 from __future__ import annotations
@@ -51,15 +52,25 @@ def unavailable_reason(name: str, device: torch.device | str = "cpu") -> str | N
         return f"backend {name!r} could not be imported: {exc}"
 
 
+def choose_backend(name: str = "auto", device: torch.device | str = "cpu") -> tuple[str, str]:
+    """The backend :func:`get_backend` gives for ``name`` on ``device``, and why, in one line,
+    e.g. ``("cpu", "backend auto -> cpu: the fastest available for cpu tensors (triton: ...)")``:
+    with ``"auto"`` the line names the backends that cannot run here and their reasons."""
+    device = torch.device(device)
+    if name != "auto":
+        reason = unavailable_reason(name, device)
+        if reason is not None:
+            raise BackendUnavailable(f"backend {name!r} cannot run on {device}: {reason}")
+        return name, f"backend {name}: as requested"
+    for candidate in _AUTO_ORDER.get(device.type, ["torch"]):
+        if candidate in _REGISTRY and unavailable_reason(candidate, device) is None:
+            reasons = {other: unavailable_reason(other, device) for other in _REGISTRY if other != candidate}
+            others = "; ".join(f"{other}: {reason}" for other, reason in reasons.items() if reason is not None)
+            return candidate, (f"backend auto -> {candidate}: the fastest available for {device.type} tensors"
+                               + (f" ({others})" if others else ""))
+    raise BackendUnavailable(f"no backend can run on device {device}")
+
+
 def get_backend(name: str = "auto", device: torch.device | str = "cpu", **options) -> Backend:
     """An instance of backend ``name`` for ``device`` (``"auto"``: the best available)."""
-    device = torch.device(device)
-    if name == "auto":
-        for candidate in _AUTO_ORDER.get(device.type, ["torch"]):
-            if candidate in _REGISTRY and unavailable_reason(candidate, device) is None:
-                return _load(candidate)(**options)
-        raise BackendUnavailable(f"no backend can run on device {device}")
-    reason = unavailable_reason(name, device)
-    if reason is not None:
-        raise BackendUnavailable(f"backend {name!r} cannot run on {device}: {reason}")
-    return _load(name)(**options)
+    return _load(choose_backend(name, device)[0])(**options)
