@@ -485,6 +485,28 @@ def test_bad_checkpoint_seconds_is_one_line(seconds):
         summit_fast.aggregate(net(), batches(1), checkpoint_seconds=seconds, **OPTIONS)
 
 
+def test_run_passes_checkpoint_seconds_to_aggregate(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from image_folders import write_images
+    from summit_fast.cli import main
+
+    given = {}
+
+    def fake_aggregate(model, loader, **options):
+        given.update(options)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(importlib.import_module("summit_fast.aggregate"), "aggregate", fake_aggregate)
+    args = ["run", "--model", "resnet18", "--images", str(write_images(tmp_path / "images")), "--out",
+            str(tmp_path / "out"), "--workers", "0", "--no-progress"]
+    assert main([*args, "--checkpoint-seconds", "2.5"]) == 1 and given["checkpoint_seconds"] == 2.5
+    assert main(args) == 1 and given["checkpoint_seconds"] == 60.0
+    with pytest.raises(SystemExit):
+        main([*args, "--checkpoint-seconds", "-1"])
+    assert "--checkpoint-seconds: expected a number of seconds >= 0, got '-1'" in capsys.readouterr().err
+
+
 # -- interrupts and disk use -----------------------------------------------------------------
 def test_ctrl_c_while_saving_leaves_no_temporary_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     save = SummitResult.save
