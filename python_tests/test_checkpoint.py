@@ -1,6 +1,9 @@
 """Checkpoint and resume: killed runs resume to identical counts; mismatched or damaged
 checkpoints are refused; a failing loader keeps its last checkpoint."""
 
+import hashlib
+import json
+import os
 import random
 import signal
 import subprocess
@@ -222,3 +225,357 @@ def test_model_digest_covers_state_that_is_not_a_tensor():
     assert model_digest(a) != model_digest(b)
     b.note = "a"
     assert model_digest(a) == model_digest(b)
+
+
+# -- resuming another stream of batches ------------------------------------------------------
+OPTIONS = dict(backend="torch", progress=False)
+
+
+def dataset(n=36, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.TensorDataset(torch.randn(n, 3, 9, 9, generator=g), torch.randint(0, 5, (n,), generator=g))
+
+
+def shuffled(data, seed, batch_size=4):
+    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+class StopsAfter:
+    """The first ``n`` batches of ``loader``, then an error (a run killed there); the same
+    dataset, so the same checkpoint fingerprint."""
+
+    def __init__(self, loader, n):
+        self.loader, self.n, self.dataset = loader, n, getattr(loader, "dataset", None)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == self.n:
+                raise OSError("killed")
+            yield batch
+
+
+def checkpoint_after(tmp_path, loader, n):
+    """A checkpoint of the first ``n`` batches of ``loader`` in ``tmp_path``."""
+    with pytest.raises(OSError, match="killed"):
+        summit_fast.aggregate(net(), StopsAfter(loader, n), checkpoint_dir=tmp_path, checkpoint_every=n, **OPTIONS)
+    assert (tmp_path / "LATEST").read_text() == f"ckpt-{n:09d}"
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path):
+    data = dataset()
+    batches_of = lambda size: torch.utils.data.DataLoader(data, batch_size=size)  # noqa: E731
+    checkpoint_after(tmp_path, batches_of(4), 5)
+    with pytest.raises(CheckpointMismatch, match=r"different batch size \(4 in the checkpoint, 6 now\); use another"):
+        summit_fast.aggregate(net(), batches_of(6), checkpoint_dir=tmp_path, **OPTIONS)
+    assert (tmp_path / "LATEST").read_text() == "ckpt-000000005"  # nothing new was counted or saved
+    resumed = summit_fast.aggregate(net(), batches_of(4), checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed == summit_fast.aggregate(net(), batches_of(4), **OPTIONS) and resumed.num_images == 36
+
+
+def test_a_later_batch_of_another_size_is_refused_before_anything_new_is_counted(tmp_path):
+    data = batches(8)
+    checkpoint_after(tmp_path, data, 5)
+    regrouped = data[:3] + [(data[3][0][:2], data[3][1][:2]), (data[3][0][2:], data[3][1][2:])] + data[4:]
+    read = []
+
+    def reading():
+        for batch in regrouped:
+            read.append(len(read))
+            yield batch
+
+    with pytest.raises(CheckpointMismatch, match=r"different batch size \(.* in batches 0 to 4\)"):
+        summit_fast.aggregate(net(), reading(), checkpoint_dir=tmp_path, **OPTIONS)
+    assert read == [0, 1, 2, 3, 4]  # refused at the end of the re-read batches, before reading a new one
+
+
+def test_resume_with_a_reshuffled_loader_is_refused(tmp_path):
+    data = dataset()
+    checkpoint_after(tmp_path, shuffled(data, seed=1), 5)
+    with pytest.raises(CheckpointMismatch, match=r"different order \(the labels .* differ in batch 0\)"):
+        summit_fast.aggregate(net(), shuffled(data, seed=2), checkpoint_dir=tmp_path, **OPTIONS)
+    resumed = summit_fast.aggregate(net(), shuffled(data, seed=1), checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed == summit_fast.aggregate(net(), shuffled(data, seed=1), **OPTIONS)
+
+
+def test_resume_with_other_images_or_fewer_batches_is_refused(tmp_path):
+    data = batches(8)
+    checkpoint_after(tmp_path, data, 5)
+    other_pixels = data[:4] + [(data[4][0] + 1, data[4][1])] + data[5:]  # the same labels
+    with pytest.raises(CheckpointMismatch, match=r"different data \(the images' values differ in batches 0 to 4\)"):
+        summit_fast.aggregate(net(), other_pixels, checkpoint_dir=tmp_path, **OPTIONS)
+    with pytest.raises(CheckpointMismatch, match=r"different number of batches \(the checkpoint counted 5, "
+                                                 r"the loader yields 3\)"):
+        summit_fast.aggregate(net(), data[:3], checkpoint_dir=tmp_path, **OPTIONS)
+
+
+class SkippingList:
+    """A list of batches that resumes without reading the counted ones (as ImageLoader does)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def batches_from(self, start):
+        return iter(self.batches[start:])
+
+
+def test_a_skipping_loader_whose_next_batch_is_unlike_the_counted_ones_is_refused(tmp_path):
+    data = batches(6)
+    summit_fast.aggregate(net(), SkippingList(data[:3]), checkpoint_dir=tmp_path, **OPTIONS)
+    smaller = [(images[:, :, :8, :8], labels) for images, labels in data[3:]]
+    with pytest.raises(CheckpointMismatch, match=r"different data \(images of float32 \(3, 9, 9\) in the "
+                                                 r"checkpoint, of float32 \(3, 8, 8\) now\)"):
+        summit_fast.aggregate(net(), SkippingList(data[:3] + smaller), checkpoint_dir=tmp_path, **OPTIONS)
+    resumed = summit_fast.aggregate(net(), SkippingList(data), checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed == summit_fast.aggregate(net(), data, **OPTIONS)
+
+
+def image_loader(tmp_path, batch_size=2, sampler=None, stop_after=None):
+    """An ImageLoader over 6 tiny PNGs for TinyInception, failing after ``stop_after`` batches."""
+    from image_folders import write_images
+    from summit_fast.images import ImageFolderDataset, ImageLoader, Preprocess
+
+    class Stopping(ImageLoader):
+        def batches_from(self, start):
+            for n, batch in enumerate(super().batches_from(start)):
+                if n == stop_after:
+                    raise OSError("killed")
+                yield batch
+
+    if not (tmp_path / "images").exists():
+        write_images(tmp_path / "images")
+    tiny = Preprocess(9, 1.0, True, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    return Stopping(ImageFolderDataset(tmp_path / "images", tiny), batch_size=batch_size, sampler=sampler)
+
+
+@pytest.mark.parametrize("change", ["batch size", "order"])
+def test_image_loader_resumed_with_another_batching_is_refused(tmp_path, change):
+    def loader(**kwargs):
+        seed = kwargs.pop("seed", 1)
+        sampler = torch.utils.data.RandomSampler(range(6), generator=torch.Generator().manual_seed(seed))
+        return image_loader(tmp_path, sampler=sampler, **kwargs)
+
+    options = dict(OPTIONS, num_classes=5, checkpoint_dir=tmp_path / "ckpt")
+    with pytest.raises(OSError, match="killed"):
+        summit_fast.aggregate(net(), loader(stop_after=1), checkpoint_every=1, **options)
+    other = loader(batch_size=3) if change == "batch size" else loader(seed=2)
+    expected = ("batch size: 2 in the checkpoint, 3 now" if change == "batch size"
+                else "order: one value in the checkpoint, another now")
+    with pytest.raises(CheckpointMismatch, match=rf"different loader \({expected}\)"):
+        summit_fast.aggregate(net(), other, **options)
+    resumed = summit_fast.aggregate(net(), loader(), **options)
+    assert resumed == summit_fast.aggregate(net(), loader(), **dict(options, checkpoint_dir=None))
+    assert resumed.num_images == 6
+
+
+# -- damaged state ---------------------------------------------------------------------------
+def edit_state(folder, **changes):
+    path = folder / "state.json"
+    saved = json.loads(path.read_text())
+    saved.get("state", saved).update(changes)
+    path.write_text(json.dumps(saved))
+
+
+@pytest.mark.parametrize("batches_done", [10, 3, -3, 10**6])
+def test_edited_batches_done_is_refused(tmp_path, batches_done):
+    data = torch.utils.data.DataLoader(dataset(), batch_size=4)
+    checkpoint_after(tmp_path, data, 5)
+    edit_state(tmp_path / "ckpt-000000005", batches_done=batches_done)
+    with pytest.raises(ResultFormatError, match=r"^the checkpoint in .* is damaged: state.json does not match its "
+                                                r"checksum \(edited or corrupted\); delete .* to start over$"):
+        summit_fast.aggregate(net(), data, checkpoint_dir=tmp_path, **OPTIONS)
+
+
+def test_consistently_forged_state_is_refused_by_the_cross_checks(tmp_path):
+    data = batches(8)
+    checkpoint_after(tmp_path, data, 5)
+    path = tmp_path / "ckpt-000000005" / "state.json"
+    saved = json.loads(path.read_text())
+    saved["state"]["batches_done"] = 3
+    saved["sha256"] = hashlib.sha256(json.dumps(saved["state"], sort_keys=True, separators=(",", ":"))
+                                     .encode()).hexdigest()
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ResultFormatError, match="damaged: batches_done 3 disagrees with"):
+        summit_fast.aggregate(net(), data, checkpoint_dir=tmp_path, **OPTIONS)
+
+
+@pytest.mark.parametrize("latest", ["outside", "absolute", "symlinked folder", "symlinked LATEST"])
+def test_latest_is_followed_only_to_a_checkpoint_folder_inside(tmp_path, latest):
+    other = tmp_path / "other"
+    summit_fast.aggregate(net(), batches(6), checkpoint_dir=other, **OPTIONS)
+    mine = tmp_path / "mine"
+    summit_fast.aggregate(net(), batches(3), checkpoint_dir=mine, **OPTIONS)
+    if latest == "outside":
+        (mine / "LATEST").write_text("../other/ckpt-000000006")
+    elif latest == "absolute":
+        (mine / "LATEST").write_text(str(other / "ckpt-000000006"))
+    elif latest == "symlinked folder":
+        (mine / "ckpt-000000009").symlink_to(other / "ckpt-000000006", target_is_directory=True)
+        (mine / "LATEST").write_text("ckpt-000000009")
+    else:
+        (mine / "LATEST").unlink()
+        (mine / "LATEST").symlink_to(other / "LATEST")
+    with pytest.raises(ResultFormatError, match=r"^the checkpoint in .* is damaged: .*; delete .* to start over$"):
+        summit_fast.aggregate(net(), batches(6), checkpoint_dir=mine, **OPTIONS)
+
+
+# -- checkpoints by time ---------------------------------------------------------------------
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def saved_positions(monkeypatch):
+    """The batches_done of every checkpoint saved from now on."""
+    from summit_fast.checkpoint import Checkpointer
+
+    positions, save = [], Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, result, done, *rest: (positions.append(done),
+                                                                                   save(self, result, done, *rest))[1])
+    return positions
+
+
+@pytest.mark.parametrize("seconds, expected", [(60.0, [3, 6, 7]), (None, [7]), (0, [7])])
+def test_checkpoints_are_saved_by_time_too(tmp_path, monkeypatch, seconds, expected):
+    from summit_fast import checkpoint
+
+    clock = FakeClock()
+    monkeypatch.setattr(checkpoint, "monotonic", clock)
+    positions = saved_positions(monkeypatch)
+
+    def slow():  # each batch takes 25 s
+        for batch in batches(7):
+            clock.now += 25.0
+            yield batch
+
+    summit_fast.aggregate(net(), slow(), checkpoint_dir=tmp_path, checkpoint_every=100, checkpoint_seconds=seconds,
+                          **OPTIONS)
+    assert positions == expected  # at 75 s and 150 s, then the end of the run
+
+
+def test_checkpoints_by_batches_restart_the_clock_and_the_other_way_round(tmp_path, monkeypatch):
+    from summit_fast import checkpoint
+
+    clock = FakeClock()
+    monkeypatch.setattr(checkpoint, "monotonic", clock)
+    positions = saved_positions(monkeypatch)
+
+    def timed():
+        for i, batch in enumerate(batches(9)):
+            clock.now += 50.0 if i == 4 else 1.0
+            yield batch
+
+    summit_fast.aggregate(net(), timed(), checkpoint_dir=tmp_path, checkpoint_every=3, checkpoint_seconds=50.0,
+                          **OPTIONS)
+    assert positions == [3, 5, 8, 9]
+
+
+@pytest.mark.parametrize("seconds", [-1, float("nan"), float("inf"), "60", True])
+def test_bad_checkpoint_seconds_is_one_line(seconds):
+    with pytest.raises(ValueError, match=r"^checkpoint_seconds must be a number of seconds >= 0 \(None or 0: by "
+                                         r"batches alone\), got .*$"):
+        summit_fast.aggregate(net(), batches(1), checkpoint_seconds=seconds, **OPTIONS)
+
+
+def test_run_passes_checkpoint_seconds_to_aggregate(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from image_folders import write_images
+    from summit_fast.cli import main
+
+    given = {}
+
+    def fake_aggregate(model, loader, **options):
+        given.update(options)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(importlib.import_module("summit_fast.aggregate"), "aggregate", fake_aggregate)
+    args = ["run", "--model", "resnet18", "--images", str(write_images(tmp_path / "images")), "--out",
+            str(tmp_path / "out"), "--workers", "0", "--no-progress"]
+    assert main([*args, "--checkpoint-seconds", "2.5"]) == 1 and given["checkpoint_seconds"] == 2.5
+    assert main(args) == 1 and given["checkpoint_seconds"] == 60.0
+    with pytest.raises(SystemExit):
+        main([*args, "--checkpoint-seconds", "-1"])
+    assert "--checkpoint-seconds: expected a number of seconds >= 0, got '-1'" in capsys.readouterr().err
+
+
+# -- interrupts and disk use -----------------------------------------------------------------
+def test_ctrl_c_while_saving_leaves_no_temporary_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    save = SummitResult.save
+
+    def interrupted_save(self, directory):
+        save(self, directory)
+        if "ckpt-000000004" in str(directory):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(SummitResult, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, checkpoint_every=2, **OPTIONS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "ckpt-000000002"]
+    monkeypatch.undo()
+    resumed = summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed == summit_fast.aggregate(net(), batches(), **OPTIONS)
+
+
+def test_ctrl_c_between_batches_saves_what_was_counted(tmp_path):
+    def interrupted():
+        yield from batches()[:3]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        summit_fast.aggregate(net(), interrupted(), checkpoint_dir=tmp_path, **OPTIONS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "ckpt-000000003"]
+
+
+def test_temporaries_of_dead_processes_are_removed_by_the_next_run(tmp_path):
+    summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, **OPTIONS)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / f".ckpt-000000009.tmp-{dead.pid}", tmp_path / f".LATEST.tmp-{dead.pid}"]
+    live = tmp_path / f".ckpt-000000009.tmp-{os.getppid()}"  # another run writing now
+    for folder in (stale[0], live):
+        folder.mkdir()
+        (folder / "counts.safetensors").write_bytes(b"half written")
+    stale[1].write_text("ckpt-0")
+    summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, **OPTIONS)  # resumes a finished run
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["LATEST", "ckpt-000000006", live.name])
+
+
+def test_at_most_the_latest_checkpoint_is_kept(tmp_path, monkeypatch):
+    from summit_fast.checkpoint import Checkpointer
+
+    listings, save = [], Checkpointer.save
+
+    def listing_save(self, *args):
+        final = save(self, *args)
+        listings.append(sorted(p.name for p in tmp_path.iterdir()))
+        return final
+
+    monkeypatch.setattr(Checkpointer, "save", listing_save)
+    (tmp_path / "ckpt-000000001").mkdir()  # left by a run killed before it removed it
+    summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, checkpoint_every=2, **OPTIONS)
+    assert listings == [["LATEST", f"ckpt-{n:09d}"] for n in (2, 4, 6)]
+
+
+def test_ctrl_c_right_after_a_batch_was_counted_does_not_save_it_as_uncounted(tmp_path, monkeypatch):
+    update = summit_fast.Aggregator.update
+
+    def interrupted_update(self, images, labels=None, batch_index=None, image_ids=None):
+        update(self, images, labels, batch_index, image_ids)
+        if batch_index == 3:  # counted, but the loop has not recorded it yet
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(summit_fast.Aggregator, "update", interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, checkpoint_every=2, **OPTIONS)
+    monkeypatch.undo()
+    resumed = summit_fast.aggregate(net(), batches(), checkpoint_dir=tmp_path, **OPTIONS)
+    assert resumed == summit_fast.aggregate(net(), batches(), **OPTIONS)  # batch 3 counted once

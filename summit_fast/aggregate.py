@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .backends import choose_backend, get_backend
 from .backends.base import Backend, check_labels, empty_maxima
 from .backends.torch_ref import select_channels
-from .checkpoint import Checkpointer, model_digest
+from .checkpoint import Checkpointer, Replay, Schedule, Stream, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
 from .examples import batch_candidates, merge_examples
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
               checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
-              **options) -> SummitResult:
+              checkpoint_seconds: float | None = 60.0, **options) -> SummitResult:
     """Aggregate activations and influences of ``model`` over every batch of ``loader``.
 
     ``loader`` yields ``(images, labels)`` (images (B, C, H, W), labels (B,) class indices); with
@@ -51,55 +51,73 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     device, amp_dtype, channels_last, edges, class_names, input_shape, examples, count_dtype).
 
     With ``checkpoint_dir`` the counts and the position in the loader are saved atomically every
-    ``checkpoint_every`` batches, when the run ends, and when it fails; a later call with the
-    same configuration resumes after the last checkpoint (the loader must yield the same batches
-    in the same order; the batches already counted are still iterated, unless the loader has a
-    method ``batches_from(n)``, as :class:`summit_fast.images.ImageLoader` has; a loader with
-    ``state_dict()``/``load_state_dict()`` has its state saved and restored with the counts). A
-    checkpoint of a different configuration (model weights, layers, parameters, dataset length)
-    is refused.
+    ``checkpoint_every`` batches or ``checkpoint_seconds`` seconds (None or 0: by batches alone),
+    whichever comes first, when the run ends, and when it fails; a later call with the same
+    configuration resumes after the last checkpoint. The loader must yield the same batches in
+    the same order: the batches already counted are read again and checked against the
+    checkpoint's digests of their sizes, labels (and image ids, when the loader names them) and
+    a sample of their image values, before any new batch is counted; a loader with a method
+    ``batches_from(n)``, as :class:`summit_fast.images.ImageLoader` has, skips them without
+    reading them, and its ``fingerprint()`` (files, batch size, order) is compared instead. A
+    loader with ``state_dict()``/``load_state_dict()`` has its state saved and restored with the
+    counts. A checkpoint of a different configuration (model weights, layers, parameters,
+    dataset length, loader fingerprint) or of other batches (batch size, order, data) is refused
+    with :class:`CheckpointMismatch`; a damaged one with :class:`ResultFormatError`.
 
     Under ``torch.distributed`` (e.g. ``torchrun``) every rank aggregates the batches its loader
     yields — shard the data with :class:`summit_fast.ShardSampler` — and the counts are summed
     across ranks at the end; every rank returns the total.
     """
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive int (batches), got {checkpoint_every!r}")
+    schedule = Schedule(checkpoint_every, checkpoint_seconds)
     aggregator = Aggregator(model, **options)
     shard, length = ShardIds.of(loader), _dataset_length(loader)
     # A stateful loader's state (e.g. ImageLoader's skipped files) is saved with each checkpoint.
     stateful = callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
+    # Image ids identify the images only when the loader names them (ShardIds counts positions).
+    names_images = shard is loader
 
     def save_checkpoint() -> None:
-        checkpoints.save(aggregator.result, done, loader.state_dict() if stateful else None)
+        checkpoints.save(aggregator.result, done, stream, loader.state_dict() if stateful else None)
+        schedule.restart(done)
 
-    checkpoints, start = None, 0
+    checkpoints, found, stream = None, None, Stream()
     if checkpoint_dir is not None:
-        checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(length))
+        identity = loader.fingerprint() if callable(getattr(loader, "fingerprint", None)) else None
+        checkpoints = Checkpointer(rank_directory(checkpoint_dir), aggregator.fingerprint(length, identity))
         found = checkpoints.load()
         if found is not None:
             aggregator.resume(found.result)
-            start = found.batches_done
+            stream = Stream(found.stream.to_json())  # continued: the recorded one stays for the replay
             if found.loader_state is not None and stateful:
                 loader.load_state_dict(found.loader_state)
-    done = start
+    start = done = found.batches_done if found is not None else 0
+    schedule.restart(start)
     with tqdm(total=length, initial=aggregator.images_counted, unit="img", desc="summit_fast",
               disable=not progress) as bar:
         try:
             # A loader that can start at a batch skips the done ones without reading them.
             skips_ahead = start > 0 and callable(getattr(loader, "batches_from", None))
+            replay = Replay(checkpoints.directory, found.stream, skips_ahead) if found is not None else None
             batches = loader.batches_from(start) if skips_ahead else loader
             for index, batch in enumerate(batches, start=start if skips_ahead else 0):
-                if index < start:
-                    continue
                 images, labels = aggregator.unpack(batch, index)
-                aggregator.update(images, labels, batch_index=index, image_ids=shard.image_ids(aggregator, images))
+                image_ids = shard.image_ids(aggregator, images)
+                names = image_ids if names_images else None
+                if replay is not None and replay.counted(index, images, labels, names):
+                    continue
+                aggregator.update(images, labels, batch_index=index, image_ids=image_ids)
+                if checkpoints is not None:
+                    stream.add(images, labels, names)
                 done = index + 1
                 bar.update(images.shape[0])
-                if checkpoints is not None and (done - start) % checkpoint_every == 0:
+                if checkpoints is not None and schedule.due(done):
                     save_checkpoint()
-        finally:  # on success and on failure alike, keep what was counted (if it is consistent)
-            if checkpoints is not None and done > start and not aggregator.interrupted:
+            if replay is not None:
+                replay.end()
+        finally:  # on success and on failure alike, keep what was counted (if it is consistent:
+            # not half-way through an update, nor a batch counted but not recorded, e.g. by Ctrl-C)
+            if (checkpoints is not None and done > schedule.position and not aggregator.interrupted
+                    and aggregator.images_counted == stream.images):
                 save_checkpoint()
     return all_reduce_result(aggregator.result)
 
@@ -215,13 +233,15 @@ class Aggregator:
                 self._setup(torch.zeros(1, *shape, device=self.device))
         return self._result
 
-    def fingerprint(self, dataset_length: int | None = None) -> dict:
-        """What identifies this run's configuration (compared when resuming from a checkpoint)."""
+    def fingerprint(self, dataset_length: int | None = None, loader=None) -> dict:
+        """What identifies this run's configuration (compared when resuming from a checkpoint);
+        ``loader`` is the loader's own fingerprint, if it has one (JSON-able, e.g.
+        :meth:`summit_fast.images.ImageLoader.fingerprint`: files, batch size, order)."""
         return {"model weights": model_digest(self.model), "layers": self.layers,
                 "parameters": counting_params(self.params),
                 "predictions": self.predictions,
                 "number of classes": self.num_classes, "edges": _edges_json(self.edges),
-                "dataset length": dataset_length}
+                "dataset length": dataset_length, "loader": loader}
 
     def resume(self, result: SummitResult) -> None:
         """Continue counting on top of ``result`` (e.g. a checkpoint) made with the same options,

@@ -52,6 +52,17 @@ def _int_at_least(low: int):
     return parse
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0, else a usage error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float("inf"):  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="aggregate a folder of images, build graphs, export for the viewer",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +104,9 @@ def register(subparsers) -> None:
                         "umap-learn is installed and there are more than 15 classes, else PCA (default auto)")
     p.add_argument("--checkpoint-every", type=_int_at_least(1), default=100, metavar="N",
                    help="batches between checkpoints (default 100)")
+    p.add_argument("--checkpoint-seconds", type=_seconds, default=60.0, metavar="S",
+                   help="seconds between checkpoints, whichever of this and --checkpoint-every comes first "
+                        "(default 60; 0: by batches alone)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep OUT/checkpoints after a successful run (default: removed; they hold as much as "
                         "the counts, about 10 GiB for InceptionV1 at 1000 classes)")
@@ -219,7 +233,8 @@ def _run(args, device: torch.device) -> int:
                                count_dtype=args.count_dtype,
                                amp_dtype=AMP_CHOICES.get(args.amp), channels_last=args.channels_last,
                                progress=main and not args.no_progress,
-                               checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every)
+                               checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                               checkpoint_seconds=args.checkpoint_seconds)
     except UnreadableImageError as exc:
         raise UnreadableImageError(f"{exc} (--skip-unreadable leaves such files out)") from None
     except CheckpointMismatch as exc:

@@ -191,6 +191,7 @@ class ImageLoader:
         self.skipped: list[tuple[int, str]] = []
         self._skipped_before: list[tuple[int, str]] = []  # restored from a checkpoint
         self._ids = torch.empty(0, dtype=torch.long)
+        self._order = None  # the order of the next pass, once fingerprint() has drawn it
         self._items = _IndexedItems(dataset, skip_unreadable)
         self._options = {"num_workers": num_workers, "pin_memory": pin_memory, "collate_fn": _collate_readable}
 
@@ -206,7 +207,7 @@ class ImageLoader:
         """The batches of a pass from batch ``start`` on, without reading the images of the
         batches before it (what :func:`summit_fast.aggregate` uses to resume a checkpoint); the
         files skipped in those are the ones :meth:`load_state_dict` restored."""
-        order = list(self.sampler) if self.sampler is not None else range(len(self.dataset))
+        order, self._order = self._next_order(), None
         loader = DataLoader(self._items, batch_size=self.batch_size, sampler=order[start * self.batch_size:],
                             **self._options)
         self.skipped = list(self._skipped_before) if start else []  # a new pass meets the same files again
@@ -214,6 +215,26 @@ class ImageLoader:
             self.skipped.extend(skipped)
             self._ids = ids
             yield images, labels
+
+    def fingerprint(self) -> dict:
+        """What identifies the batches of the next pass (what :func:`summit_fast.aggregate`
+        compares when resuming a checkpoint, as :meth:`batches_from` does not read the batches
+        before): the dataset's fingerprint (files, sizes, times, labels), the preprocessing (a
+        :class:`Preprocess` by its parameters, another callable by its type), the batch size and
+        the SHA-256 of the sampler's order. The order is drawn here and kept for that pass, so
+        that a sampler drawing a new order each time (a seeded ``RandomSampler``) is
+        fingerprinted by the order the pass uses."""
+        self._order = self._next_order()
+        preprocess = self.dataset.preprocess
+        return {"images": self.dataset.fingerprint(), "batch size": self.batch_size,
+                "preprocess": repr(preprocess) if isinstance(preprocess, Preprocess) else type(preprocess).__qualname__,
+                "order": hashlib.sha256(",".join(map(str, self._order)).encode()).hexdigest()}
+
+    def _next_order(self) -> list[int]:
+        """The dataset indices of the next pass, in order (the one fingerprinted, if any)."""
+        if self._order is not None:
+            return self._order
+        return list(self.sampler) if self.sampler is not None else list(range(len(self.dataset)))
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps of the pass so far: the files skipped."""
