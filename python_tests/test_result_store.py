@@ -60,7 +60,7 @@ def test_concurrent_saves_and_loads_never_mix_two_results(tmp_path, result):
 
     def keep_saving(r):
         try:
-            for _ in range(40):
+            for _ in range(30):
                 r.save(folder)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             failures.append(exc)
@@ -69,7 +69,7 @@ def test_concurrent_saves_and_loads_never_mix_two_results(tmp_path, result):
     for w in writers:
         w.start()
     try:
-        loads = [SummitResult.load(folder) for _ in range(80)]
+        loads = [SummitResult.load(folder) for _ in range(60)]
     finally:
         for w in writers:
             w.join()

@@ -371,7 +371,9 @@ class SummitResult:
         except (TypeError, ValueError, AttributeError) as exc:
             raise ResultFormatError(f"{source}: {exc} (the result is damaged or was edited)") from None
         try:
-            result = cls.from_tensors(storage.decode(stored, specs), graph, params, class_names)
+            # calloc'd zeros: the pages of rows without counts (classes without images) stay untouched
+            tensors = storage.decode(stored, specs, lambda shape, dtype: _zeros(shape, dtype, "cpu"))
+            result = cls.from_tensors(tensors, graph, params, class_names)
             check_counts(result.tensors(), result.class_ids)
         except ValueError as exc:
             raise ResultFormatError(f"{counts_path}: {exc} (the result is damaged or was edited)") from None

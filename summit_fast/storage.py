@@ -82,19 +82,20 @@ def encode(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return stored
 
 
-def decode(stored: dict[str, torch.Tensor],
-           specs: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, torch.Tensor]:
+def decode(stored: dict[str, torch.Tensor], specs: dict[str, tuple[tuple[int, ...], torch.dtype]],
+           zeros=torch.zeros) -> dict[str, torch.Tensor]:
     """The tensors of ``specs`` (name -> shape, dtype) from their stored form (compact or not);
-    ValueError naming the tensor when the stored tensors do not fit ``specs``."""
+    ValueError naming the tensor when the stored tensors do not fit ``specs``. ``zeros(shape,
+    dtype)`` allocates what a sparse tensor is scattered into."""
     names = set(specs) | {INDEX_PREFIX + k for k in specs}
     if not set(specs) <= set(stored) or not set(stored) <= names:
         raise ValueError(f"holds tensors {sorted(set(stored) ^ set(specs))[:5]} that do not match its manifest")
-    return {key: _decode(key, stored[key], stored.get(INDEX_PREFIX + key), shape, dtype)
+    return {key: _decode(key, stored[key], stored.get(INDEX_PREFIX + key), shape, dtype, zeros)
             for key, (shape, dtype) in specs.items()}
 
 
 def _decode(key: str, values: torch.Tensor, index: torch.Tensor | None, shape: tuple[int, ...],
-            dtype: torch.dtype) -> torch.Tensor:
+            dtype: torch.dtype, zeros) -> torch.Tensor:
     numel = math.prod(shape)
     if index is not None and (dtype.is_floating_point or index.dtype not in (torch.int32, torch.int64) or index.dim() != 1):
         raise ValueError(f"tensor {key!r} has sparse positions of {index.dtype} {tuple(index.shape)}, expected a "
@@ -107,7 +108,7 @@ def _decode(key: str, values: torch.Tensor, index: torch.Tensor | None, shape: t
         return values.to(dtype)
     if index.numel() and (int(index[0]) < 0 or int(index[-1]) >= numel or not bool((index[1:] > index[:-1]).all())):
         raise ValueError(f"tensor {key!r} has sparse positions that are not increasing within [0, {numel})")
-    dense = torch.zeros(numel, dtype=dtype)
+    dense = zeros((numel,), dtype=dtype)
     dense[index.long()] = values.to(dtype)
     return dense.view(shape)
 
