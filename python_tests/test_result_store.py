@@ -23,20 +23,17 @@ FORMAT_1 = Path(__file__).parent / "data" / "result_v1"  # saved by the code bef
 
 
 @pytest.fixture(scope="module")
-def net():
+def run():
+    """TinyInception (random weights) and 18 images in two batches, every class among the labels."""
     torch.manual_seed(0)
-    return TinyInception().eval()
+    images = torch.randn(18, 3, 9, 9, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(18) % 5
+    return TinyInception().eval(), [(images[:9], labels[:9]), (images[9:], labels[9:])]
 
 
 @pytest.fixture(scope="module")
-def batches():
-    g = torch.Generator().manual_seed(3)
-    return [(torch.randn(6, 3, 9, 9, generator=g), torch.randint(0, 5, (6,), generator=g)) for _ in range(3)]
-
-
-@pytest.fixture(scope="module")
-def result(net, batches):
-    return summit_fast.aggregate(net, batches, backend="torch", progress=False, examples=2)
+def result(run):
+    return summit_fast.aggregate(*run, backend="torch", progress=False, examples=2)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +176,6 @@ COUNT_CASES = {
 @pytest.mark.parametrize("case", list(MANIFEST_CASES) + list(COUNT_CASES))
 def test_an_inconsistent_result_is_refused_naming_file_and_field(tmp_path, result, case):
     change, message = {**MANIFEST_CASES, **COUNT_CASES}[case]
-    assert int(result.images_per_class.min()) > 0  # the cases assume every class has images
     change(copy(result)).save(tmp_path / "r")
     with pytest.raises(ResultFormatError, match=rf"r/counts\.safetensors: (.* )?{message}") as error:
         SummitResult.load(tmp_path / "r")
@@ -233,9 +229,9 @@ def test_compact_storage_restores_counts_and_types_exactly(tmp_path, result, fac
     assert on_disk["activation/mix1"].dtype == stored
 
 
-def test_compact_storage_is_smaller_and_saved_size_reports_it(tmp_path, net, batches):
+def test_compact_storage_is_smaller_and_saved_size_reports_it(tmp_path, run):
     """1000 classes, of which a handful have images: the rows of the others are zeros."""
-    r = summit_fast.aggregate(net, batches, backend="torch", progress=False, num_classes=1000, predictions=False)
+    r = summit_fast.aggregate(*run, backend="torch", progress=False, num_classes=1000, predictions=False)
     compact, dense = r.save(tmp_path / "compact"), r.save(tmp_path / "dense", compact=False)
     for folder in (compact, dense):
         assert SummitResult.saved_size(folder) == sum(p.stat().st_size for p in folder.iterdir())

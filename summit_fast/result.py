@@ -35,6 +35,7 @@ FORMAT = "summit_fast.result"
 FORMAT_VERSION = 2  # 1: manifest.json is the manifest; 2: counts.safetensors holds it
 _COUNTS_FILE = "counts.safetensors"
 _MANIFEST_FILE = "manifest.json"
+_DAMAGED = "(the result was damaged or edited; re-create it from its run)"
 
 # Integer types a result's counts can be stored in (``params["count_dtype"]``). Every count is at
 # most the number of images of its class (an image adds at most 1 to each entry of its class's
@@ -363,20 +364,21 @@ class SummitResult:
                                     f"{manifest_path.name}")
         try:
             graph = ModelGraph.from_json(manifest["graph"])
-            params, class_names, num_classes = dict(manifest["params"]), manifest["class_names"], int(manifest["num_classes"])
+            params, class_names = dict(manifest["params"]), manifest["class_names"]
+            num_classes = int(manifest["num_classes"])
             check_manifest(graph, params, num_classes, class_names)
             specs = cls.specs_for_params(graph, num_classes, params)
         except KeyError as exc:
             raise ResultFormatError(f"{source}: the manifest lacks the field {exc}") from None
         except (TypeError, ValueError, AttributeError) as exc:
-            raise ResultFormatError(f"{source}: {exc} (the result is damaged or was edited)") from None
+            raise ResultFormatError(f"{source}: {exc} {_DAMAGED}") from None
         try:
             # calloc'd zeros: the pages of rows without counts (classes without images) stay untouched
             tensors = storage.decode(stored, specs, lambda shape, dtype: _zeros(shape, dtype, "cpu"))
             result = cls.from_tensors(tensors, graph, params, class_names)
             check_counts(result.tensors(), result.class_ids)
         except ValueError as exc:
-            raise ResultFormatError(f"{counts_path}: {exc} (the result is damaged or was edited)") from None
+            raise ResultFormatError(f"{counts_path}: {exc} {_DAMAGED}") from None
         return result
 
 

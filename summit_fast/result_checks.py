@@ -33,7 +33,8 @@ def check_manifest(graph: ModelGraph, params: dict, num_classes: int, class_name
                              "(params.num_classes)")
     if class_names is not None and (not isinstance(class_names, list) or len(class_names) != num_classes
                                     or not all(isinstance(n, str) for n in class_names)):
-        raise ValueError(f"class_names must be {num_classes} strings, one per row of the counts, got {_short(class_names)}")
+        raise ValueError(f"class_names must be {num_classes} strings, one per row of the counts, "
+                         f"got {_short(class_names)}")
     if not _natural(params.get("examples", 0)):
         raise ValueError(f"params.examples is {params.get('examples')!r}, expected a non-negative integer")
     check_graph(graph)

@@ -97,13 +97,15 @@ def decode(stored: dict[str, torch.Tensor], specs: dict[str, tuple[tuple[int, ..
 def _decode(key: str, values: torch.Tensor, index: torch.Tensor | None, shape: tuple[int, ...],
             dtype: torch.dtype, zeros) -> torch.Tensor:
     numel = math.prod(shape)
-    if index is not None and (dtype.is_floating_point or index.dtype not in (torch.int32, torch.int64) or index.dim() != 1):
+    if index is not None and (dtype.is_floating_point or index.dtype not in (torch.int32, torch.int64)
+                              or index.dim() != 1):
         raise ValueError(f"tensor {key!r} has sparse positions of {index.dtype} {tuple(index.shape)}, expected a "
                          "1-D int32 or int64 tensor (and an integer tensor)")
     expected = shape if index is None else (index.numel(),)  # sparse: one value per position
     if tuple(values.shape) != expected or not _holds(dtype, values.dtype):
         narrower = "" if dtype.is_floating_point else " or a narrower integer type"
-        raise ValueError(f"tensor {key!r} is {values.dtype} {tuple(values.shape)}, expected {dtype} {expected}{narrower}")
+        raise ValueError(f"tensor {key!r} is {values.dtype} {tuple(values.shape)}, "
+                         f"expected {dtype} {expected}{narrower}")
     if index is None:
         return values.to(dtype)
     if index.numel() and (int(index[0]) < 0 or int(index[-1]) >= numel or not bool((index[1:] > index[:-1]).all())):
