@@ -10,6 +10,7 @@ from summit_fast.backends import get_backend, unavailable_reason
 from summit_fast.convspec import ConvSpec
 from summit_fast.result import ResultFormatError
 
+from result_files import edit_manifest
 from tiny_models import TinyInception, TwoResidualBlocks
 
 BACKENDS = [b for b in ("torch", "cpu", "triton") if unavailable_reason(b, "cpu") is None]
@@ -125,12 +126,8 @@ def test_int16_results_save_load_add_and_convert(tmp_path):
 def test_int16_manifest_with_int32_counts_is_refused(tmp_path):
     torch.manual_seed(0)
     wide = summit_fast.aggregate(TinyInception(num_classes=4).eval(), batches(n=1), backend="torch", progress=False)
-    folder = wide.save(tmp_path / "r")
-    import json
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["params"]["count_dtype"] = "int16"
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    folder = wide.save(tmp_path / "r", compact=False)  # int32 counts on disk
+    edit_manifest(folder, params=dict(wide.params, count_dtype="int16"))
     with pytest.raises(ResultFormatError, match="is torch.int32 .* expected torch.int16"):
         SummitResult.load(folder)
 

@@ -8,6 +8,7 @@ import torch
 import summit_fast
 from summit_fast import ResultFormatError, SummitResult
 
+from result_files import edit_manifest, rewrite_manifest
 from tiny_models import TinyInception
 
 
@@ -100,12 +101,12 @@ def test_saved_files_hold_no_pickle(tmp_path, result):
 @pytest.mark.parametrize("damage,message", [
     (lambda d: (d / "counts.safetensors").write_bytes((d / "counts.safetensors").read_bytes()[:100]), "corrupted or truncated"),
     (lambda d: _flip_last_byte(d / "counts.safetensors"), "corrupted or truncated"),
-    (lambda d: (d / "manifest.json").write_text("{not json"), "not valid JSON"),
+    (lambda d: rewrite_manifest(d, lambda text: "{not json"), "not valid JSON"),
     (lambda d: (d / "manifest.json").unlink(), "manifest.json is missing"),
     (lambda d: (d / "counts.safetensors").unlink(), "counts.safetensors is missing"),
-    (lambda d: _edit_manifest(d, version=99), "format version 99"),
-    (lambda d: _edit_manifest(d, format="something"), "not a summit_fast result manifest"),
-    (lambda d: _edit_manifest(d, num_classes=6), "do not match|expected"),
+    (lambda d: edit_manifest(d, version=99), "format version 99"),
+    (lambda d: edit_manifest(d, format="something"), "not a summit_fast result manifest"),
+    (lambda d: edit_manifest(d, num_classes=6), "do not match|expected"),
 ])
 def test_damaged_result_is_refused(tmp_path, result, damage, message):
     result.save(tmp_path / "r")
@@ -118,12 +119,6 @@ def _flip_last_byte(path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def _edit_manifest(directory, **changes):
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest.update(changes)
-    (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_loading_a_run_folder_points_to_its_result(tmp_path, result):

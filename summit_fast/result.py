@@ -1,8 +1,16 @@
 """SummitResult: the additive counts of one aggregation run plus what rebuilds its graphs.
 
-On disk a result is a folder with ``counts.safetensors`` (no pickle) and ``manifest.json``;
-both are written to temporary names, fsynced and renamed, manifest last, so a crash never
-leaves a folder that loads as a partial result.
+On disk a result is a folder with ``counts.safetensors`` (no pickle) and ``manifest.json``.
+The counts file is the save: it holds the manifest too, in its header (format 2, see
+:mod:`summit_fast.storage`), and is written under a temporary name, fsynced and renamed, so a
+crash never leaves a partial result and a load, which reads the manifest and the counts from
+that one open file, never mixes two saves (even concurrent ones to the same folder).
+``manifest.json`` is a readable copy that load does not read (except for format-1 results,
+whose manifest it is). By default the counts are stored compactly and losslessly: each in the
+narrowest integer type that holds it, mostly-zero ones as positions and values.
+
+A load checks what can be checked (:mod:`summit_fast.result_checks`): classes, class names and
+graph against the counts, and every count within 0..its class's images.
 """
 
 from __future__ import annotations
@@ -10,20 +18,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import storage
 from ._text import differing_keys, shown
 from .discovery import ConvEdge, ModelGraph
 from .examples import FIELDS as EXAMPLE_FIELDS, empty_examples, merge_examples
+from .result_checks import check_counts, check_manifest
 
 FORMAT = "summit_fast.result"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: manifest.json is the manifest; 2: counts.safetensors holds it
 _COUNTS_FILE = "counts.safetensors"
 _MANIFEST_FILE = "manifest.json"
+_DAMAGED = "(the result was damaged or edited; re-create it from its run)"
 
 # Integer types a result's counts can be stored in (``params["count_dtype"]``). Every count is at
 # most the number of images of its class (an image adds at most 1 to each entry of its class's
@@ -327,27 +339,34 @@ class SummitResult:
         return {"format": FORMAT, "version": FORMAT_VERSION, "num_classes": self.num_classes,
                 "graph": self.graph.to_json(), "params": self.params, "class_names": self.class_names}
 
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, compact: bool = True) -> Path:
         """Write the result to ``directory`` (created if needed); returns its path.
 
-        The counts file's SHA-256 goes into the manifest, so that corruption is detected on load.
+        With ``compact`` (the default; lossless) each integer tensor is stored in the narrowest
+        integer type that holds it and, when smaller, as its nonzero values and their positions;
+        load restores the types. :meth:`saved_size` gives the bytes a save takes.
         """
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.tensors().items()}
-        _atomic_write(directory / _COUNTS_FILE, lambda path: save_file(tensors, str(path)))
-        manifest = dict(self._manifest(), counts_sha256=_sha256(directory / _COUNTS_FILE))
+        manifest = self._manifest()
+        # The copy first: a folder whose counts file exists has a manifest.json (load wants both).
         _atomic_write(directory / _MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+        # One rename publishes manifest and counts together: of concurrent saves to one folder the
+        # last rename wins whole (manifest.json, renamed on its own, may then be the other one's).
+        _atomic_write(directory / _COUNTS_FILE, lambda path: storage.write(path, self.tensors(), manifest, compact))
         return directory
+
+    @staticmethod
+    def saved_size(directory: str | os.PathLike) -> int:
+        """Bytes on disk of the result saved in ``directory`` (its two files)."""
+        return sum((Path(directory) / name).stat().st_size for name in (_COUNTS_FILE, _MANIFEST_FILE))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "SummitResult":
         """Read a result written by :meth:`save`; raises :class:`ResultFormatError` if it is
-        missing, incomplete, corrupted or of another format."""
+        missing, incomplete, corrupted, of another format, or inconsistent (a count outside
+        0..its class's images, classes or graph that do not fit the counts)."""
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         directory = Path(directory)
         manifest_path, counts_path = directory / _MANIFEST_FILE, directory / _COUNTS_FILE
@@ -357,32 +376,49 @@ class SummitResult:
                 hint = f" (did you mean {directory / 'result'}?)" if (directory / "result" / _MANIFEST_FILE).is_file() else ""
                 raise ResultFormatError(f"{directory} is not a summit_fast result: {path.name} is missing{hint}")
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ResultFormatError(f"{manifest_path} is not valid JSON: {exc}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ResultFormatError(f"{manifest_path} is not a summit_fast result manifest")
-        if manifest.get("version") != FORMAT_VERSION:
-            raise ResultFormatError(f"{manifest_path} has format version {manifest.get('version')}; "
-                                    f"this summit_fast reads version {FORMAT_VERSION}")
-        if manifest.get("counts_sha256") != _sha256(counts_path):
+            text, stored = storage.read(counts_path)
+        except (SafetensorError, ValueError) as exc:
+            raise ResultFormatError(f"{counts_path} is corrupted or truncated: {exc}") from None
+        if text is None:  # format 1: manifest.json is the manifest, tied to the counts by their checksum
+            source, manifest = manifest_path, _parse_manifest(manifest_path, manifest_path.read_bytes(), 1)
+        else:
+            source, manifest = counts_path, _parse_manifest(counts_path, text, FORMAT_VERSION)
+        if text is None and manifest.get("counts_sha256") != _sha256(counts_path):
             raise ResultFormatError(f"{counts_path} is corrupted or truncated: its checksum does not match "
                                     f"{manifest_path.name}")
         try:
             graph = ModelGraph.from_json(manifest["graph"])
             params, class_names = dict(manifest["params"]), manifest["class_names"]
-            specs = cls.specs_for_params(graph, int(manifest["num_classes"]), params)
-            tensors = load_file(str(counts_path))
-        except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ResultFormatError(f"{directory} is corrupted: {exc}") from None
-        if set(tensors) != set(specs):
-            raise ResultFormatError(f"{counts_path} holds tensors {sorted(set(tensors) ^ set(specs))[:5]} "
-                                    "that do not match its manifest")
-        for key, (shape, dtype) in specs.items():
-            if tensors[key].dtype != dtype or tuple(tensors[key].shape) != shape:
-                raise ResultFormatError(f"{counts_path}: tensor {key!r} is {tensors[key].dtype} "
-                                        f"{tuple(tensors[key].shape)}, expected {dtype} {shape}")
-        return cls.from_tensors(tensors, graph, params, class_names)
+            num_classes = int(manifest["num_classes"])
+            check_manifest(graph, params, num_classes, class_names)
+            specs = cls.specs_for_params(graph, num_classes, params)
+        except KeyError as exc:
+            raise ResultFormatError(f"{source}: the manifest lacks the field {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ResultFormatError(f"{source}: {exc} {_DAMAGED}") from None
+        try:
+            # calloc'd zeros: the pages of rows without counts (classes without images) stay untouched
+            tensors = storage.decode(stored, specs, lambda shape, dtype: _zeros(shape, dtype, "cpu"))
+            result = cls.from_tensors(tensors, graph, params, class_names)
+            check_counts(result.tensors(), result.class_ids)
+        except ValueError as exc:
+            raise ResultFormatError(f"{counts_path}: {exc} {_DAMAGED}") from None
+        return result
+
+
+def _parse_manifest(source: Path, text: str | bytes, version: int) -> dict:
+    """The manifest in ``text`` (read from ``source``), which must be of format ``version``."""
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultFormatError(f"{source}: the manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ResultFormatError(f"{source} is not a summit_fast result manifest")
+    if manifest.get("version") != version:
+        raise ResultFormatError(f"{source} has format version {manifest.get('version')!r} where this summit_fast "
+                                f"reads format {version} (it reads formats 1 and {FORMAT_VERSION}; a newer one may "
+                                "read this result)")
+    return manifest
 
 
 def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -396,6 +432,7 @@ def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device | str) -> torc
 
 
 def _sha256(path: Path) -> str:
+    """SHA-256 of a file (format 1's check of its counts file)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -404,8 +441,9 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)``, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write through ``write(tmp_path)``, fsync, then rename over ``path``. The temporary name is
+    the writer's own (process and thread), so concurrent writers of one path do not mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
