@@ -7,13 +7,20 @@ Servers run on 127.0.0.1 on a free port, in a thread of the test or as the comma
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 import socket
 
-from summit_fast.viewer import STATIC_DIR, server
+import pytest
 
-from test_viewer import export_dir, get, serve, write_export  # noqa: F401 (export_dir, serve: fixtures)
+from summit_fast.viewer import STATIC_DIR, server
+from summit_fast.viewer.index import build_index, check_graph
+
+from cli_command import run_cli
+from test_viewer import (NAMES, SUMMIT_DATA, export_dir, get, serve,  # noqa: F401 (export_dir, serve: fixtures)
+                         write_export, write_graphs_only)
 
 
 def raw_status(url: str, target: bytes) -> int | None:
@@ -76,3 +83,73 @@ def test_malformed_paths_are_answered_4xx_and_the_server_keeps_serving(export_di
     assert raw_status(url, b"/data/%00") == 400
     assert raw_status(url, b"/data/%ff") == 400
     assert "Traceback" not in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Summit graph files.
+
+def _spoil_node(change):
+    """A spoiler of a graph: ``change`` applied to its first conv2 node."""
+    def spoil(graph: dict) -> dict:
+        change(graph["conv2"][0])
+        return graph
+    return spoil
+
+
+BAD_GRAPHS = {  # name: (a spoiler of a good graph, what the warning says)
+    "negative channel": (_spoil_node(lambda n: n.update(channel=-5)),
+                         r"conv2\[0\]\.channel: expected an integer 0\.\.16383, got -5;"),
+    "huge channel": (_spoil_node(lambda n: n.update(channel=300_000_000)), r"conv2\[0\]\.channel: .* got 300000000;"),
+    "float channel": (_spoil_node(lambda n: n.update(channel=3e8)), r"conv2\[0\]\.channel: .* got 300000000\.0;"),
+    "boolean count": (_spoil_node(lambda n: n.update(count=True)), r"conv2\[0\]\.count: .* got true;"),
+    "missing count": (_spoil_node(lambda n: n.pop("count")), r"conv2\[0\]\.count: .* got nothing \(missing\);"),
+    "NaN pagerank": (_spoil_node(lambda n: n.update(pagerank=math.nan)),
+                     r"conv2\[0\]\.pagerank: expected a non-negative number, got NaN;"),
+    "negative influence": (_spoil_node(lambda n: n["attr_channels"][0].update(inf=-1)),
+                           r"conv2\[0\]\.attr_channels\[0\]\.inf: .* got -1;"),
+    "bad source": (_spoil_node(lambda n: n.update(prev_channels=[{"prev_channel": "x", "inf": 1}])),
+                   r'conv2\[0\]\.prev_channels\[0\]\.prev_channel: .* got "x";'),
+    "duplicate channel": (lambda g: {**g, "conv2": g["conv2"] + g["conv2"][:1]},
+                          r"conv2\[\d+\]\.channel: channel \d+ appears twice in conv2;"),
+    "nodes in an object": (lambda g: {**g, "conv2": {"0": g["conv2"][0]}}, r"conv2: expected a list of nodes, got a long dict;"),
+    "node as a list": (lambda g: {**g, "conv2": g["conv2"] + [[1, 2]]}, r"conv2\[\d+\]: expected a node object, got \[1, 2\];"),
+    "list for a graph": (lambda g: [1], r"ag-2\.json: expected an object of layers, got \[1\];"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_GRAPHS)
+def test_a_malformed_graph_file_is_named_and_skipped(tmp_path, case):
+    spoil, message = BAD_GRAPHS[case]
+    folder = write_graphs_only(tmp_path / "summit")
+    path = folder / "ag" / "ag-2.json"
+    path.write_text(json.dumps(spoil(json.loads(path.read_text()))))
+    with pytest.warns(UserWarning) as warned:
+        index, classes = build_index(folder, [f"n{c}" for c in range(len(NAMES))])
+    assert len(warned) == 1 and str(warned[0].message).startswith(f"{path}: "), [str(w.message) for w in warned]
+    assert re.search(message, str(warned[0].message)), str(warned[0].message)
+    assert [cls["target_class"] for cls in classes] == [0, 1, 3, 4]   # the others load, by their numbers
+    assert index["num_classes"] == 4 and index["class_names"] == ["n0", "n1", "n3", "n4"]
+
+
+def test_real_and_exported_graphs_pass_the_check(export_dir):
+    for path in sorted((export_dir / "ag").iterdir()):
+        check_graph(json.loads(path.read_text()))
+    if (SUMMIT_DATA / "ag").is_dir():
+        for c in (0, 207, 999):
+            check_graph(json.loads((SUMMIT_DATA / "ag" / f"ag-{c}.json").read_text()))
+
+
+def test_cli_names_each_bad_file_in_one_line_and_fails_in_one_line_when_none_is_usable(tmp_path):
+    folder = write_graphs_only(tmp_path / "summit")
+    (folder / "ag" / "ag-0.json").write_bytes(b"\x80\x81 not UTF-8")
+    (folder / "ag" / "ag-1.json").write_text("[" * 100_000)
+    for c in range(2, len(NAMES)):
+        (folder / "ag" / f"ag-{c}.json").write_text(json.dumps({"conv1": [{"channel": -c, "count": 1}]}))
+    result = run_cli("view", str(folder), "--static", str(tmp_path / "copy"), timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line and not line.startswith("reading ")]  # not the bar
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert [line.split(": ")[:2] for line in lines] == [
+        ["summit-fast view", "warning"]] * len(NAMES) + [["summit-fast view", "error"]], result.stderr
+    assert [str(folder / "ag" / f"ag-{c}.json") in lines[c] for c in range(len(NAMES))] == [True] * len(NAMES)
+    assert lines[-1].endswith(f"none of the {len(NAMES)} graph files is usable (see the warnings)")
+    assert not (tmp_path / "copy").exists()

@@ -4,6 +4,8 @@ own graphs), served on 127.0.0.1; or, with ``--static DEST``, written as files t
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 import webbrowser
 from pathlib import Path
 
@@ -37,11 +39,13 @@ def run(args) -> int:
     from .viewer.standalone import write_standalone
 
     class_names = read_class_names(args.class_names) if args.class_names else None
-    if args.static:
-        page = write_standalone(args.dir, args.static, class_names)
-        print(page.as_uri(), flush=True)
-        return 0
-    server = make_server(args.dir, args.port, class_names)
+    with warnings.catch_warnings():
+        warnings.showwarning = _say_warning
+        if args.static:
+            page = write_standalone(args.dir, args.static, class_names)
+            print(page.as_uri(), flush=True)
+            return 0
+        server = make_server(args.dir, args.port, class_names)
     print(f"Summit viewer for {args.dir}: {server.url}  (Ctrl+C stops it)", flush=True)
     if not args.no_browser:
         webbrowser.open(server.url)
@@ -52,3 +56,8 @@ def run(args) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _say_warning(message, *_, **__) -> None:
+    """A warning (a graph file skipped, say) as one line, without the code location."""
+    print(f"summit-fast view: warning: {message}", file=sys.stderr, flush=True)
