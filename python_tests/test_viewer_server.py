@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import re
 import shutil
 import socket
+import threading
 
 import pytest
 
 from summit_fast.viewer import STATIC_DIR, server
 from summit_fast.viewer.index import build_index, check_graph
 
-from cli_command import run_cli
+from cli_command import run_cli, start_cli
 from test_viewer import (NAMES, SUMMIT_DATA, export_dir, get, serve,  # noqa: F401 (export_dir, serve: fixtures)
                          write_export, write_graphs_only)
+
+URL = re.compile(r"http://127\.0\.0\.1:\d+/")
 
 
 def raw_status(url: str, target: bytes) -> int | None:
@@ -34,6 +38,34 @@ def raw_status(url: str, target: bytes) -> int | None:
             answer += chunk
     status = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
     return int(status.group(1)) if status else None
+
+
+def wait_for_url(process, timeout: float = 180) -> str:
+    """The address `summit-fast view` prints once it serves (read in a thread, so that a command
+    that hangs or exits fails the test with its error output instead of blocking it)."""
+    lines = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        line = lines.get(timeout=timeout)
+    except queue.Empty:
+        line = None
+    url = URL.search(line or "")
+    if url is None:
+        process.kill()
+        pytest.fail(f"no address from summit-fast view: {line!r}; stderr: {process.stderr.read()}")
+    return url.group(0)
+
+
+def stop(process) -> str:
+    """Stops a `summit-fast view` command; returns what it wrote on stderr."""
+    process.terminate()
+    process.wait(timeout=30)
+    return process.stderr.read()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,3 +185,18 @@ def test_cli_names_each_bad_file_in_one_line_and_fails_in_one_line_when_none_is_
     assert [str(folder / "ag" / f"ag-{c}.json") in lines[c] for c in range(len(NAMES))] == [True] * len(NAMES)
     assert lines[-1].endswith(f"none of the {len(NAMES)} graph files is usable (see the warnings)")
     assert not (tmp_path / "copy").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the command serves and says.
+
+def test_cli_view_says_what_it_does_while_it_starts(tmp_path):
+    folder = write_graphs_only(tmp_path / "summit")
+    process = start_cli("view", str(folder), "--port", "0", "--no-browser")
+    try:
+        url = wait_for_url(process)
+        assert len(json.loads(get(url + "data/classes.json")[2])) == len(NAMES)
+    finally:
+        stderr = stop(process)
+    assert f"reading {len(NAMES)} graphs: 100%" in stderr and f"{len(NAMES)}/{len(NAMES)} " in stderr, stderr
+    assert f"placing {len(NAMES)} classes on the map ({3} layers) ..." in stderr.splitlines(), stderr

@@ -42,10 +42,10 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _say_warning
         if args.static:
-            page = write_standalone(args.dir, args.static, class_names)
+            page = write_standalone(args.dir, args.static, class_names, progress=True)
             print(page.as_uri(), flush=True)
             return 0
-        server = make_server(args.dir, args.port, class_names)
+        server = make_server(args.dir, args.port, class_names, progress=True)
     print(f"Summit viewer for {args.dir}: {server.url}  (Ctrl+C stops it)", flush=True)
     if not args.no_browser:
         webbrowser.open(server.url)

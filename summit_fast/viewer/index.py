@@ -27,10 +27,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..export import CLASSES_FILE, GRAPHS_PATTERN, INDEX_FILE, SCHEMA_NAME, SCHEMA_VERSION, embed_rows
 from .._text import shown
@@ -152,11 +154,11 @@ def _got(value) -> str:
     return shown(value) or f"a long {type(value).__name__}"
 
 
-def _read_graphs(paths: list[Path]) -> dict[int, dict]:
+def _read_graphs(paths: list[Path], progress: bool) -> dict[int, dict]:
     """The usable graphs by class (a file's number); each unusable file is skipped with a one-line
-    warning naming it and its first bad field."""
+    warning naming it and its first bad field, after the progress bar."""
     graphs, skipped = {}, []
-    for c, path in enumerate(paths):
+    for c, path in enumerate(tqdm(paths, desc=f"reading {len(paths)} graphs", unit="graph", disable=not progress)):
         try:
             graph = json.loads(path.read_bytes())
             check_graph(graph)
@@ -190,17 +192,18 @@ def _count_rows(top_channels: list[dict], layers: list[str], channels: dict[str,
     return rows
 
 
-def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[dict, list[dict]]:
+def build_index(data_dir: Path, class_names: list[str] | None = None,
+                progress: bool = False) -> tuple[dict, list[dict]]:
     """(summit_fast.json, classes.json) contents for a folder holding only ``ag/ag-{c}.json`` graphs.
     ``class_names``: one per graph file (by its number); graphs that fail :func:`check_graph` are
-    left out with a warning."""
+    left out with a warning. ``progress``: a progress bar and what is being done, on stderr."""
     data_dir = Path(data_dir)
     paths = _graph_paths(data_dir)
     if class_names is None:
         class_names = default_class_names(len(paths))
     elif len(class_names) != len(paths):
         raise ValueError(f"{len(class_names)} class names given for {len(paths)} graphs")
-    by_class = _read_graphs(paths)
+    by_class = _read_graphs(paths, progress)
     graphs, class_names = list(by_class.values()), [class_names[c] for c in by_class]
     num_classes = len(graphs)
 
@@ -208,6 +211,8 @@ def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[d
     layers = layers_last_first[::-1]
     channels = {layer: 1 + max((n["channel"] for g in graphs for n in g.get(layer, [])), default=-1) for layer in layers}
     top_channels = [_top_channels(g) for g in graphs]
+    if progress:  # the slow part where UMAP is installed
+        print(f"placing {num_classes} classes on the map ({len(layers)} layers) ...", file=sys.stderr, flush=True)
     embeds, embedding = embed_rows(_count_rows(top_channels, layers, channels))
     has_feature_vis = next((data_dir / "feature-vis" / "channel").glob("*-channel.jpg"), None) is not None
 
@@ -231,7 +236,7 @@ def build_index(data_dir: Path, class_names: list[str] | None = None) -> tuple[d
     return index, classes
 
 
-def index_files(data_dir: Path, class_names: list[str] | None = None) -> dict[str, bytes]:
+def index_files(data_dir: Path, class_names: list[str] | None = None, progress: bool = False) -> dict[str, bytes]:
     """The index files to serve in place of missing ones: nothing for an exported folder, both for a
     Summit-only folder (see :func:`build_index`)."""
     if has_export_index(data_dir):
@@ -239,7 +244,7 @@ def index_files(data_dir: Path, class_names: list[str] | None = None) -> dict[st
             raise ValueError(f"{data_dir} is an export ({INDEX_FILE} holds the class names); --class-names applies "
                              "only to folders of graphs alone")
         return {}
-    index, classes = build_index(data_dir, class_names)
+    index, classes = build_index(data_dir, class_names, progress)
     return {INDEX_FILE: _json_bytes(index), CLASSES_FILE: _json_bytes(classes)}
 
 

@@ -134,13 +134,15 @@ def _decoded_path(target: str) -> str | None:
     return None if any(ord(ch) < 32 or ord(ch) == 127 for ch in decoded) else decoded
 
 
-def make_server(data_dir: Path, port: int = 0, class_names: list[str] | None = None) -> ViewerServer:
-    """A viewer server for ``data_dir`` on 127.0.0.1 (``port=0``: any free port; see ``.url``)."""
+def make_server(data_dir: Path, port: int = 0, class_names: list[str] | None = None,
+                progress: bool = False) -> ViewerServer:
+    """A viewer server for ``data_dir`` on 127.0.0.1 (``port=0``: any free port; see ``.url``).
+    ``progress``: report building the index of a folder of graphs alone on stderr."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ValueError(f"{data_dir} is not a folder")
     generated = {"/data.js": (data_script(DATA_PREFIX.lstrip("/")), "text/javascript; charset=utf-8")}
-    for name, body in index_files(data_dir, class_names).items():
+    for name, body in index_files(data_dir, class_names, progress).items():
         generated[DATA_PREFIX + name] = (body, "application/json")
     try:
         return ViewerServer(data_dir, port, generated)
