@@ -190,6 +190,19 @@ def test_cli_names_each_bad_file_in_one_line_and_fails_in_one_line_when_none_is_
 # ---------------------------------------------------------------------------------------------
 # What the command serves and says.
 
+def test_cli_view_of_a_run_output_folder_serves_its_viewer(tmp_path):
+    out = tmp_path / "run1"
+    (out / "result").mkdir(parents=True)
+    write_export(out / "viewer")
+    process = start_cli("view", str(out), "--port", "0", "--no-browser")
+    try:
+        url = wait_for_url(process)
+        assert get(url + "data/summit_fast.json")[2] == (out / "viewer" / "summit_fast.json").read_bytes()
+    finally:
+        stderr = stop(process)
+    assert f"{out} is a `summit-fast run` output folder: viewing its {out / 'viewer'}" in stderr.splitlines()
+
+
 def test_cli_view_says_what_it_does_while_it_starts(tmp_path):
     folder = write_graphs_only(tmp_path / "summit")
     process = start_cli("view", str(folder), "--port", "0", "--no-browser")
