@@ -23,12 +23,13 @@ def data_script(base: str, files: dict | None = None) -> bytes:
     return b"window.SUMMIT_FAST_DATA = " + json.dumps({"base": base, "files": files}).encode() + b";\n"
 
 
-def write_standalone(data_dir: Path, dest: Path, class_names: list[str] | None = None) -> Path:
+def write_standalone(data_dir: Path, dest: Path, class_names: list[str] | None = None, progress: bool = False) -> Path:
     """Copy the viewer into ``dest`` with a ``data.js`` holding every JSON file of ``data_dir``;
     returns the page to open. The data folder is referred to by a relative path, so the two can move
-    together. The copy is a snapshot: write it again after re-exporting."""
+    together. The copy is a snapshot: write it again after re-exporting. ``progress``: report
+    building the index of a folder of graphs alone on stderr."""
     data_dir, dest = Path(data_dir).resolve(), Path(dest).resolve()
-    files = {name: json.loads(body) for name, body in index_files(data_dir, class_names).items()}
+    files = {name: json.loads(body) for name, body in index_files(data_dir, class_names, progress).items()}
     if INDEX_FILE not in files:
         files[INDEX_FILE] = json.loads((data_dir / INDEX_FILE).read_bytes())
     index = files[INDEX_FILE]
