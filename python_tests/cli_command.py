@@ -14,8 +14,9 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "summit_fast.cli"]
 
 
-def run_cli(*args: str, timeout: float = 300, **options) -> subprocess.CompletedProcess:
-    """Run ``summit-fast ARGS`` to completion (text output captured; options go to subprocess.run)."""
+def run_cli(*args: str, timeout: float = 900, **options) -> subprocess.CompletedProcess:
+    """Run ``summit-fast ARGS`` to completion (text output captured; options go to subprocess.run).
+    ``timeout`` only stops a hung command: a loaded machine can be ten times slower than a quiet one."""
     return subprocess.run([*cli_command(), *args], capture_output=True, text=True, timeout=timeout,
                           cwd=tempfile.gettempdir(), **options)
 

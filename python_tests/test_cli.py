@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import summit_fast
 
@@ -16,12 +15,11 @@ def test_info_lists_backends_and_reasons():
     assert "torch   available on cpu" in out.stdout
 
 
-def test_demo_runs_end_to_end_under_two_minutes(tmp_path):
-    start = time.perf_counter()
-    out = run_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress")
-    elapsed = time.perf_counter() - start
+def test_demo_runs_end_to_end(tmp_path):
+    # No assertion on its duration (a loaded machine is many times slower); the timeout only
+    # stops a hung demo.
+    out = run_cli("demo", "--out", str(tmp_path / "demo"), "--no-progress", timeout=900)
     assert out.returncode == 0, out.stderr
-    assert elapsed < 120, f"demo took {elapsed:.0f} s"
     result = summit_fast.SummitResult.load(tmp_path / "demo" / "result")
     assert result.num_images == 1797 and result.num_classes == 10
     assert result.class_names == [str(d) for d in range(10)]

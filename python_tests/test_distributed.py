@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 import summit_fast
 from summit_fast import ShardSampler, SummitResult
 
+from result_compare import assert_same_counts
 from tiny_models import TinyInception
 
 
@@ -50,13 +51,9 @@ def test_two_gloo_processes_equal_one_process(tmp_path, count_dtype):
                        start_method="spawn")
     single = summit_fast.aggregate(net(), torch.utils.data.DataLoader(dataset(), batch_size=4), backend="torch",
                                    progress=False, examples=3, count_dtype=count_dtype)
-    mine, theirs = SummitResult.load(tmp_path / "result").tensors(), single.tensors()
-    assert mine.keys() == theirs.keys()
-    for key, t in mine.items():  # example values: conv outputs may differ in the last bit between batchings
-        if key.endswith("/value"):
-            torch.testing.assert_close(t, theirs[key])
-        else:
-            assert torch.equal(t, theirs[key]), key
+    # The ranks batch other images together than the single process: forward outputs may differ
+    # in the last bit, which assert_same_counts allows for example values and probabilities only.
+    assert_same_counts(SummitResult.load(tmp_path / "result"), single)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["rank-0-of-2", "rank-1-of-2"]
 
 

@@ -9,6 +9,8 @@ from summit_fast.discovery import discover
 from summit_fast.images import Preprocess
 from summit_fast.models import digits_cnn, inception_v1
 
+from result_compare import assert_same_counts
+
 INCEPTION_CHANNELS = {"mixed3a": 256, "mixed3b": 480, "mixed4a": 508, "mixed4b": 512, "mixed4c": 512,
                       "mixed4d": 528, "mixed4e": 832, "mixed5a": 832, "mixed5b": 1024}
 
@@ -83,7 +85,9 @@ def test_channels_last_and_autocast_run():
     plain = summit_fast.aggregate(model, batches, progress=False, backend="torch")
     cl = summit_fast.aggregate(model, batches, progress=False, backend="torch", channels_last=True)
     assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
-    assert cl == plain
+    # channels_last runs other conv kernels, whose outputs may differ in the last bit.
+    assert cl.params == plain.params
+    assert_same_counts(cl, plain)
     bf16 = summit_fast.aggregate(model, batches, progress=False, backend="torch", amp_dtype=torch.bfloat16)
     assert bf16.num_images == 4 and int(bf16.activation["block3"].sum()) > 0
     # The result says its forward ran in bf16; runs without autocast keep their parameters.

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import summit_fast
 from summit_fast import ResultFormatError, SummitResult, storage
 from summit_fast.convspec import ConvSpec
+from summit_fast.result import probability_to_fixed
 
 from tiny_models import TinyInception
 
@@ -94,8 +95,13 @@ def test_format_1_results_still_load(tmp_path, residual):
     manifest = json.loads((FORMAT_1 / "manifest.json").read_text())
     assert manifest["version"] == 1
     stored = load_file(str(FORMAT_1 / "counts.safetensors"))
-    assert residual.tensors().keys() == stored.keys() and residual.skip
-    assert all(torch.equal(t, stored[k]) and t.dtype == stored[k].dtype for k, t in residual.tensors().items())
+    # format 1 kept the probability sum as float64; it loads as the fixed-point sum
+    old_sum = stored.pop("top1_probability")
+    assert old_sum.dtype == torch.float64 and bool((old_sum > 0).any())
+    loaded = residual.tensors()
+    assert torch.equal(loaded.pop("top1_probability_fixed"), probability_to_fixed(old_sum))
+    assert loaded.keys() == stored.keys() and residual.skip
+    assert all(torch.equal(t, stored[k]) and t.dtype == stored[k].dtype for k, t in loaded.items())
     assert residual.params == manifest["params"] and residual.class_names == ["zero", "two"]
     assert residual.class_ids == [0, 2]
     assert SummitResult.load(residual.save(tmp_path / "r")) == residual  # saved again as format 2
@@ -197,6 +203,7 @@ def test_results_at_the_limits_load(tmp_path, result):
     """Counts equal to their class's images, a class without images and a full confusion row."""
     r = copy(result)
     r.images_per_class[0] = 0
+    r.top1_probability_fixed[0] = 0
     for t in [*r.activation.values(), *r.influence.values()]:
         t[0] = 0
         t[1, 0] = r.images_per_class[1]
@@ -211,7 +218,7 @@ def _scaled(result, factor, count_dtype="int32"):
     """``result`` with every count and image total multiplied by ``factor`` (still consistent)."""
     r = result.with_count_dtype(count_dtype)
     for key, t in r.tensors().items():
-        if not key.startswith(("examples/", "top1_probability")):
+        if not key.startswith(("examples/", "top1_probability_fixed")):
             t.mul_(factor)
     return r
 

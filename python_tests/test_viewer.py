@@ -339,6 +339,9 @@ def page(browser):
     """A page that records dialogs, script errors and Content-Security-Policy violations; the test
     fails on any of them. (Other console errors are expected: pictures absent for some layers.)"""
     context = browser.new_context(viewport={"width": 1440, "height": 900})
+    # Playwright's waits fail after 30 s by default; they only guard against hangs, and a loaded
+    # machine can take longer to load and draw Summit's 1000 classes.
+    context.set_default_timeout(300_000)
     opened = context.new_page()
     opened.dialogs, opened.errors = [], []
     opened.on("dialog", lambda dialog: (opened.dialogs.append(dialog.message), dialog.dismiss()))

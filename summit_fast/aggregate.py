@@ -25,7 +25,8 @@ from .checkpoint import Checkpointer, Replay, Schedule, Stream, model_digest
 from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
 from .examples import batch_candidates, merge_examples
-from .result import SummitResult, check_count_capacity, count_dtype_params, counting_params, with_backends
+from .result import (SummitResult, check_count_capacity, count_dtype_params, counting_params, probability_to_fixed,
+                     with_backends)
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
@@ -560,7 +561,7 @@ def _add_predictions(result: SummitResult, output, rows: torch.Tensor, row_of: t
     known = predicted_rows >= 0
     k = result.num_classes
     result.confusion.view(-1).index_add_(0, rows * k + predicted_rows.clamp(min=0), known.to(result.confusion.dtype))
-    result.top1_probability.index_add_(0, rows, probability.double())
+    result.top1_probability_fixed.index_add_(0, rows, probability_to_fixed(probability))
 
 
 def _infer_num_classes(output) -> int:

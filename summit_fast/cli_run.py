@@ -256,7 +256,7 @@ def _run(args, device: torch.device) -> int:
         _warn(f"skipped {len(skipped)} unreadable image file{'s' if len(skipped) > 1 else ''} (not counted): "
               f"{few(skipped)}")
     if plan.accuracy:
-        print(f"top-1 accuracy: {float(result.confusion.diagonal().sum()) / result.num_images:.4f}", flush=True)
+        print(f"top-1 accuracy: {result.top1_accuracy_overall:.4f}", flush=True)
     result_dir = result.save(args.out / "result")
     viewer_dir, patches, patch_bytes = _write_viewer(result, model, dataset, args, device)
     print(f"result: {result_dir}", flush=True)

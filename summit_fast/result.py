@@ -42,6 +42,19 @@ _DAMAGED = "(the result was damaged or edited; re-create it from its run)"
 # row), so a narrower type is exact while no class has more images than the type's maximum.
 COUNT_DTYPES = {"int32": torch.int32, "int16": torch.int16}
 
+# The summed top-1 probability is fixed point: each image adds round(p * 2**32), p taken in
+# float64 from the model's float probability. Integer sums are exact in any order, so shards,
+# batchings and ranks add up to identical totals, where a float sum can depend on the order of
+# its additions. A float32 p >= 2**-8 is kept exactly (smaller ones to 2**-32); int64 holds the
+# sum of 2**31 images a class.
+PROBABILITY_SCALE = 2**32
+
+
+def probability_to_fixed(probability: torch.Tensor) -> torch.Tensor:
+    """``probability`` (a float tensor) in the fixed point of ``top1_probability_fixed``: int64
+    ``round(p * PROBABILITY_SCALE)``."""
+    return torch.round(probability.double() * PROBABILITY_SCALE).to(torch.int64)
+
 
 def count_dtype_name(count_dtype: str | torch.dtype) -> str:
     """``"int32"`` or ``"int16"`` for that name or torch dtype; ValueError for anything else."""
@@ -118,8 +131,10 @@ class SummitResult:
     - ``images_per_class``: int64 (K,).
     - ``confusion``: int64 (K, K) — images of class k (row) whose top-1 prediction was class p
       (column), over the result's classes; all zero when the model's output is not class scores.
-    - ``top1_probability``: float64 (K,) — per class, the sum over its images of the top-1
-      probability (softmax of the output, or the output itself when it already is probabilities).
+    - ``top1_probability_fixed``: int64 (K,) — per class, the sum over its images of the top-1
+      probability (softmax of the output, or the output itself when it already is probabilities)
+      in fixed point: each image adds ``round(p * PROBABILITY_SCALE)`` (2**32), so that sums are
+      exact in any order. :attr:`top1_probability` is the same sum as float64.
     - ``skip[key]``: int32 or int16 (K, channels) per skip connection between consecutive summary layers
       (``graph.counted_skips()``, e.g. a residual identity): images of class k that selected both
       the source channel and the target channel it is added to (counted with influence).
@@ -138,7 +153,7 @@ class SummitResult:
     influence: dict[str, torch.Tensor]
     images_per_class: torch.Tensor
     confusion: torch.Tensor
-    top1_probability: torch.Tensor
+    top1_probability_fixed: torch.Tensor
     graph: ModelGraph
     params: dict = field(default_factory=dict)
     class_names: list[str] | None = None
@@ -176,9 +191,29 @@ class SummitResult:
         return int(self.images_per_class.sum())
 
     @property
+    def top1_probability(self) -> torch.Tensor:
+        """float64 (K,): per class, the summed top-1 probability of its images
+        (``top1_probability_fixed / PROBABILITY_SCALE``)."""
+        return self.top1_probability_fixed.double() / PROBABILITY_SCALE
+
+    @property
     def top1_accuracy(self) -> torch.Tensor:
-        """Per-class top-1 accuracy (float64, NaN for classes without images)."""
+        """The per-class top-1 accuracy: the same as :attr:`top1_accuracy_per_class`."""
+        return self.top1_accuracy_per_class
+
+    @property
+    def top1_accuracy_per_class(self) -> torch.Tensor:
+        """float64 (K,): per class, the share of its images whose top-1 prediction was that class
+        (NaN for classes without images; meaningful when ``params["predictions"]`` is true)."""
         return self.confusion.diagonal().double() / self.images_per_class.double()
+
+    @property
+    def top1_accuracy_overall(self) -> float | None:
+        """The share of all images whose top-1 prediction was their class; None when the run
+        recorded no predictions (``params["predictions"]`` false) or counted no images."""
+        if not self.params.get("predictions") or self.num_images == 0:
+            return None
+        return int(self.confusion.diagonal().sum()) / self.num_images
 
     @property
     def count_dtype(self) -> torch.dtype:
@@ -200,7 +235,7 @@ class SummitResult:
         out = {f"activation/{k}": v for k, v in self.activation.items()}
         out.update({f"influence/{k}": v for k, v in self.influence.items()})
         out.update(images_per_class=self.images_per_class, confusion=self.confusion,
-                   top1_probability=self.top1_probability)
+                   top1_probability_fixed=self.top1_probability_fixed)
         out.update({f"examples/{l}/{f}": t for l, fields in self.examples.items() for f, t in fields.items()})
         out.update({f"skip/{k}": t for k, t in self.skip.items()})
         return out
@@ -218,7 +253,7 @@ class SummitResult:
                           for e in graph.edges})
             specs.update({f"skip/{s.key}": ((k, s.channels), count_dtype) for s in graph.counted_skips()})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
-                     top1_probability=((k,), torch.float64))
+                     top1_probability_fixed=((k,), torch.int64))
         if examples:
             for layer in graph.layers:
                 for f in EXAMPLE_FIELDS:
@@ -234,7 +269,7 @@ class SummitResult:
                     for l in graph.layers if f"examples/{l}/value" in tensors}
         return cls({l: tensors[f"activation/{l}"] for l in graph.layers},
                    {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges if f"influence/{e.conv}" in tensors},
-                   tensors["images_per_class"], tensors["confusion"], tensors["top1_probability"], graph,
+                   tensors["images_per_class"], tensors["confusion"], tensors["top1_probability_fixed"], graph,
                    dict(params or {}), None if class_names is None else list(class_names), examples,
                    {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips() if f"skip/{s.key}" in tensors})
 
@@ -377,6 +412,7 @@ class SummitResult:
                 raise ResultFormatError(f"{directory} is not a summit_fast result: {path.name} is missing{hint}")
         try:
             text, stored = storage.read(counts_path)
+            stored = _with_fixed_probability(stored)  # results saved before the sum was fixed point
         except (SafetensorError, ValueError) as exc:
             raise ResultFormatError(f"{counts_path} is corrupted or truncated: {exc}") from None
         if text is None:  # format 1: manifest.json is the manifest, tied to the counts by their checksum
@@ -419,6 +455,14 @@ def _parse_manifest(source: Path, text: str | bytes, version: int) -> dict:
                                 f"reads format {version} (it reads formats 1 and {FORMAT_VERSION}; a newer one may "
                                 "read this result)")
     return manifest
+
+
+def _with_fixed_probability(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with a float64 ``top1_probability`` sum, as results saved before the fixed
+    point hold it, converted to ``top1_probability_fixed`` (exact where each image's p >= 2**-8)."""
+    if "top1_probability" in tensors and "top1_probability_fixed" not in tensors:
+        tensors["top1_probability_fixed"] = probability_to_fixed(tensors.pop("top1_probability"))
+    return tensors
 
 
 def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:

@@ -102,8 +102,10 @@ def check_counts(tensors: dict[str, torch.Tensor], class_ids: list[int]) -> None
         k = int(over[0])
         raise ValueError(f"confusion row of class {class_ids[k]} sums to {int(confusion[k].sum())}, more than its "
                          f"{int(images[k])} images")
-    if not bool((tensors["top1_probability"] >= 0).all()):
-        raise ValueError("top1_probability holds a negative or NaN sum")
+    # each image adds round(p * 2**32) with p in [0, 1] (result.PROBABILITY_SCALE)
+    fixed = tensors["top1_probability_fixed"]
+    if not bool(((fixed >= 0) & (fixed <= images * 2**32)).all()):
+        raise ValueError("top1_probability_fixed holds a sum outside 0..(its class's images) x 2**32")
     for key, image in tensors.items():
         if key.startswith("examples/") and key.endswith("/image"):
             layer = key.removesuffix("/image")
