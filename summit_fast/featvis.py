@@ -411,21 +411,25 @@ class _Objective:
     def __init__(self, jobs: list[_Job], settings: FeatureVisSettings, modules: dict[str, nn.Module], device):
         self.jobs, self.settings = jobs, settings
         self.owner = torch.tensor([i for i, job in enumerate(jobs) for _ in range(job.images)], device=device)
+        self.counts = torch.tensor([j.images for j in jobs], dtype=torch.float32, device=device)
+        # Per layer, the batch positions of its images and the channel each maximises.
+        channels = torch.tensor([j.channel for j in jobs], device=device)[self.owner]
+        layers = [jobs[i].layer for i in self.owner.tolist()]
+        self.picks = {}
+        for layer in dict.fromkeys(layers):
+            rows = torch.tensor([i for i, name in enumerate(layers) if name == layer], device=device)
+            self.picks[layer] = (rows, channels[rows])
         self.diverse = settings.diversity_weight != 0 and any(j.images > 1 for j in jobs)
-        needed = {j.layer for j in jobs}
+        needed = set(self.picks)
         if self.diverse:
             needed |= {settings.diversity_layer or j.layer for j in jobs if j.images > 1}
         self.modules = {n: m for n, m in modules.items() if n in needed}
 
     def losses(self, captured: dict[str, torch.Tensor]) -> torch.Tensor:
         per_image = torch.empty(len(self.owner), device=self.owner.device)
-        start = 0
-        for job in self.jobs:  # slices of one captured tensor: cheap, and a batch is mostly one layer
-            act = captured[job.layer][start:start + job.images, job.channel]
-            per_image[start:start + job.images] = act.float().mean(dim=(1, 2))
-            start += job.images
-        counts = torch.tensor([j.images for j in self.jobs], device=per_image.device, dtype=per_image.dtype)
-        means = torch.zeros(len(self.jobs), device=per_image.device).index_add(0, self.owner, per_image) / counts
+        for layer, (rows, channels) in self.picks.items():
+            per_image[rows] = captured[layer][rows, channels].float().mean(dim=(1, 2))
+        means = torch.zeros_like(self.counts).index_add(0, self.owner, per_image) / self.counts
         losses = -means
         if self.diverse:
             losses = losses + self.settings.diversity_weight * self._similarity(captured)
