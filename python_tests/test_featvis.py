@@ -254,8 +254,8 @@ def viewer(tmp_path):
     ag.mkdir(parents=True)
     node = lambda layer, ch: {"channel": ch, "count": 1, "layer": layer, "pagerank": 0.1,  # noqa: E731
                               "prev_channels": [], "attr_channels": []}
-    (ag / "ag-0.json").write_text(json.dumps({"layer2": [node("layer2", 5)], "layer1": [node("layer1", 3)]}))
-    (ag / "ag-1.json").write_text(json.dumps({"layer2": [node("layer2", 5)], "layer1": [node("layer1", 1)]}))
+    (ag / "ag-0.json").write_text(json.dumps({"layer2.0": [node("layer2.0", 5)], "layer1.0": [node("layer1.0", 3)]}))
+    (ag / "ag-1.json").write_text(json.dumps({"layer2.0": [node("layer2.0", 5)], "layer1.0": [node("layer1.0", 1)]}))
     return tmp_path / "run"
 
 
@@ -272,21 +272,21 @@ SMALL = ("--model", "resnet18", "--size", "16", "--steps", "2", "--no-progress",
 
 
 def test_cli_renders_the_graph_channels_into_the_viewer_folder(viewer, capsys):
-    code, out, err = cli(capsys, viewer, *SMALL, "--diversity", "2", "--layers", "layer1")
+    code, out, err = cli(capsys, viewer, *SMALL, "--diversity", "2", "--layers", "layer1.0")
     assert code == 0, err
     fv = viewer / "viewer" / "feature-vis"
     assert sorted(p.relative_to(fv).as_posix() for p in fv.rglob("*.jpg")) == [
-        "channel/layer1-1-channel.jpg", "channel/layer1-3-channel.jpg",
-        "diversity-0/layer1-1-diversity-0.jpg", "diversity-0/layer1-3-diversity-0.jpg",
-        "diversity-1/layer1-1-diversity-1.jpg", "diversity-1/layer1-3-diversity-1.jpg"]
+        "channel/layer1_0-1-channel.jpg", "channel/layer1_0-3-channel.jpg",
+        "diversity-0/layer1_0-1-diversity-0.jpg", "diversity-0/layer1_0-3-diversity-0.jpg",
+        "diversity-1/layer1_0-1-diversity-1.jpg", "diversity-1/layer1_0-3-diversity-1.jpg"]
     assert "feature visualisations of 2 channels" in out and "rendered 2 channel images" in out
-    code, out, err = cli(capsys, viewer, *SMALL, "--diversity", "2", "--layers", "layer1")
+    code, out, err = cli(capsys, viewer, *SMALL, "--diversity", "2", "--layers", "layer1.0")
     assert code == 0 and "rendered 0 channel images" in out
 
 
 def test_cli_errors_are_one_line(viewer, tmp_path, capsys):
     code, _, err = cli(capsys, viewer, *SMALL, "--layers", "layer9")
-    assert code == 1 and "--layers layer9: the graphs have no nodes in layer 'layer9'; their layers are layer2, layer1" in err
+    assert code == 1 and "--layers layer9: the graphs have no nodes in layer 'layer9'; their layers are layer2.0, layer1.0" in err
     (viewer / "viewer" / "summit_fast.json").write_text(json.dumps({"params": {"model_digest": "0" * 64}}))
     code, _, err = cli(capsys, viewer, *SMALL)
     assert code == 1 and "is not the network" in err and "--model, --weights and --tf-padding" in err
@@ -294,3 +294,37 @@ def test_cli_errors_are_one_line(viewer, tmp_path, capsys):
     assert code == 1 and "holds neither viewer/ag/" in err
     code, _, err = cli(capsys, viewer, *SMALL[:2], "--steps", "0")
     assert code == 2 and "--steps: expected an integer >= 1, got '0'" in err
+
+
+def test_cli_renders_a_saved_result_with_out_and_checks_its_weights(tmp_path, capsys):
+    import summit_fast
+    from summit_fast.models.loading import load_model
+
+    model = load_model("resnet18", None)  # what run aggregates without --weights
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(2, 3, 32, 32, generator=gen), torch.tensor([0, 1]))]
+    result = summit_fast.aggregate(model, batches, classes=[0, 1], selection=summit_fast.topk(2), backend="torch",
+                                   progress=False)
+    result.save(tmp_path / "result")
+    code, _, err = cli(capsys, tmp_path / "result", *SMALL, "--diversity", "0", "--layers", "layer1.0")
+    assert code == 1 and "is a saved result, not a run or viewer folder: pass --out DIR" in err
+    code, out, err = cli(capsys, tmp_path / "result", *SMALL, "--diversity", "0", "--layers", "layer1.0",
+                         "--out", tmp_path / "fv")
+    assert code == 0, err
+    rendered = sorted(p.name for p in (tmp_path / "fv" / "channel").glob("*.jpg"))
+    assert rendered and all(name.startswith("layer1_0-") for name in rendered)
+    code, _, err = cli(capsys, tmp_path / "result", *SMALL[:-2], "--weights", tmp_path / "result" / "counts.safetensors",
+                       "--out", tmp_path / "fv")
+    assert code == 1 and "--weights" in err
+
+
+def test_bf16_autocast_is_part_of_the_cache_key(tmp_path):
+    model = EdgeNet()
+    settings = replace_diversity(FAST, 0)
+    write_feature_vis(tmp_path, model, [("edges", 0)], settings)
+    from dataclasses import replace
+
+    half = write_feature_vis(tmp_path, model, [("edges", 0)], replace(settings, amp="bf16"))
+    assert half.rendered["channel"] == [("edges", 0)]
+    with pytest.raises(ValueError, match=r"amp must be None or one of \('bf16',\), got 'fp8'"):
+        render_channels(model, [("edges", 0)], replace(settings, amp="fp8"))
