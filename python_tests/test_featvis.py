@@ -328,3 +328,8 @@ def test_bf16_autocast_is_part_of_the_cache_key(tmp_path):
     assert half.rendered["channel"] == [("edges", 0)]
     with pytest.raises(ValueError, match=r"amp must be None or one of \('bf16',\), got 'fp8'"):
         render_channels(model, [("edges", 0)], replace(settings, amp="fp8"))
+
+
+def test_a_device_other_than_the_models_is_one_line():
+    with pytest.raises(ValueError, match=r"device 'meta': the model is on cpu; move it there first"):
+        render_channels(EdgeNet(), [("edges", 0)], FAST, device="meta")

@@ -83,11 +83,11 @@ def run(args) -> int:
     started = time.perf_counter()
     report = write_feature_vis(out, model, targets, settings, batch=args.batch, device=device,
                                cache_dir=args.cache, progress=not args.no_progress)
-    rendered = len(report.rendered["channel"]) + len(report.rendered["diversity"])
+    rendered = len(set(report.rendered["channel"]) | set(report.rendered["diversity"]))
     seconds = time.perf_counter() - started
     print(f"feature visualisations of {len(targets)} channels in {out}: rendered {len(report.rendered['channel'])} "
           f"channel images and the diversity images of {len(report.rendered['diversity'])} channels in {seconds:.1f} s"
-          + (f" ({seconds / len(targets):.2f} s per channel)" if rendered else "") + ", the rest from the cache",
+          + (f" ({seconds / rendered:.2f} s per channel)" if rendered else "") + ", the rest from the cache",
           flush=True)
     return 0
 

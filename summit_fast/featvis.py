@@ -211,13 +211,13 @@ def _render(model, jobs: list[_Job], settings: FeatureVisSettings, preprocess, b
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     preprocess = _preprocess_of(model, preprocess)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = _device(model, device)
     modules = _check_targets(model, jobs, settings, device)
     batches = _batches(jobs, batch, list(modules))
     was_training = model.training
     model.eval()  # batch items must not interact (BatchNorm's batch statistics would)
     try:
-        with tqdm(total=len(batches) * settings.steps, desc="feature-vis", unit="step", disable=not progress) as bar:
+        with tqdm(total=len(batches) * settings.steps, desc=f"feature-vis {jobs[0].kind}", unit="step", disable=not progress) as bar:
             for group in batches:
                 yield group, _optimise(model, modules, group, settings, preprocess, device, bar)
     finally:
@@ -235,9 +235,15 @@ def _preprocess_of(model, preprocess):
     return preprocess
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def _device(model: nn.Module, device) -> torch.device:
+    """``device`` (default: the model's), which must be the model's: it is not moved."""
     parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+    home = parameter.device if parameter is not None else torch.device("cpu")
+    device = torch.device(device) if device is not None else home
+    if device.type != home.type:
+        raise ValueError(f"device {str(device)!r}: the model is on {home}; move it there first "
+                         f"(model.to({str(device)!r})) or pass device={str(home)!r}")
+    return device
 
 
 def _check_targets(model, jobs: list[_Job], settings: FeatureVisSettings, device) -> dict[str, nn.Module]:
