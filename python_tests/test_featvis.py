@@ -333,3 +333,16 @@ def test_bf16_autocast_is_part_of_the_cache_key(tmp_path):
 def test_a_device_other_than_the_models_is_one_line():
     with pytest.raises(ValueError, match=r"device 'meta': the model is on cpu; move it there first"):
         render_channels(EdgeNet(), [("edges", 0)], FAST, device="meta")
+
+
+def test_the_model_is_left_as_it_was_and_nothing_is_an_empty_batch():
+    class Normed(EdgeNet):
+        def __init__(self):
+            super().__init__()
+            self.edges = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU())
+
+    model = Normed().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    render_channels(model, [("edges", 1)], FAST)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert render_channels(model, [], FAST).shape == (0, 3, 32, 32)

@@ -212,12 +212,15 @@ def _render(model, jobs: list[_Job], settings: FeatureVisSettings, preprocess, b
         raise ValueError(f"batch must be at least 1, got {batch}")
     preprocess = _preprocess_of(model, preprocess)
     device = _device(model, device)
-    modules = _check_targets(model, jobs, settings, device)
-    batches = _batches(jobs, batch, list(modules))
+    if not jobs:
+        return
     was_training = model.training
-    model.eval()  # batch items must not interact (BatchNorm's batch statistics would)
+    model.eval()  # batch items must not interact (BatchNorm's batch statistics would), nor the probe update them
     try:
-        with tqdm(total=len(batches) * settings.steps, desc=f"feature-vis {jobs[0].kind}", unit="step", disable=not progress) as bar:
+        modules = _check_targets(model, jobs, settings, device)
+        batches = _batches(jobs, batch, list(modules))
+        with tqdm(total=len(batches) * settings.steps, desc=f"feature-vis {jobs[0].kind}", unit="step",
+                  disable=not progress) as bar:
             for group in batches:
                 yield group, _optimise(model, modules, group, settings, preprocess, device, bar)
     finally:
