@@ -1,7 +1,7 @@
 """Feature visualisation throughput: channels per second rendered in batches of 32 against one
 channel at a time (batch 1), same model, layer, size, steps and device, in one process.
 
-    python bench/bench_featvis.py                      # MobileNetV2 (real weights), CPU, 64 px, 16 steps
+    python bench/bench_featvis.py --threads 1          # MobileNetV2 (real weights), CPU, 64 px, 16 steps
     python bench/bench_featvis.py --device cuda --size 128 --steps 64
 
 Both modes call summit_fast.featvis.render_channels once per repeat (one probe forward pass
@@ -35,7 +35,12 @@ def main() -> None:
     p.add_argument("--single", type=int, default=8, help="channels rendered one at a time")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's; 1 on a shared machine, where threads waiting for each "
+                        "other slow small batches most and would flatter the ratio)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     weights = args.weights if args.weights.is_file() else None
     model = mobilenet_v2(weights, tf_padding=True).to(args.device)

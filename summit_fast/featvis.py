@@ -27,9 +27,10 @@ initial spectrum and transforms are drawn from its own generator, seeded from ``
 kind of image and its (layer, channel, index): an image does not depend on which others share
 its batch (up to float rounding). The forward pass stops after the deepest layer a batch needs.
 
-Defaults (:class:`FeatureVisSettings`): 128 px and 512 steps, which suit a GPU (a few seconds
-per batch of 32). On a CPU, 64-96 px and 128-256 steps give recognisable images in a few seconds
-per channel; MobileNetV2 on 2 cores at 64 px, 128 steps is about 1 s per channel in batches of 32.
+Defaults (:class:`FeatureVisSettings`): 128 px and 512 steps, meant for a GPU. On a CPU, 64-96 px
+and 128-256 steps give recognisable images: MobileNetV2's features.12 at 64 px, 128 steps, in
+batches of 32 on one thread took about 1.5 s of CPU time per channel image and 3 s for its 4
+diversity images.
 
 :func:`write_feature_vis` writes the images in Summit's layout, inside a folder (the viewer's
 ``feature-vis/``), with :func:`safe_layer_name` in place of the layer name::
