@@ -96,6 +96,8 @@ def test_batched_rendering_equals_one_target_at_a_time():
     together = render_channels(model, targets, FAST, batch=3)
     alone = torch.cat([render_channels(model, [t], FAST, batch=1) for t in targets])
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=0)
+    twice = render_channels(model, [targets[1], targets[1]], FAST)
+    assert torch.equal(twice[0], twice[1])
     diverse = render_diversity(model, targets[:3], FAST, batch=4)
     assert diverse.shape == (3, 2, 3, 32, 32)
     torch.testing.assert_close(diverse[1], render_diversity(model, [targets[1]], FAST, batch=1)[0], atol=1e-4, rtol=0)

@@ -193,13 +193,15 @@ def render_diversity(model: nn.Module, targets: Sequence[tuple[str, int]], setti
 
 def _render_all(model, jobs, settings, preprocess, batch, device, progress) -> torch.Tensor:
     images = torch.empty(sum(j.images for j in jobs), 3, settings.size, settings.size)
-    where = {}
+    where: dict[_Job, list[int]] = {}  # a target given twice is rendered once, returned twice
     start = 0
     for job in jobs:
-        where[job], start = start, start + job.images
+        where.setdefault(job, []).append(start)
+        start += job.images
     for done, rendered in _render(model, jobs, settings, preprocess, batch, device, progress):
         for job, image in zip(done, rendered):
-            images[where[job]:where[job] + job.images] = image
+            for start in where[job]:
+                images[start:start + job.images] = image
     return images
 
 
