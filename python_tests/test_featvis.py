@@ -119,6 +119,8 @@ def test_diversity_term_makes_the_images_of_a_channel_differ_more():
         return (cosine.sum() - cosine.diagonal().sum()) / 6
 
     assert similarity(100.0) < similarity(0.0) - 0.05
+    other_layer = FeatureVisSettings(size=32, steps=5, diversity=2, diversity_layer="edges")
+    assert render_diversity(model, [("mix", 0)], other_layer).shape == (1, 2, 3, 32, 32)
 
 
 def test_the_cache_renders_nothing_the_second_time(tmp_path):
@@ -221,6 +223,7 @@ def test_disk_full_leaves_no_file_half_written(tmp_path, monkeypatch):
     (lambda m: render_channels(m, [("mix", 0)], FeatureVisSettings(steps=0)), r"steps must be at least 1, got 0"),
     (lambda m: render_channels(m, [("mix", 0)], FAST, batch=0), r"batch must be at least 1"),
     (lambda m: render_diversity(m, [("mix", 0)], replace_diversity(FAST, 0)), r"needs settings.diversity >= 1"),
+    (lambda m: render_diversity(m, [("mix", 0)], FeatureVisSettings(diversity_layer="edge")), r"unknown layer 'edge'"),
 ])
 def test_bad_input_is_one_line(call, message):
     with pytest.raises(ValueError, match=message) as info:
