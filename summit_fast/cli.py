@@ -11,6 +11,7 @@ from pathlib import Path
 _COMMAND_MODULES = (
     "summit_fast.cli_demo",
     "summit_fast.cli_export",
+    "summit_fast.cli_featvis",
     "summit_fast.cli_info",
     "summit_fast.cli_run",
     "summit_fast.cli_view",
