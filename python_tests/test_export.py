@@ -386,6 +386,26 @@ def test_a_second_export_to_the_same_folder_stops_naming_the_first(digits_result
     assert sorted(os.listdir(tmp_path)) == ["out", "result"]  # the lock file goes with its holder
 
 
+def test_ctrl_c_during_cli_export_is_one_line_and_leaves_the_earlier_export(digits_result, tmp_path, monkeypatch,
+                                                                            capsys):
+    digits_result.save(tmp_path / "result")
+    out = export(digits_result, tmp_path / "out", embedding="pca")
+    before = files(out)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("summit_fast.export.iter_graphs", ctrl_c)
+    try:
+        code = cli_main(["export", str(tmp_path / "result"), "--out", str(out), "--embedding", "pca"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped summit-fast export")
+    assert code == 130 and capsys.readouterr().err == (
+        f"summit-fast export: interrupted; {out} holds a whole export (the earlier one, unless the new one was "
+        "already in place)\n")
+    assert files(out) == before and sorted(os.listdir(tmp_path)) == ["out", "result"]
+
+
 def test_refuses_to_overwrite_a_foreign_folder(digits_result, tmp_path):
     (tmp_path / "summit" / "ag").mkdir(parents=True)
     (tmp_path / "summit" / "ag" / "ag-0.json").write_text("{}")
