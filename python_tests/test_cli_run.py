@@ -434,11 +434,11 @@ def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(stage, earlier, 
     errors = [line for line in err.splitlines() if "warning:" not in line]
     assert code == 1 and len(errors) == 1, err
     where = {"checkpoint": f"{out / 'checkpoints'}{os.sep}images-",
-             "result": f"{out / 'result'} for the result (about {counts}): ",
+             "result": f"{out / 'result'} for the result (up to {counts}): ",
              "viewer": f"{out / 'viewer'} for the viewer folder: "}[stage]
     assert errors[0].startswith(f"summit-fast run: error: no space left on the disk of {where}")
     if stage == "checkpoint":
-        assert f" for a checkpoint of the counts (about {counts}): " in errors[0]
+        assert f" for a checkpoint of the counts (up to {counts}): " in errors[0]
     assert errors[0].endswith(" MiB free; free some space or choose another --out (earlier outputs were left as "
                               "they were)")
     after = files(out)

@@ -33,10 +33,28 @@ def remove_stale(folder: Path, stems: Collection[str]) -> None:
     """Remove the temporaries ``.STEM-PID`` in ``folder`` (STEM one of ``stems``) of processes
     that are no longer running."""
     for entry in _stale(folder, stems):
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        remove(entry)
+
+
+def remove(entry: Path) -> None:
+    """Remove a folder, file or symbolic link (not what it points to); gone already is fine."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    if pid <= 0:  # os.kill(0, ...) would address this process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def recover(folder: Path) -> None:
@@ -109,22 +127,9 @@ def _stale(folder: Path, stems: Collection[str]) -> list[Path]:
     found = []
     for entry in folder.iterdir():
         match = _TEMPORARY.fullmatch(entry.name)
-        if match and match["stem"] in stems and not _running(int(match["pid"])):
+        if match and match["stem"] in stems and not process_alive(int(match["pid"])):
             found.append(entry)
     return found
-
-
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's
-        return True
-    except (OverflowError, ValueError):  # not a possible PID
-        return False
-    return True
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -478,14 +478,14 @@ class DiskFull(OSError):
 @contextlib.contextmanager
 def _disk_full_says(folder: Path, what: str, needs: Callable[[], int] | None = None):
     """Turn the disk running out of space in the block, which writes ``what`` into ``folder``,
-    into :class:`DiskFull`; ``needs()`` estimates the bytes that takes."""
+    into :class:`DiskFull`; ``needs()``: at most how many bytes that takes."""
     try:
         yield
     except Exception as exc:
         if not _out_of_space(exc):
             raise
         free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
-        need = f" (about {_mib(needs())})" if needs is not None else ""
+        need = f" (up to {_mib(needs())})" if needs is not None else ""
         raise DiskFull(f"no space left on the disk of {folder} for {what}{need}: {_mib(free)} free; free some "
                        "space or choose another --out (earlier outputs were left as they were)") from None
 
@@ -501,7 +501,8 @@ def _out_of_space(exc: Exception) -> bool:
 
 
 def _counts_bytes(model, device: torch.device, rows: int, args) -> int:
-    """The size of the counts of ``model``'s summary layers for ``rows`` classes: of each checkpoint."""
+    """The size of the counts of ``model``'s summary layers for ``rows`` classes: at most what a
+    checkpoint takes (saves store them compactly)."""
     from .discovery import discover
     from .result import SummitResult
 
