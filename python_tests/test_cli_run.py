@@ -1,8 +1,12 @@
 """``summit-fast run`` on tiny synthetic image folders (a few PNGs, ResNet-18 with seeded random
 weights): sharding under torchrun, labels, checkpoints (resume, image changes, removal),
-unreadable images, wrong weights, argument errors and what the command prints."""
+unreadable images, wrong weights, argument errors and what the command prints; and what it
+writes (tests of that run TinyInception instead): patches of the graphs' channels, one run per
+--out at a time, a full disk, Ctrl-C, the temporaries of killed runs."""
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,13 +18,16 @@ import torch
 import summit_fast
 from summit_fast import SummitResult
 from summit_fast.cli import main
+from summit_fast._lock import exclusive
+from summit_fast.aggregate import Aggregator
 from summit_fast.cli_run import plan_labels
 from summit_fast.models.loading import state_dict_mismatch
-from summit_fast.images import ImageFolderDataset, ImageLoader
+from summit_fast.images import ImageFolderDataset, ImageLoader, Preprocess
 from summit_fast.models import resnet18
 
 from cli_command import run_cli
 from image_folders import write_images
+from patch_files import example_patches, patches
 from result_compare import assert_same_counts
 from tiny_models import TinyInception
 
@@ -37,6 +44,22 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by its relative path, with its contents."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def ckpt_result(rank_dir: Path) -> SummitResult:
     """The latest checkpoint in ``rank_dir``."""
     return SummitResult.load(rank_dir / (rank_dir / "LATEST").read_text())
@@ -51,6 +74,29 @@ def resnet18_seeded():
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """``run``'s model replaced by a seeded TinyInception (9x9 input, 5 outputs): for tests of what
+    the command writes, which need no real network. Returns the replacement of ``load_model``."""
+    def load(name, weights, tf_padding=False):
+        torch.manual_seed(0)
+        model = TinyInception()
+        model.PREPROCESS = Preprocess(9, 1.0, True, (127.5,) * 3, (127.5,) * 3)
+        return model.eval()
+
+    monkeypatch.setattr("summit_fast.cli_run.load_model", load)
+    return load
+
+
+@pytest.fixture
+def earlier(tiny, images, tmp_path, capsys):
+    """The --out of a completed run (one example per channel), and its files."""
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "--images", images, "--out", out, "--examples", "1")
+    assert code == 0, err
+    return out, files(out)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +133,7 @@ def test_torchrun_shards_and_equals_one_process(images, single, tmp_path):
         ids = torch.cat([s["image"].flatten() for s in shard.examples.values()])
         assert bool((ids % 2 == rank).all())
     assert SummitResult.merge(shards) == result
-    assert len(list((out / "viewer" / "examples").rglob("*.jpg"))) == \
-        sum(int((s["image"] >= 0).sum()) for s in result.examples.values())
+    assert patches(out / "viewer") == example_patches(result, out / "viewer")
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -152,7 +197,9 @@ def test_rerun_resumes_changed_images_start_afresh_and_success_removes_checkpoin
     args = ("--images", images, "--out", out, "--examples", "0")
     code, stdout, err = cli(capsys, *args, "--keep-checkpoints")
     assert code == 0, err
-    assert "resumed" not in stdout and f"checkpoints kept in {out / 'checkpoints'} (--keep-checkpoints)" in stdout
+    kept = sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file())
+    assert "resumed" not in stdout
+    assert f"checkpoints kept in {out / 'checkpoints'} ({mib(kept)}; --keep-checkpoints)" in stdout
     first = SummitResult.load(out / "result")
     (folder,) = (out / "checkpoints").iterdir()
 
@@ -301,15 +348,21 @@ def test_help_gives_defaults():
     assert "else PCA (default auto)" in text and "--keep-checkpoints" in text and "--skip-unreadable" in text
 
 
-def test_summary_says_where_everything_went_and_warns_once_about_random_weights(single):
+def test_summary_says_where_everything_went_how_big_and_warns_once_about_random_weights(single):
     out, stdout, stderr = single
-    patches = list((out / "viewer" / "examples").rglob("*.jpg"))
-    mib = sum(p.stat().st_size for p in patches) / 2**20
-    assert f"viewer: {out / 'viewer'} (attribution graphs of 2 classes in {out / 'viewer' / 'ag'})" in stdout
-    assert f"dataset-example patches: {len(patches)} ({mib:.1f} MiB) in {out / 'viewer' / 'examples'}" in stdout
-    assert f"summit-fast view {out / 'viewer'}" in stdout
+    viewer, examples = out / "viewer", out / "viewer" / "examples"
+    patch_bytes = sum(p.stat().st_size for p in examples.rglob("*.jpg"))
+    viewer_bytes = sum(p.stat().st_size for p in viewer.rglob("*") if p.is_file()) - patch_bytes
+    result_bytes = sum(p.stat().st_size for p in (out / "result").iterdir())
+    assert f"result: {out / 'result'} ({mib(result_bytes)}: the counts of 6 images in 2 classes)" in stdout
+    assert f"viewer: {viewer} ({mib(viewer_bytes)} without the patches; attribution graphs of 2 classes in " \
+           f"{viewer / 'ag'})" in stdout
+    assert f"dataset-example patches: {len(patches(viewer))} ({mib(patch_bytes)}) in {examples}, of the channels in " \
+           "the graphs (--all-patches: of every channel)" in stdout
+    assert f"summit-fast view {viewer}" in stdout
     assert stderr.count("no --weights given: resnet18 has random weights (seed 0)") == 1
     assert not (out / "checkpoints").exists() and "removed the checkpoints" in stdout
+    assert sorted(os.listdir(out)) == ["result", "viewer"]  # no lock file, no temporaries
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
@@ -318,3 +371,143 @@ def test_a_cuda_device_without_cuda_is_one_line(tmp_path, capsys, images):
     assert code == 1 and "Traceback" not in err
     assert err.startswith("summit-fast run: error: device 'cuda': CUDA is not available here: ")
     assert not (tmp_path / "out").exists()
+
+
+# -- what it writes -------------------------------------------------------------------------
+def test_patches_are_those_of_the_graphs_channels_unless_all_patches(tiny, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "--images", images, "--out", out, "--examples", "2")
+    assert code == 0, err
+    result, viewer = SummitResult.load(out / "result"), out / "viewer"
+    written = patches(viewer)
+    assert written == example_patches(result, viewer) and written < example_patches(result)
+    assert f"dataset-example patches: {len(written)} (" in stdout and "of the channels in the graphs" in stdout
+
+    code, stdout, err = cli(capsys, "--images", images, "--out", out, "--examples", "2", "--all-patches")
+    assert code == 0, err
+    assert patches(viewer) == example_patches(SummitResult.load(out / "result"))
+    assert "of every channel (--all-patches)" in stdout
+
+
+def test_a_second_run_on_the_same_out_stops_at_once_naming_the_first(tiny, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    theirs = out / "checkpoints" / "images-0123456789abcdef" / "rank-0-of-1"
+    theirs.mkdir(parents=True)
+    with exclusive(out / ".lock", f"--out {out}", "summit-fast run", "wait"):
+        code, stdout, err = cli(capsys, "--images", images, "--out", out, "--examples", "0")
+        assert code == 1 and stdout == ""
+        assert err == (f"summit-fast run: error: --out {out} is in use by another summit-fast run (PID {os.getpid()}); "
+                       "wait for it to finish, or choose another --out\n")
+        assert theirs.is_dir() and sorted(os.listdir(out)) == [".lock", "checkpoints"]
+    code, _, err = cli(capsys, "--images", images, "--out", out, "--examples", "0")
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ["result", "viewer"]
+
+
+# What safetensors (0.8) raises when the disk fills up while it writes a file.
+SAFETENSORS_ENOSPC = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+@pytest.mark.parametrize("stage", ["checkpoint", "result", "viewer"])
+def test_a_full_disk_is_one_line_and_leaves_the_earlier_outputs(stage, earlier, images, monkeypatch, capsys):
+    import PIL.Image
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    out, before = earlier
+    save_file = safetensors.torch.save_file
+
+    def save_until_full(tensors, path, *args, **kwargs):
+        inside = Path(path).relative_to(out).parts[0]  # checkpoints, or result or a temporary of it
+        if stage == "checkpoint" and inside == "checkpoints" or stage == "result" and "result" in inside:
+            raise SafetensorError(SAFETENSORS_ENOSPC)
+        return save_file(tensors, path, *args, **kwargs)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_until_full)
+    if stage == "viewer":
+        monkeypatch.setattr(PIL.Image.Image, "save", no_space)
+    code, stdout, err = cli(capsys, "--images", images, "--out", out, "--examples", "1")
+    counts = mib(SummitResult.load(out / "result").nbytes)
+    errors = [line for line in err.splitlines() if "warning:" not in line]
+    assert code == 1 and len(errors) == 1, err
+    where = {"checkpoint": f"{out / 'checkpoints'}{os.sep}images-",
+             "result": f"{out / 'result'} for the result (up to {counts}): ",
+             "viewer": f"{out / 'viewer'} for the viewer folder: "}[stage]
+    assert errors[0].startswith(f"summit-fast run: error: no space left on the disk of {where}")
+    if stage == "checkpoint":
+        assert f" for a checkpoint of the counts (up to {counts}): " in errors[0]
+    assert errors[0].endswith(" MiB free; free some space or choose another --out (earlier outputs were left as "
+                              "they were)")
+    after = files(out)
+    assert {k: v for k, v in after.items() if not k.startswith("checkpoints/")} == before
+    assert sorted(os.listdir(out)) == ["checkpoints", "result", "viewer"]  # none of its temporaries
+
+
+def test_ctrl_c_says_how_far_it_got_and_leaves_no_temporaries(tiny, images, tmp_path, monkeypatch, capsys):
+    out, update = tmp_path / "out", Aggregator.update
+    calls = 0
+
+    def interrupted_at_the_third(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return update(self, *args, **kwargs)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def interrupted_cli(*args):
+        try:
+            return cli(capsys, *args)
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C escaped summit-fast run")
+
+    args = ("--images", images, "--out", out, "--examples", "1")
+    monkeypatch.setattr(Aggregator, "update", interrupted_at_the_third)
+    code, _, err = interrupted_cli(*args)
+    assert code == 130
+    assert err.splitlines()[-1] == ("summit-fast run: interrupted after 2 of 6 images; re-running the same command "
+                                    "resumes from the last checkpoint")
+    assert os.listdir(out) == ["checkpoints"]
+
+    monkeypatch.setattr(Aggregator, "update", update)
+    code, stdout, err = cli(capsys, *args)
+    assert code == 0, err
+    assert "2 of 6 batches done" in stdout
+    before = files(out)
+
+    monkeypatch.setattr("summit_fast.patches.receptive_fields", ctrl_c)  # while writing the viewer folder
+    code, _, err = interrupted_cli(*args)
+    assert code == 130 and err.splitlines()[-1].startswith("summit-fast run: interrupted after 6 of 6 images; ")
+    assert {k: v for k, v in files(out).items() if not k.startswith("checkpoints/")} == before
+    assert sorted(os.listdir(out)) == ["checkpoints", "result", "viewer"]
+
+
+def test_a_run_puts_back_and_removes_what_killed_runs_left(tiny, earlier, images, monkeypatch, capsys):
+    out, before = earlier
+    dead, alive = dead_pid(), os.getppid()
+    os.rename(out / "result", out / f".result.old-{dead}")  # killed between the two renames of the result
+    stale = [out / f".result.new-{dead}", out / f".patches-{dead}", out / f".checkpoints.discard-{dead}",
+             out / f".viewer.new-{dead}", out / f".viewer.export-{dead}", out / f".viewer.old-{dead}"]
+    running = out / f".patches-{alive}"  # another process's, at work
+    for folder in (*stale, running):
+        folder.mkdir()
+
+    def fails(*args):
+        raise ValueError("no model")
+
+    monkeypatch.setattr("summit_fast.cli_run.load_model", fails)  # the run stops after its clean-up
+    code, _, err = cli(capsys, "--images", images, "--out", out)
+    assert code == 1 and err.endswith("error: no model\n")
+    assert files(out) == before and sorted(os.listdir(out)) == [running.name, "result", "viewer"]
+
+    (out / "viewer" / f".ag.old-{dead}").mkdir()  # what earlier versions of export left in the viewer folder
+    monkeypatch.setattr("summit_fast.cli_run.load_model", tiny)
+    code, _, err = cli(capsys, "--images", images, "--out", out, "--examples", "1")
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == [running.name, "result", "viewer"]
+    assert sorted(os.listdir(out / "viewer")) == ["ag", "classes.json", "examples", "summit_fast.json"]

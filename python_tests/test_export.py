@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 import torch
 
 import summit_fast
+from summit_fast._lock import exclusive
 from summit_fast.cli import main as cli_main
 from summit_fast.export import class_embedding, export, schema
 from summit_fast.graph import build_graphs, class_graph
@@ -285,6 +288,122 @@ def test_rewrite_keeps_other_files_and_failure_leaves_previous_export(digits_res
     assert read(out / "summit_fast.json")["class_names"][0] == "n0"
     assert (out / "feature-vis" / "block1-0-channel.jpg").read_bytes() == b"jpg"
     assert sorted(p.name for p in out.iterdir()) == ["ag", "classes.json", "feature-vis", "summit_fast.json"]
+
+
+class Killed(BaseException):
+    """What a test raises where a kill -9 would stop the process."""
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def die_at_step(monkeypatch, step: int) -> None:
+    """Make this process "die" at its ``step``-th rename or folder removal (1-based): that one and
+    every later one raises :class:`Killed` and does nothing, so the disk is left as a kill at
+    that point leaves it; the temporaries it makes are named by the PID of an ended process."""
+    calls = 0
+
+    def dying(real):
+        def call(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls >= step:
+                raise Killed
+            return real(*args, **kwargs)
+        return call
+
+    for module, name in ((os, "rename"), (os, "replace"), (shutil, "rmtree")):
+        monkeypatch.setattr(module, name, dying(getattr(module, name)))
+    monkeypatch.setattr(os, "getpid", lambda pid=dead_pid(): pid)
+
+
+def files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("step", range(1, 7))
+def test_a_reexport_killed_at_any_step_leaves_one_whole_version(digits_result, tmp_path, monkeypatch, step):
+    """Killed at any point, a re-export leaves the old or the new folder whole (or, between its
+    two renames, no folder and the old one whole beside it), and the next export starts from a
+    whole version, even one that then fails: never new graphs beside old classes.json."""
+    def names(prefix):
+        return [f"{prefix}{k}" for k in range(K)]
+
+    work = tmp_path / "work"
+    out = export(digits_result, work / "out", embedding="pca", class_names=names("old "))
+    (out / "feature-vis").mkdir()
+    (out / "feature-vis" / "block1-0-channel.jpg").write_bytes(b"jpg")
+    old = files(out)
+    new = {**files(export(digits_result, tmp_path / "new", embedding="pca", class_names=names("new "))),
+           "feature-vis/block1-0-channel.jpg": b"jpg"}
+    assert old != new
+
+    die_at_step(monkeypatch, step)
+    try:
+        export(digits_result, out, embedding="pca", class_names=names("new "))
+    except Killed:
+        pass
+    monkeypatch.undo()
+    if out.exists():
+        assert files(out) in (old, new)
+    else:  # killed between the two renames
+        (kept,) = work.glob(".out.old-*")
+        assert files(kept) == old
+
+    monkeypatch.setattr("summit_fast.export.class_embedding", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        export(digits_result, out, embedding="pca")
+    assert files(out) in (old, new)
+    assert os.listdir(work) == ["out"] and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_stale_temporaries_of_ended_processes_are_removed(digits_result, tmp_path):
+    out = export(digits_result, tmp_path / "out", embedding="pca")
+    dead, alive = dead_pid(), os.getppid()
+    stale = [tmp_path / f".out.export-{dead}", tmp_path / f".out.new-{dead}", tmp_path / f".out.old-{dead}",
+             out / f".ag.old-{dead}"]
+    running = [tmp_path / f".out.export-{alive}", out / f".ag.old-{alive}"]
+    for folder in stale + running:
+        (folder / "ag").mkdir(parents=True)
+    export(digits_result, out, embedding="pca")
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in running)  # another process's, at work
+
+
+def test_a_second_export_to_the_same_folder_stops_naming_the_first(digits_result, tmp_path, capsys):
+    digits_result.save(tmp_path / "result")
+    out = tmp_path / "out"
+    with exclusive(tmp_path / ".out.lock", str(out), "summit_fast export", "wait"):
+        code = cli_main(["export", str(tmp_path / "result"), "--out", str(out), "--embedding", "pca"])
+        assert code == 1 and not out.exists()
+        assert capsys.readouterr().err == (f"summit-fast export: error: {out} is in use by another summit_fast export "
+                                           f"(PID {os.getpid()}); wait for it to finish, or export elsewhere\n")
+    assert cli_main(["export", str(tmp_path / "result"), "--out", str(out), "--embedding", "pca"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["out", "result"]  # the lock file goes with its holder
+
+
+def test_ctrl_c_during_cli_export_is_one_line_and_leaves_the_earlier_export(digits_result, tmp_path, monkeypatch,
+                                                                            capsys):
+    digits_result.save(tmp_path / "result")
+    out = export(digits_result, tmp_path / "out", embedding="pca")
+    before = files(out)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("summit_fast.export.iter_graphs", ctrl_c)
+    try:
+        code = cli_main(["export", str(tmp_path / "result"), "--out", str(out), "--embedding", "pca"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped summit-fast export")
+    assert code == 130 and capsys.readouterr().err == (
+        f"summit-fast export: interrupted; {out} holds a whole export (the earlier one, unless the new one was "
+        "already in place)\n")
+    assert files(out) == before and sorted(os.listdir(tmp_path)) == ["out", "result"]
 
 
 def test_refuses_to_overwrite_a_foreign_folder(digits_result, tmp_path):

@@ -13,6 +13,7 @@ from summit_fast.images import ImageFolderDataset
 from summit_fast.models import mobilenet_v2
 
 from cli_command import run_cli
+from patch_files import example_patches, patches
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WEIGHTS = DATA / "models" / "converted" / "mobilenet_v2_1.0_224_quant.torchvision_layout.pt"
@@ -90,7 +91,6 @@ def test_dataset_examples_match_a_recomputation(run, model, dataset):
                 torch.testing.assert_close(plane.max(), state["value"][channel, 0])
         finally:
             hook.remove()
-    patches = list((out / "viewer" / "examples").rglob("*.jpg"))
-    assert len(patches) == sum(int((s["image"] >= 0).sum()) for s in result.examples.values())
+    assert patches(out / "viewer") == example_patches(result, out / "viewer")  # of the channels in the graphs
     index = json.loads((out / "viewer" / "summit_fast.json").read_text())
     assert index["images"]["dataset_examples"] == "examples/{layer}/{channel}-{i}.jpg"

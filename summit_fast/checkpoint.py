@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ._staging import process_alive, remove
 from ._text import differing_keys, shown
 from .result import _MANIFEST_FILE, ResultFormatError, SummitResult, _atomic_write, _sha256
 
@@ -308,7 +309,7 @@ class Checkpointer:
             _atomic_write(tmp / _STATE, lambda path: path.write_text(text))
             # One of this name is left by a run killed before making it the latest: it may hold
             # other batches than these.
-            _remove(final)
+            remove(final)
             os.replace(tmp, final)
         except BaseException:  # Ctrl-C included: no half-written folder stays behind
             shutil.rmtree(tmp, ignore_errors=True)
@@ -341,9 +342,9 @@ class Checkpointer:
             return
         for entry in self.directory.iterdir():
             temporary = _TEMPORARY.fullmatch(entry.name)
-            if ((temporary and not _process_alive(int(temporary.group(1))))
+            if ((temporary and not process_alive(int(temporary.group(1))))
                     or (keep is not None and entry.name != keep and _CHECKPOINT.fullmatch(entry.name))):
-                _remove(entry)
+                remove(entry)
 
 
 def _checksum(state: dict) -> str:
@@ -368,24 +369,3 @@ def _read_state(folder: Path) -> tuple[int, dict, Stream, dict | None]:
         raise ValueError(f"batches_done {batches_done!r} disagrees with the folder name or the stream of "
                          f"{stream.batches} batches")
     return batches_done, dict(state["fingerprint"]), stream, state.get("loader_state")
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
-    if pid <= 0:  # os.kill(0, ...) would address this process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
-
-
-def _remove(entry: Path) -> None:
-    """Remove a folder, file or symbolic link (not what it points to); gone already is fine."""
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry, ignore_errors=True)
-    else:
-        entry.unlink(missing_ok=True)

@@ -1,7 +1,12 @@
-"""``summit-fast export RESULT_DIR --out DIR``: attribution graphs and the viewer's JSON for a saved result."""
+"""``summit-fast export RESULT_DIR --out DIR``: attribution graphs and the viewer's JSON for a saved result.
+
+DIR is replaced as a whole once the new export is complete (other files in it are kept), so a
+failed or interrupted export leaves the earlier one; one export at a time writes to a DIR.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -28,7 +33,12 @@ def run(args) -> int:
 
     result = SummitResult.load(args.result)
     names = read_class_names(args.class_names) if args.class_names else None
-    out = export(result, args.out, class_names=names, embedding=args.embedding,
-                 feature_vis=args.feature_vis, dataset_examples=args.dataset_examples)
+    try:
+        out = export(result, args.out, class_names=names, embedding=args.embedding,
+                     feature_vis=args.feature_vis, dataset_examples=args.dataset_examples)
+    except KeyboardInterrupt:  # the folder is replaced as a whole: nothing half-written to report
+        print(f"summit-fast export: interrupted; {args.out} holds a whole export (the earlier one, unless the new "
+              "one was already in place)", file=sys.stderr, flush=True)
+        return 130
     print(f"wrote {result.num_classes} class graphs to {out}; view them with: summit-fast view {out}", flush=True)
     return 0

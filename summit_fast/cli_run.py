@@ -8,8 +8,14 @@ model's classes, so no accuracy or confusion is computed (a warning says so).
 
 Checkpoints go to OUT/checkpoints, in a sub-folder per list of image files (their paths, sizes
 and modification times), labels and batch size: a run with the same model, options and images
-resumes where an interrupted one stopped; changed images start afresh. They are removed once
-the result and the viewer folder are written, unless --keep-checkpoints is given.
+resumes where an interrupted one stopped (Ctrl-C says how far it got); changed images start
+afresh. They are removed once the result and the viewer folder are written, unless
+--keep-checkpoints is given.
+
+OUT/result and OUT/viewer are each replaced as a whole once the new one is complete: a failed
+or killed run (a full disk included) leaves the previous ones as they were. One run at a time
+writes to an OUT: it holds OUT/.lock, and a second run on the same OUT stops at once, naming
+the first's PID.
 
 Under torchrun (torchrun --nproc_per_node=N -m summit_fast.cli run ...) every process joins the
 process group (gloo on CPU, NCCL on GPUs with one GPU per process), aggregates its shard of the
@@ -20,17 +26,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ._staging import recover, remove_stale, replacing, temporary
 from ._text import few
+from .images import ImageLoader
 from .models.loading import MODELS, RANDOM_WEIGHTS_SEED, load_model
 from .result import COUNT_DTYPES
 
@@ -99,6 +109,9 @@ def register(subparsers) -> None:
                    help="run the model in channels_last memory format (faster convs on GPUs)")
     p.add_argument("--examples", type=_int_at_least(0), default=10, metavar="N",
                    help="dataset examples per channel (default 10; 0: none)")
+    p.add_argument("--all-patches", action="store_true",
+                   help="write the dataset-example patches of every channel (default: only of the channels that "
+                        "are nodes of some attribution graph, the only ones the viewer shows)")
     p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto",
                    help="how the viewer's map places the classes: umap (needs umap-learn), pca, or auto: UMAP when "
                         "umap-learn is installed and there are more than 15 classes, else PCA (default auto)")
@@ -183,12 +196,64 @@ def plan_labels(dataset, outputs: int | None) -> LabelPlan:
 # -- the command ----------------------------------------------------------------------------
 def run(args) -> int:
     from .aggregate import resolve_device
-    from .distributed import torchrun_process_group
+    from .distributed import rank_and_world_size, torchrun_process_group
 
     _check_paths(args)  # before anything slow
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with torchrun_process_group(device) as device:
-        return _run(args, device)
+    progress = _Progress()
+    with torchrun_process_group(device) as device, _lock_out(args.out):
+        try:
+            return _run(args, device, progress)
+        except KeyboardInterrupt:  # Ctrl-C: every temporary is gone (removed on the way out)
+            if rank_and_world_size()[0] == 0:
+                print(f"summit-fast run: {progress.interrupted()}", file=sys.stderr, flush=True)
+            return 130
+
+
+def _lock_out(out: Path):
+    """Rank 0's exclusive lock on ``out`` for the run (the other ranks write only their own
+    checkpoint folders)."""
+    from ._lock import exclusive
+    from .distributed import rank_and_world_size
+
+    if rank_and_world_size()[0] != 0:
+        return contextlib.nullcontext()
+    return exclusive(out / ".lock", f"--out {out}", "summit-fast run", "wait for it to finish, or choose another --out")
+
+
+@dataclass
+class _Progress:
+    """How far a run got, for the message of an interrupted one: the images of the batches
+    aggregate has finished (this process's share under torchrun), of how many."""
+
+    images: int = 0
+    total: int | None = None
+
+    def interrupted(self) -> str:
+        if self.total is None:
+            return "interrupted before counting began"
+        return (f"interrupted after {self.images} of {self.total} images; re-running the same command resumes "
+                "from the last checkpoint")
+
+
+class _CountingLoader(ImageLoader):
+    """An :class:`ImageLoader` that keeps ``progress.images`` up to date: aggregate asks for a
+    batch only once it has counted the one before."""
+
+    def __init__(self, dataset, progress: _Progress, **options):
+        super().__init__(dataset, **options)
+        self.progress = progress
+        progress.total = len(self.sampler) if self.sampler is not None else len(dataset)
+
+    def batches_from(self, start: int):
+        self._done(start)
+        for batch in super().batches_from(start):
+            yield batch
+            start += 1
+            self._done(start)  # the next batch is asked for: this one is counted
+
+    def _done(self, batches: int) -> None:
+        self.progress.images = min(batches * self.batch_size, self.progress.total)
 
 
 def _check_paths(args) -> None:
@@ -201,32 +266,39 @@ def _check_paths(args) -> None:
         raise FileNotFoundError(f"--weights {args.weights}: no such file")
 
 
-def _run(args, device: torch.device) -> int:
+def _run(args, device: torch.device, progress: _Progress) -> int:
     from .aggregate import aggregate
     from .checkpoint import CheckpointMismatch
     from .distributed import ShardSampler, rank_and_world_size, rank_directory
-    from .images import ImageFolderDataset, ImageLoader, UnreadableImageError
+    from .images import ImageFolderDataset, UnreadableImageError
 
     rank, world_size = rank_and_world_size()
     main = rank == 0  # the one that speaks and writes the outputs
+    if main:  # what killed runs left (all of them: this one holds OUT's lock)
+        recover(args.out / "result")
+        recover(args.out / "viewer")
+        remove_stale(args.out, ["patches", f"{CHECKPOINTS}.discard"])
     if args.weights is None and main:
         _warn(f"no --weights given: {args.model} has random weights (seed {RANDOM_WEIGHTS_SEED}), so this is the "
               "summary of an untrained network")
     model = load_model(args.model, args.weights, args.tf_padding).to(device)
     dataset = ImageFolderDataset(args.images, model.PREPROCESS, labels=args.labels)
     # Only ImageNet labels and predictions depend on the model's classes (a forward pass to count them).
-    plan = plan_labels(dataset, model_outputs(model, device) if dataset.label_mode != "folders" else None)
+    outputs = model_outputs(model, device) if dataset.label_mode != "folders" else None
+    plan = plan_labels(dataset, outputs)
     if plan.warning and main:
         _warn(plan.warning)
     root = args.out / CHECKPOINTS
     checkpoint_dir = _checkpoint_folder(root, dataset, f"batch size {args.batch_size}\n{model.PREPROCESS!r}",
                                         args.fresh, main)
-    loader = ImageLoader(dataset, batch_size=args.batch_size, sampler=ShardSampler(dataset),
-                         num_workers=args.workers, pin_memory=device.type == "cuda",
-                         skip_unreadable=args.skip_unreadable)
+    loader = _CountingLoader(dataset, progress, batch_size=args.batch_size, sampler=ShardSampler(dataset),
+                             num_workers=args.workers, pin_memory=device.type == "cuda",
+                             skip_unreadable=args.skip_unreadable)
+    rows = len(plan.classes) if plan.classes is not None else outputs
     started = time.perf_counter()
     try:
-        with _report_resume(len(loader), main):
+        with _report_resume(len(loader), main), _disk_full_says(
+                checkpoint_dir, "a checkpoint of the counts", lambda: _counts_bytes(model, device, rows, args)):
             result = aggregate(model, loader, backend=args.backend, device=device, examples=args.examples,
                                classes=plan.classes, num_classes=plan.num_classes, class_names=plan.names,
                                label_source=plan.label_source, predictions=plan.accuracy,
@@ -257,21 +329,44 @@ def _run(args, device: torch.device) -> int:
               f"{few(skipped)}")
     if plan.accuracy:
         print(f"top-1 accuracy: {result.top1_accuracy_overall:.4f}", flush=True)
-    result_dir = result.save(args.out / "result")
-    viewer_dir, patches, patch_bytes = _write_viewer(result, model, dataset, args, device)
-    print(f"result: {result_dir}", flush=True)
-    print(f"viewer: {viewer_dir} (attribution graphs of {result.num_classes} classes in {viewer_dir / 'ag'})",
-          flush=True)
-    if args.examples:
-        print(f"dataset-example patches: {patches} ({patch_bytes / 2**20:.1f} MiB) in {viewer_dir / 'examples'}",
-              flush=True)
+    with _disk_full_says(args.out / "result", "the result", lambda: result.nbytes), \
+            replacing(args.out / "result") as staged:
+        result.save(staged)
+        viewer_dir = _write_viewer(result, model, dataset, args, device)  # before the result is replaced
+    _report_sizes(result, args, viewer_dir)
     if args.keep_checkpoints:
-        print(f"checkpoints kept in {root} (--keep-checkpoints)", flush=True)
+        print(f"checkpoints kept in {root} ({_mib(_bytes(root))}; --keep-checkpoints)", flush=True)
     else:
         _discard(root)
         print(f"removed the checkpoints in {root} (--keep-checkpoints keeps them)", flush=True)
     print(f"open the viewer: summit-fast view {viewer_dir}", flush=True)
     return 0
+
+
+def _report_sizes(result, args, viewer_dir: Path) -> None:
+    """Say where the result, the viewer folder and the patches went, and their sizes."""
+    from .patches import FOLDER
+
+    examples = viewer_dir / FOLDER
+    patch_bytes = _bytes(examples)
+    print(f"result: {args.out / 'result'} ({_mib(_bytes(args.out / 'result'))}: the counts of {result.num_images} "
+          f"images in {result.num_classes} classes)", flush=True)
+    print(f"viewer: {viewer_dir} ({_mib(_bytes(viewer_dir) - patch_bytes)} without the patches; attribution graphs "
+          f"of {result.num_classes} classes in {viewer_dir / 'ag'})", flush=True)
+    if args.examples:
+        which = "every channel (--all-patches)" if args.all_patches else \
+            "the channels in the graphs (--all-patches: of every channel)"
+        print(f"dataset-example patches: {sum(1 for _ in examples.rglob('*.jpg'))} ({_mib(patch_bytes)}) in "
+              f"{examples}, of {which}", flush=True)
+
+
+def _bytes(folder: Path) -> int:
+    """The size of the files in ``folder`` and its sub-folders."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _warn(message: str) -> None:
@@ -281,7 +376,7 @@ def _warn(message: str) -> None:
 def _discard(folder: Path) -> None:
     """Remove ``folder`` atomically: renamed first, so that an interruption never leaves a
     half-deleted checkpoint that a later run would find damaged; gone already is fine."""
-    doomed = folder.parent / f".{folder.name}.discard-{os.getpid()}"
+    doomed = temporary(folder.parent, f"{folder.name}.discard")
     try:
         os.replace(folder, doomed)
     except FileNotFoundError:  # another rank sharing the disk got there first
@@ -357,29 +452,61 @@ def _all_skipped(loader, dataset) -> list[str]:
     return [str(dataset.paths[i]) for i in sorted(indices)]
 
 
-def _write_viewer(result, model, dataset, args, device) -> tuple[Path, int, int]:
-    """Export ``result`` to OUT/viewer with its dataset-example patches; returns the folder, the
-    number of patches and their bytes. The patches are written to a staging folder and moved in
-    after the (atomic) export, replacing any of an earlier run, so a failure leaves no mixture."""
+def _write_viewer(result, model, dataset, args, device) -> Path:
+    """Export ``result`` to OUT/viewer with its dataset-example patches, written into the new
+    folder before it replaces the old one (see :func:`summit_fast.export.export`); returns the folder."""
     from .export import export
-    from .patches import PATTERN, export_patches, receptive_fields
+    from .patches import FOLDER, PATTERN, export_patches, receptive_fields
 
-    examples = PATTERN.split("/", 1)[0]  # the folder the patches go to, inside the viewer folder
-    staging = args.out / f".patches-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / examples).mkdir(parents=True)
+    def write_patches(folder: Path, channels: dict[str, list[int]]) -> None:
+        fields = receptive_fields(model, result.layers, model.INPUT_SHAPE, device=device)
+        export_patches(result, fields, dataset.paths, model.PREPROCESS, folder, progress=not args.no_progress,
+                       channels=None if args.all_patches else channels)
+
+    with _disk_full_says(args.out / "viewer", "the viewer folder"):
+        return export(result, args.out / "viewer", embedding=args.embedding,
+                      dataset_examples=PATTERN if args.examples else None,
+                      write_images=write_patches if args.examples else None, replaces=[FOLDER])
+
+
+# -- a full disk ----------------------------------------------------------------------------
+class DiskFull(OSError):
+    """The disk ran out of space while the run wrote an output (one line: where, how much it
+    needs and how much is free; nothing it was writing replaced an earlier output)."""
+
+
+@contextlib.contextmanager
+def _disk_full_says(folder: Path, what: str, needs: Callable[[], int] | None = None):
+    """Turn the disk running out of space in the block, which writes ``what`` into ``folder``,
+    into :class:`DiskFull`; ``needs()``: at most how many bytes that takes."""
     try:
-        patches = 0
-        if args.examples:
-            fields = receptive_fields(model, result.layers, model.INPUT_SHAPE, device=device)
-            patches = export_patches(result, fields, dataset.paths, model.PREPROCESS, staging,
-                                     progress=not args.no_progress)
-        viewer_dir = export(result, args.out / "viewer", embedding=args.embedding,
-                            dataset_examples=PATTERN if args.examples else None)
-        shutil.rmtree(viewer_dir / examples, ignore_errors=True)
-        if args.examples:
-            os.replace(staging / examples, viewer_dir / examples)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    patch_bytes = sum(f.stat().st_size for f in (viewer_dir / examples).rglob("*") if f.is_file())
-    return viewer_dir, patches, patch_bytes
+        yield
+    except Exception as exc:
+        if not _out_of_space(exc):
+            raise
+        free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+        need = f" (up to {_mib(needs())})" if needs is not None else ""
+        raise DiskFull(f"no space left on the disk of {folder} for {what}{need}: {_mib(free)} free; free some "
+                       "space or choose another --out (earlier outputs were left as they were)") from None
+
+
+def _out_of_space(exc: Exception) -> bool:
+    """Whether ``exc`` says the disk is full: an OSError ENOSPC, or safetensors' SafetensorError,
+    which says so only in its message ("... No space left on device (os error 28)")."""
+    from safetensors import SafetensorError
+
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, SafetensorError) and f"(os error {errno.ENOSPC})" in str(exc)
+
+
+def _counts_bytes(model, device: torch.device, rows: int, args) -> int:
+    """The size of the counts of ``model``'s summary layers for ``rows`` classes: at most what a
+    checkpoint takes (saves store them compactly)."""
+    from .discovery import discover
+    from .result import SummitResult
+
+    with torch.inference_mode():
+        graph = discover(model, torch.zeros(1, *model.INPUT_SHAPE, device=device), model.SUMMARY_LAYERS)
+    specs = SummitResult.tensor_specs(graph, rows, args.examples, count_dtype=COUNT_DTYPES[args.count_dtype])
+    return sum(torch.Size(shape).numel() * dtype.itemsize for shape, dtype in specs.values())

@@ -21,9 +21,11 @@ scaled to unit length (so that it reflects the same cosine geometry), each layer
 to agree with the previous layer's so that switching layers moves points no more than the data
 does. A class without counts in a layer has no position there (``null``).
 
-The folder is written atomically: everything is staged in a hidden sibling folder and moved into
-place at the end, the index last, so a failed export leaves the previous contents as they were.
-Only the three entries above are replaced in an existing folder; other files (images) stay.
+The folder is replaced as a whole (:mod:`summit_fast._staging`): the new export is written into a
+hidden sibling folder, which then takes the old one's place, so a failed or killed export leaves
+the previous one as it was, never a mixture. Only the three entries above are replaced in an
+existing folder; other files (images) are carried over. One process at a time exports to a
+folder: it holds the lock file ``.NAME.lock`` beside it while it writes.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import string
+from collections.abc import Callable, Collection
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from ._lock import exclusive
+from ._staging import fsync_dir, remove_stale, replacing
 from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, iter_graphs
 from .result import SummitResult
 
@@ -60,7 +64,9 @@ def schema() -> dict:
 
 
 def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: list[str] | None = None,
-           embedding: str = "auto", feature_vis: str | None = None, dataset_examples: str | None = None) -> Path:
+           embedding: str = "auto", feature_vis: str | None = None, dataset_examples: str | None = None,
+           write_images: Callable[[Path, dict[str, list[int]]], object] | None = None,
+           replaces: Collection[str] = ()) -> Path:
     """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
 
     Args:
@@ -72,6 +78,15 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
         feature_vis: pattern of per-channel feature visualisations inside the folder, with
             ``{layer}`` and ``{channel}`` (e.g. ``"feature-vis/channel/{layer}-{channel}-channel.jpg"``).
         dataset_examples: pattern of dataset example images, with ``{layer}``, ``{channel}`` and ``{i}``.
+        write_images: a function called as ``write_images(folder, channels)`` to write image files
+            into the new folder before it replaces the old one (e.g. the dataset examples of
+            ``dataset_examples``); ``channels`` maps each layer to the channels that are nodes of
+            some exported graph (the channels whose images the viewer shows), ascending.
+        replaces: names of further entries of an existing ``out_dir`` that this export does not
+            keep (e.g. a folder of images of an earlier export); entries that ``write_images``
+            writes replace those of the same name anyway.
+
+    Raises :class:`summit_fast._lock.FolderBusy` if another process is exporting to ``out_dir``.
     """
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
@@ -79,30 +94,42 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     _check_pattern("dataset_examples", dataset_examples, ("layer", "channel", "i"))
     names = _class_names(result, class_names)
     out_dir = Path(out_dir)
-    _check_target(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "ag").mkdir(parents=True)
-    try:
-        embeds, method = class_embedding(result, embedding)  # first: it is the step likeliest to fail
-        _write_json(staging / CLASSES_FILE, class_list(result, names, embeds))
-        for graph in iter_graphs(result):
-            _write_json(staging / GRAPHS_PATTERN.format(c=graph.target_class), graph.to_summit())
-        index = {
-            "schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "generator": f"summit_fast {__version__}",
-            "num_classes": result.num_classes, "num_images": result.num_images,
-            "layers": result.layers, "channels": {l: result.graph.channels[l] for l in result.layers},
-            "class_names": names, "embedding": method, "params": result.params,
-            "predictions": _has_predictions(result),
-            "graph_params": {"tau": TAU, "tau_step": TAU_STEP, "alpha": ALPHA, "attr_channels": ATTR_TOP},
-            "images": {"feature_vis": feature_vis, "dataset_examples": dataset_examples},
-            "graphs": GRAPHS_PATTERN, "classes": CLASSES_FILE,
-        }
-        _write_json(staging / INDEX_FILE, index)
-        _commit(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    own = ("ag", CLASSES_FILE, INDEX_FILE)
+    with exclusive(out_dir.parent / f".{out_dir.name}.lock", str(out_dir), "summit_fast export",
+                   "wait for it to finish, or export elsewhere"):
+        _check_target(out_dir)
+        remove_stale(out_dir, ["ag.old"])  # what earlier versions' replacement of ag/ left, not to carry over
+        with replacing(out_dir, replaces=(*own, *replaces)) as staging:
+            channels = _write(result, staging, names, embedding, feature_vis, dataset_examples)
+            if write_images is not None:
+                write_images(staging, {layer: sorted(c) for layer, c in channels.items()})
     return out_dir
+
+
+def _write(result: SummitResult, folder: Path, names: list[str], embedding: str, feature_vis: str | None,
+           dataset_examples: str | None) -> dict[str, set[int]]:
+    """Write the export into the empty ``folder``; returns the channels of the graphs' nodes per layer."""
+    (folder / "ag").mkdir()
+    embeds, method = class_embedding(result, embedding)  # first: it is the step likeliest to fail
+    _write_json(folder / CLASSES_FILE, class_list(result, names, embeds))
+    channels = {layer: set() for layer in result.layers}
+    for graph in iter_graphs(result):
+        _write_json(folder / GRAPHS_PATTERN.format(c=graph.target_class), graph.to_summit())
+        for layer, nodes in graph.nodes.items():
+            channels[layer].update(node.channel for node in nodes)
+    fsync_dir(folder / "ag")
+    index = {
+        "schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "generator": f"summit_fast {__version__}",
+        "num_classes": result.num_classes, "num_images": result.num_images,
+        "layers": result.layers, "channels": {l: result.graph.channels[l] for l in result.layers},
+        "class_names": names, "embedding": method, "params": result.params,
+        "predictions": _has_predictions(result),
+        "graph_params": {"tau": TAU, "tau_step": TAU_STEP, "alpha": ALPHA, "attr_channels": ATTR_TOP},
+        "images": {"feature_vis": feature_vis, "dataset_examples": dataset_examples},
+        "graphs": GRAPHS_PATTERN, "classes": CLASSES_FILE,
+    }
+    _write_json(folder / INDEX_FILE, index)
+    return channels
 
 
 def _check_pattern(what: str, pattern: str | None, fields: tuple[str, ...]) -> None:
@@ -269,30 +296,3 @@ def _write_json(path: Path, value) -> None:
         json.dump(value, f, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _commit(staging: Path, out_dir: Path) -> None:
-    """Move the staged export into place: the whole folder when it is new, else entry by entry
-    (graphs first, index last), each by an atomic rename."""
-    _fsync_dir(staging / "ag")
-    _fsync_dir(staging)
-    if not out_dir.exists():
-        os.rename(staging, out_dir)
-        _fsync_dir(out_dir.parent)
-        return
-    old_graphs = out_dir / f".ag.old-{os.getpid()}"
-    if (out_dir / "ag").exists():
-        os.rename(out_dir / "ag", old_graphs)
-    os.rename(staging / "ag", out_dir / "ag")
-    os.replace(staging / CLASSES_FILE, out_dir / CLASSES_FILE)
-    os.replace(staging / INDEX_FILE, out_dir / INDEX_FILE)
-    _fsync_dir(out_dir)
-    shutil.rmtree(old_graphs, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

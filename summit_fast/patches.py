@@ -10,6 +10,7 @@ position (y, x) then maps to that box shifted by (y - y0, x - x0) times the stri
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn as nn
 
 PATTERN = "examples/{layer}/{channel}-{i}.jpg"
+FOLDER = PATTERN.split("/", 1)[0]  # the one entry of a viewer folder that holds the patches
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,26 @@ def receptive_fields(model: nn.Module, layers: list[str], input_shape, probes: i
 
 
 def export_patches(result, fields: dict[str, ReceptiveField], paths: list, preprocess, out_dir: str | os.PathLike,
-                   patch_size: int = 96, progress: bool = True) -> int:
+                   patch_size: int = 96, progress: bool = True,
+                   channels: Mapping[str, Iterable[int]] | None = None) -> int:
     """Crop every recorded dataset example of ``result`` from its original image file
     (``paths[image id]``) and write it to ``out_dir`` / :data:`PATTERN`; returns the count.
 
     ``preprocess`` (a :class:`summit_fast.images.Preprocess`) maps model-input pixels back to the
-    original image: its central crop box, scaled by ``preprocess.size``.
+    original image: its central crop box, scaled by ``preprocess.size``. ``channels``: only the
+    examples of these channels of each layer (e.g. the nodes of the attribution graphs, which are
+    the channels the viewer shows); default: of every channel.
     """
     from tqdm.auto import tqdm
 
     from .images import open_rgb
 
     out_dir = Path(out_dir)
+    wanted = {layer: range(state["image"].shape[0]) if channels is None else sorted(channels.get(layer, ()))
+              for layer, state in result.examples.items()}
     jobs = [(layer, c, i, int(state["image"][c, i]), int(state["y"][c, i]), int(state["x"][c, i]))
             for layer, state in result.examples.items()
-            for c in range(state["image"].shape[0]) for i in range(state["image"].shape[1])
+            for c in wanted[layer] for i in range(state["image"].shape[1])
             if int(state["image"][c, i]) >= 0]
     jobs.sort(key=lambda job: job[3])  # open each image file once
     written, image, image_id = 0, None, None
