@@ -122,7 +122,7 @@ def _images_kind(images: torch.Tensor) -> str | None:
 def _batch_bytes(images: torch.Tensor, labels, image_ids: torch.Tensor | None) -> dict[str, bytes]:
     """What identifies one batch, by aspect: its size; its labels and image ids (when the loader
     names its images); its images' dtype, shape and a sample of their values."""
-    flat = images.detach().reshape(images.shape[0], -1)
+    flat = images.detach().flatten(1)  # (B, rest); B may be 0 (a batch whose files were all skipped)
     n = min(_SAMPLE, flat.shape[1])
     columns = torch.arange(n, device=flat.device) * (flat.shape[1] - 1) // max(n - 1, 1)
     order = b"" if labels is None else _tensor_bytes(torch.as_tensor(labels).to(torch.int64))
