@@ -204,3 +204,11 @@ def test_imagenet_json_only_for_imagenet_classes(result, tmp_path):
     assert (folder / "imagenet.json").is_file()
     export(result, folder, embedding="pca", class_names=["a", "b", "c", "d"])  # not ImageNet's names
     assert not (folder / "imagenet.json").exists() and (folder / "classes.json").is_file()
+
+
+def test_a_folder_of_summits_own_data_is_not_overwritten(result, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "imagenet.json").write_text("[]")  # Summit's data, not an export of ours
+    with pytest.raises(ValueError, match=r"holds imagenet\.json but is not a summit_fast export"):
+        export(result, tmp_path / "data", embedding="pca")
+    assert (tmp_path / "data" / "imagenet.json").read_text() == "[]"
