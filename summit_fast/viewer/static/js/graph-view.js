@@ -7,7 +7,7 @@
 (function (SF) {
   "use strict";
 
-  const MARGIN = { top: 40, right: 40, bottom: 64, left: 90 };  // left: layer labels; bottom: the legend
+  const MARGIN = { top: 40, right: 40, bottom: 88, left: 90 };  // left: layer labels; bottom: the legend (two lines when comparing)
   const EDGE_WIDTH = [0.6, 7];
   const DURATION = 300;
 
