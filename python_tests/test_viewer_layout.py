@@ -254,3 +254,14 @@ def test_export_of_a_layer_subset_end_to_end(page, digits_result_dir, serve, tmp
         assert failed.returncode != 0
         assert failed.stderr.splitlines() == [f"summit-fast export: error: {message}"]
         assert not (tmp_path / "bad" / "summit_fast.json").exists()
+
+
+def test_run_refuses_an_unknown_layer_before_counting(tmp_path):
+    (tmp_path / "images").mkdir()
+    failed = run_cli("run", "--model", "mobilenet_v2", "--images", str(tmp_path / "images"), "--out",
+                     str(tmp_path / "out"), "--layers", "features.0,features.19", "--workers", "0", timeout=300)
+    assert failed.returncode != 0
+    assert failed.stderr.splitlines()[-1] == (
+        "summit-fast run: error: unknown layer(s) 'features.19'; the summary layers are "
+        + ", ".join(DEEP))
+    assert not (tmp_path / "out" / "result").exists() and not (tmp_path / "out" / "viewer").exists()
