@@ -71,7 +71,8 @@ def random_result(graph: ModelGraph, num_classes: int, seed: int, density: float
 # ---------------------------------------------------------------------------------------------
 # The oracle: SPEC.md C written out with dense loops and networkx
 # ---------------------------------------------------------------------------------------------
-def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: float = 0.005):
+def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: float = 0.005,
+                    chosen: list[str] | None = None):
     graph = result.graph
     layers = graph.layers
     excluded = {l: set(v) for l, v in result.params.get("excluded", {}).items()}
@@ -86,7 +87,7 @@ def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: flo
         inner = widest(e.source, prev)
         return np.max(np.minimum(counts[conv][:, :, None], inner[None, :, :]), axis=1)
 
-    g = nx.Graph()
+    full_edges = {}  # full layer index -> {(j, i): weight} of its edges from the layer before
     for li in range(1, len(layers)):
         layer, prev = layers[li], layers[li - 1]
         writers = [e for e in graph.edges if e.target == layer]
@@ -107,8 +108,20 @@ def reference_graph(result: SummitResult, c: int, tau0: float = 0.075, step: flo
                     row = sorted(row, key=lambda t: (-t[0], t[1]))[:n]
                 for wt, i in row:
                     weights[(j, i)] = max(weights.get((j, i), 0), wt)
+        full_edges[li] = weights
+    index = [layers.index(l) for l in (chosen or layers)]
+    g = nx.Graph()
+    for p in range(1, len(index)):
+        weights = full_edges[index[p - 1] + 1]
+        for li in range(index[p - 1] + 2, index[p] + 1):  # widest paths through the layers left out
+            targets = {j for j, _ in full_edges[li]}
+            weights = {(j, i): max(min(w_jm, weights.get((m, i), 0)) for (jj, m), w_jm in full_edges[li].items()
+                                   if jj == j)
+                       for j in targets for i in range(graph.channels[layers[index[p - 1]]])}
+            weights = {key: w for key, w in weights.items() if w > 0}
         for (j, i), wt in weights.items():
-            g.add_edge((li, j), (li - 1, i), weight=wt)
+            g.add_edge((p, j), (p - 1, i), weight=wt)
+    layers = [layers[i] for i in index]
     if not len(g):
         return {}, {}
     pers = {}
@@ -155,9 +168,9 @@ def attr_reference(result: SummitResult, c: int, layer: str, ch: int) -> list[tu
     return [(i, int(row[i])) for i in order if row[i] > 0]
 
 
-def assert_matches_reference(result: SummitResult, graphs: dict, tau0: float = 0.075):
+def assert_matches_reference(result: SummitResult, graphs: dict, tau0: float = 0.075, chosen: list[str] | None = None):
     for c, graph in graphs.items():
-        expected, tau = reference_graph(result, c, tau0)
+        expected, tau = reference_graph(result, c, tau0, chosen=chosen)
         got = {(n.layer, n.channel): n for nodes in graph.nodes.values() for n in nodes}
         assert set(got) == set(expected), f"class {c}"
         for key, (pr, prev, count) in expected.items():
@@ -284,6 +297,33 @@ def test_sparse_counts_and_non_contiguous_classes():
     graphs = build_graphs(result, classes=[5, 1, 4])
     assert list(graphs) == [5, 1, 4]
     assert_matches_reference(result, graphs)
+
+
+DEEP = make_graph(  # five layers: direct branches, a chain and two convs writing the same channels
+    {"L0": 6, "L1": 7, "L2": 5, "L3": 8, "L4": 6},
+    [("a0", "input", "L0", 0, 3, 6), ("d1", "L0", "L1", 0, 6, 7), ("e2", "L1", "e2", 0, 7, 4),
+     ("p2", "e2", "L2", 0, 4, 5), ("d3", "L2", "L3", 0, 5, 8), ("s3", "L2", "L3", 0, 5, 8),
+     ("d4", "L3", "L4", 0, 8, 6)])
+
+
+@pytest.mark.parametrize("chosen", [["L0", "L2", "L4"], ["L1", "L4"], ["L4", "L3", "L0", "L3"], ["L2", "L3"]])
+def test_layer_subsets_join_chosen_layers_by_widest_paths(chosen):
+    """Between chosen layers that are not neighbours, an edge is the widest path over the full
+    graph's edges; the graph's layers are the chosen ones in model order."""
+    result = random_result(DEEP, num_classes=4, seed=11, density=0.3, excluded={"L2": [1]})
+    graphs = build_graphs(result, layers=chosen, chunk_size=3)
+    in_order = [l for l in DEEP.layers if l in chosen]
+    assert all(g.layers == in_order for g in graphs.values())
+    assert_matches_reference(result, graphs, chosen=in_order)
+
+
+def test_all_layers_chosen_is_the_full_graph_and_unknown_layers_are_one_line():
+    result = random_result(DEEP, num_classes=2, seed=2)
+    assert build_graphs(result, layers=DEEP.layers) == build_graphs(result)
+    with pytest.raises(ValueError, match=r"^unknown layer\(s\) 'L9'; the summary layers are L0, L1, L2, L3, L4$"):
+        build_graphs(result, layers=["L0", "L9"])
+    with pytest.raises(ValueError, match=r"^a graph needs at least two layers, got \['L1'\]"):
+        build_graphs(result, layers=["L1", "L1"])
 
 
 def test_class_without_counts_has_an_empty_graph():

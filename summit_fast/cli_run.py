@@ -40,6 +40,8 @@ import torch
 
 from ._staging import recover, remove_stale, replacing, temporary
 from ._text import few
+from .cli_export import add_layers_option, layers_from
+from .graph import chosen_layers
 from .images import ImageLoader
 from .models.loading import MODELS, RANDOM_WEIGHTS_SEED, load_model
 from .result import COUNT_DTYPES
@@ -129,6 +131,7 @@ def register(subparsers) -> None:
                    help="integer type of the counts; int16 halves their memory and holds up to 32767 images "
                         "per class (default int32)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_layers_option(p)
     p.set_defaults(func=run)
 
 
@@ -282,6 +285,8 @@ def _run(args, device: torch.device, progress: _Progress) -> int:
         _warn(f"no --weights given: {args.model} has random weights (seed {RANDOM_WEIGHTS_SEED}), so this is the "
               "summary of an untrained network")
     model = load_model(args.model, args.weights, args.tf_padding).to(device)
+    if args.layers:  # an unknown layer is an error before anything slow
+        chosen_layers(model.SUMMARY_LAYERS, layers_from(args))
     dataset = ImageFolderDataset(args.images, model.PREPROCESS, labels=args.labels)
     # Only ImageNet labels and predictions depend on the model's classes (a forward pass to count them).
     outputs = model_outputs(model, device) if dataset.label_mode != "folders" else None
@@ -466,7 +471,8 @@ def _write_viewer(result, model, dataset, args, device) -> Path:
     with _disk_full_says(args.out / "viewer", "the viewer folder"):
         return export(result, args.out / "viewer", embedding=args.embedding,
                       dataset_examples=PATTERN if args.examples else None,
-                      write_images=write_patches if args.examples else None, replaces=[FOLDER])
+                      write_images=write_patches if args.examples else None, replaces=[FOLDER],
+                      layers=layers_from(args))
 
 
 # -- a full disk ----------------------------------------------------------------------------

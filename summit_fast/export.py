@@ -49,7 +49,7 @@ import numpy as np
 from . import __version__
 from ._lock import exclusive
 from ._staging import fsync_dir, remove_stale, replacing
-from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, iter_graphs
+from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, attr_sources, chosen_layers, iter_graphs
 from .imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names, imagenet_wnids
 from .result import SummitResult
 
@@ -73,7 +73,7 @@ def schema() -> dict:
 def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: list[str] | None = None,
            embedding: str = "auto", feature_vis: str | None = None, dataset_examples: str | None = None,
            write_images: Callable[[Path, dict[str, list[int]]], object] | None = None,
-           replaces: Collection[str] = ()) -> Path:
+           replaces: Collection[str] = (), layers: list[str] | None = None) -> Path:
     """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
 
     Args:
@@ -92,6 +92,8 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
         replaces: names of further entries of an existing ``out_dir`` that this export does not
             keep (e.g. a folder of images of an earlier export); entries that ``write_images``
             writes replace those of the same name anyway.
+        layers: graphs over these summary layers only (default all; see :func:`summit_fast.graph.iter_graphs`);
+            the index's ``layers`` are then these.
 
     Raises :class:`summit_fast._lock.FolderBusy` if another process is exporting to ``out_dir``.
     """
@@ -100,6 +102,7 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     _check_pattern("feature_vis", feature_vis, ("layer", "channel"))
     _check_pattern("dataset_examples", dataset_examples, ("layer", "channel", "i"))
     names = _class_names(result, class_names)
+    layers = result.layers if layers is None else chosen_layers(result.layers, layers)
     out_dir = Path(out_dir)
     own = ("ag", CLASSES_FILE, INDEX_FILE, SUMMIT_CLASSES_FILE)
     with exclusive(out_dir.parent / f".{out_dir.name}.lock", str(out_dir), "summit_fast export",
@@ -107,22 +110,22 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
         _check_target(out_dir)
         remove_stale(out_dir, ["ag.old"])  # what earlier versions' replacement of ag/ left, not to carry over
         with replacing(out_dir, replaces=(*own, *replaces)) as staging:
-            channels = _write(result, staging, names, embedding, feature_vis, dataset_examples)
+            channels = _write(result, staging, names, embedding, feature_vis, dataset_examples, layers)
             if write_images is not None:
                 write_images(staging, {layer: sorted(c) for layer, c in channels.items()})
     return out_dir
 
 
 def _write(result: SummitResult, folder: Path, names: list[str], embedding: str, feature_vis: str | None,
-           dataset_examples: str | None) -> dict[str, set[int]]:
+           dataset_examples: str | None, layers: list[str]) -> dict[str, set[int]]:
     """Write the export into the empty ``folder``; returns the channels of the graphs' nodes per layer."""
     (folder / "ag").mkdir()
     embeds, method = class_embedding(result, embedding)  # first: it is the step likeliest to fail
     _write_json(folder / CLASSES_FILE, class_list(result, names, embeds))
     if is_imagenet(result, names):
         _write_json(folder / SUMMIT_CLASSES_FILE, summit_class_list(result, embeds))
-    channels = {layer: set() for layer in result.layers}
-    for graph in iter_graphs(result):
+    channels = {layer: set() for layer in layers}
+    for graph in iter_graphs(result, layers=layers):
         _write_json(folder / GRAPHS_PATTERN.format(c=graph.target_class), graph.to_summit())
         for layer, nodes in graph.nodes.items():
             channels[layer].update(node.channel for node in nodes)
@@ -130,10 +133,11 @@ def _write(result: SummitResult, folder: Path, names: list[str], embedding: str,
     index = {
         "schema": SCHEMA_NAME, "version": SCHEMA_VERSION, "generator": f"summit_fast {__version__}",
         "num_classes": result.num_classes, "num_images": result.num_images,
-        "layers": result.layers, "channels": {l: result.graph.channels[l] for l in result.layers},
+        "layers": layers, "channels": {l: result.graph.channels[l] for l in layers},
         "class_names": names, "embedding": method, "params": result.params,
         "predictions": _has_predictions(result),
         "graph_params": {"tau": TAU, "tau_step": TAU_STEP, "alpha": ALPHA, "attr_channels": ATTR_TOP},
+        "attr_sources": attr_sources(result, layers),
         "images": {"feature_vis": feature_vis, "dataset_examples": dataset_examples},
         "graphs": GRAPHS_PATTERN, "classes": CLASSES_FILE,
     }

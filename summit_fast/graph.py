@@ -2,7 +2,8 @@
 
 Public API::
 
-    build_graphs(result, classes=None) -> {class: ClassGraph}   # all (or some) classes
+    build_graphs(result, classes=None, layers=None) -> {class: ClassGraph}   # all (or some) classes
+    attr_sources(result)               -> per layer, which conv and tensor attr_channels count in
     iter_graphs(result, classes=None)  -> Iterator[ClassGraph]  # the same, streamed chunk by chunk
     class_graph(result, c)             -> ClassGraph
     ClassGraph.to_summit()             -> Summit's ag-{c}.json layout (layers last to first)
@@ -32,6 +33,13 @@ below N * 1e-6: the conventions of ``networkx.pagerank``, which the tests compar
 class whose nodes all have zero activation counts gets a uniform personalisation (networkx
 would raise ZeroDivisionError).
 
+Layer subsets (``layers=[...]``, in any order; the graph keeps the model's order): the edges
+between consecutive chosen layers ``a`` and ``b`` with layers between them are the widest paths
+through the full graph's edges (the edges above, between every pair of consecutive summary layers):
+``w(i, j) = max over routes i -> m_1 -> ... -> j of the min of the edge weights along it``. No
+top-``n`` rule applies to them again (the edges they are made of had it already); chosen layers
+that are neighbours in the model are joined as above.
+
 Selection, per layer: the shortest prefix of the channels by PageRank (descending, ties by
 channel) whose sum reaches ``tau_l`` times the layer's sum, ``tau_l = 0.075`` to begin with;
 while some layer l > 0 has no kept edge to a kept node of layer l-1, ``tau_l`` and ``tau_{l-1}``
@@ -48,6 +56,7 @@ bench/RESULTS.md for timings.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -119,22 +128,27 @@ class ClassGraph:
 # Public entry points
 # ---------------------------------------------------------------------------------------------
 def build_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, tau: float = TAU,
-                 tau_step: float = TAU_STEP, chunk_size: int = CHUNK) -> dict[int, ClassGraph]:
+                 tau_step: float = TAU_STEP, chunk_size: int = CHUNK,
+                 layers: Iterable[str] | None = None) -> dict[int, ClassGraph]:
     """Attribution graphs of ``classes`` (the model's class indices, default: all of
-    ``result.class_ids``), as ``{class: ClassGraph}``."""
+    ``result.class_ids``), as ``{class: ClassGraph}``; ``layers``: over these summary layers only
+    (default all; see the module's docstring)."""
     return {g.target_class: g for g in iter_graphs(result, classes, tau=tau, tau_step=tau_step,
-                                                   chunk_size=chunk_size)}
+                                                   chunk_size=chunk_size, layers=layers)}
 
 
-def class_graph(result: SummitResult, c: int, *, tau: float = TAU, tau_step: float = TAU_STEP) -> ClassGraph:
+def class_graph(result: SummitResult, c: int, *, tau: float = TAU, tau_step: float = TAU_STEP,
+                layers: Iterable[str] | None = None) -> ClassGraph:
     """The attribution graph of class ``c`` (the model's class index, one of ``result.class_ids``)."""
-    return next(iter_graphs(result, [c], tau=tau, tau_step=tau_step))
+    return next(iter_graphs(result, [c], tau=tau, tau_step=tau_step, layers=layers))
 
 
 def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, tau: float = TAU,
-                tau_step: float = TAU_STEP, chunk_size: int = CHUNK) -> Iterator[ClassGraph]:
+                tau_step: float = TAU_STEP, chunk_size: int = CHUNK,
+                layers: Iterable[str] | None = None) -> Iterator[ClassGraph]:
     """Yield the graphs of ``classes`` in order, ``chunk_size`` classes computed at a time
-    (bounded memory: use this to stream thousands of classes)."""
+    (bounded memory: use this to stream thousands of classes); ``layers``: over these summary
+    layers only (at least two; default all)."""
     if not 0.0 < tau <= 1.0 or not tau_step > 0.0:
         raise ValueError(f"need 0 < tau <= 1 and tau_step > 0, got tau={tau}, tau_step={tau_step}")
     if chunk_size < 1:
@@ -149,9 +163,36 @@ def iter_graphs(result: SummitResult, classes: Iterable[int] | None = None, *, t
         raise ValueError(f"class(es) {bad[:5]} not counted in this result; its classes (result.class_ids) are "
                          f"{_ranges(result.class_ids)}")
     layout = _Layout(result.graph, result.params.get("excluded", {}))
+    if layers is not None:
+        layout = layout.restricted(chosen_layers(result.layers, layers))
     for start in range(0, len(classes), chunk_size):
         part = classes[start:start + chunk_size]
         yield from _Chunk(result, layout, [row_of[c] for c in part], part, tau, tau_step).graphs()
+
+
+def chosen_layers(all_layers: list[str], layers: Iterable[str]) -> list[str]:
+    """``layers`` checked against the summary layers ``all_layers`` and put in their order; raises
+    a one-line ValueError for an unknown layer or fewer than two layers."""
+    names = list(dict.fromkeys(layers))
+    unknown = [name for name in names if name not in all_layers]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {', '.join(map(repr, unknown))}; the summary layers are "
+                         f"{', '.join(all_layers)}")
+    if len(names) < 2:
+        raise ValueError(f"a graph needs at least two layers, got {names}; the summary layers are "
+                         f"{', '.join(all_layers)}")
+    return [name for name in all_layers if name in names]
+
+
+def attr_sources(result: SummitResult, layers: Iterable[str] | None = None) -> dict[str, list[dict]]:
+    """What ``attr_channels`` count in, per summary layer (default all): for each conv that writes
+    the layer, ``{"offset", "channels", "conv", "source"}``: its output lands in channels
+    ``[offset, offset + channels)`` and its sources are channels of ``source`` (the previous
+    summary layer, the input node, or an intermediate: the output of the conv of that name). A
+    channel that two convs write takes the first that covers it, as ``attr_channels`` does."""
+    chosen = result.layers if layers is None else list(layers)
+    return {layer: [{"offset": e.target_offset, "channels": e.out_channels, "conv": e.conv, "source": e.source}
+                    for e in result.graph.edges if e.target == layer and e.target != e.conv] for layer in chosen}
 
 
 def _ranges(ids: list[int]) -> str:
@@ -255,6 +296,21 @@ class _Layout:
         for skip in graph.counted_skips():
             self.skips[self.layers.index(skip.target)].append(skip)
         self.convs = {e.conv: e for e in graph.edges}
+        self.full, self.index = self, list(range(len(self.layers)))
+
+    def restricted(self, layers: list[str]) -> _Layout:
+        """This layout's node slots over some of its summary layers (in model order): ``index``
+        maps each to its position in ``full``, whose branches and skips the edges come from."""
+        sub = copy.copy(self)
+        sub.index = [self.layers.index(layer) for layer in layers]
+        sub.layers = list(layers)
+        sub.channels = [self.channels[i] for i in sub.index]
+        sub.offsets = np.concatenate([[0], np.cumsum(sub.channels)]).astype(np.int64)
+        sub.width = int(sub.offsets[-1])
+        sub.layer_of_slot = np.repeat(np.arange(len(layers)), sub.channels)
+        sub.excluded = [self.excluded[i] for i in sub.index]
+        sub.writers = [self.writers[i] for i in sub.index]
+        return sub
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +348,7 @@ class _Chunk:
         self.tau0, self.tau_step = tau, tau_step
         self.kc = len(classes)
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._full_adjacency: sp.csr_matrix | None = None
 
     def _counts(self, name: str, kind: str = "influence") -> np.ndarray:
         """This chunk's slice of a count tensor (``kind``: influence, activation or skip), as numpy
@@ -306,16 +363,58 @@ class _Chunk:
 
     def _plan(self) -> list[tuple]:
         """What the native chunk functions take per summary layer after the first: its branches
-        (conv chains with this chunk's counts), skips, excluded masks and first slots."""
+        (conv chains with this chunk's counts), skips, excluded masks and first slots. Between
+        chosen layers that are not neighbours in the model: one branch of the widest-path weights."""
         lay = self.layout
         plan = []
-        for li in range(1, len(lay.layers)):
-            branches = [([(self._counts(conv), lay.convs[conv].spec.groups) for conv in br.chain], br.offset)
-                        for br in lay.branches[li]]
-            skips = [(self._counts(skip.key, "skip"), skip.source_offset, skip.target_offset) for skip in lay.skips[li]]
-            plan.append((branches, skips, lay.excluded[li], lay.excluded[li - 1], int(lay.offsets[li]),
-                         int(lay.offsets[li - 1])))
+        for p in range(1, len(lay.layers)):
+            a, b = lay.index[p - 1], lay.index[p]
+            edges = self._edges_into(b) if b == a + 1 else ([([(self._widest_through(a, b), 1)], 0)], [])
+            plan.append((*edges, lay.excluded[p], lay.excluded[p - 1], int(lay.offsets[p]), int(lay.offsets[p - 1])))
         return plan
+
+    def _edges_into(self, li: int) -> tuple[list, list]:
+        """(branches, skips) into the full layout's layer ``li`` from layer ``li - 1``."""
+        full = self.layout.full
+        branches = [([(self._counts(conv), full.convs[conv].spec.groups) for conv in br.chain], br.offset)
+                    for br in full.branches[li]]
+        skips = [(self._counts(skip.key, "skip"), skip.source_offset, skip.target_offset) for skip in full.skips[li]]
+        return branches, skips
+
+    def _widest_through(self, a: int, b: int) -> np.ndarray:
+        """(classes, C_b, C_a) int32: per class the widest path from each channel of the full
+        layout's layer ``a`` to each of layer ``b`` over the full graph's edges."""
+        full = self.layout.full
+        if self._full_adjacency is None:
+            plan = [(*self._edges_into(li), full.excluded[li], full.excluded[li - 1], int(full.offsets[li]),
+                     int(full.offsets[li - 1])) for li in range(1, len(full.layers))]
+            indptr, indices, weights, _ = _native().chunk_adjacency(plan, self.kc, full.width)
+            n = self.kc * full.width
+            self._full_adjacency = sp.csr_matrix((weights.astype(np.int32), indices, indptr), shape=(n, n))
+        # from the widest paths into layer li - 1, those into li: for each edge m -> j of class k,
+        # min(its weight, the paths into m) is a candidate for j, and the widest candidate wins
+        width = torch.eye(full.channels[a], dtype=torch.int32).mul_(np.iinfo(np.int32).max).expand(self.kc, -1, -1)
+        for li in range(a + 1, b + 1):
+            k, j, m, w = self._edges_of(li)
+            candidates = torch.minimum(w[:, None], width[k, m])
+            out = torch.zeros(self.kc * full.channels[li], full.channels[a], dtype=torch.int32)
+            index = (k * full.channels[li] + j)[:, None].expand_as(candidates)
+            width = out.scatter_reduce_(0, index, candidates, "amax").view(self.kc, full.channels[li], -1)
+        return width.numpy()
+
+    def _edges_of(self, li: int) -> tuple[torch.Tensor, ...]:
+        """The full graph's edges into the full layout's layer ``li`` as (class, channel of li,
+        channel of li - 1, weight), each a 1-D tensor."""
+        full, adjacency = self.layout.full, self._full_adjacency
+        rows, cols = int(full.offsets[li]), int(full.offsets[li - 1])
+        parts = []
+        for k in range(self.kc):
+            base = k * full.width
+            block = adjacency[base + rows:base + rows + full.channels[li], base + cols:base + cols + full.channels[li - 1]]
+            block = block.tocoo()
+            parts.append(np.stack([np.full(block.nnz, k), block.row, block.col, block.data]).astype(np.int64))
+        k, j, m, w = torch.from_numpy(np.concatenate(parts, axis=1))
+        return k, j, m, w.to(torch.int32)
 
     def _adjacency(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """The chunk's full graphs (what PageRank ranks; the benchmark hands them to networkx):

@@ -1,10 +1,22 @@
 /* The details panel beside the graph: the selected class's summary, or, while a node is hovered,
- * that channel's numbers, its top sources and its pictures. All text goes in as text. */
+ * that channel's numbers, its top sources (named by the layer or conv output they are channels of)
+ * and its pictures. Counts say of how many images ("83 of 183 images"). All text goes in as text. */
 (function (SF) {
   "use strict";
 
   const DATASET_EXAMPLES = 10;
   const formatInt = d3.format(",");
+  const plural = (n, word) => `${formatInt(n)} ${word}${n === 1 ? "" : "s"}`;
+  /* "83 of 183 images" when the class's image count is known, else "83 images". */
+  const ofImages = (n, total) => (Number.isFinite(total) ? `${formatInt(n)} of ${plural(total, "image")}` : plural(n, "image"));
+
+  /* Where a node's attr_channels are: {source, conv, drawn} from the index's attr_sources (the first
+   * conv whose output range holds the channel), or null when the index does not say (Summit's folders). */
+  function sourceOf(index, node) {
+    const writers = (index.attr_sources || {})[node.layer] || [];
+    const writer = writers.find((w) => w.offset <= node.channel && node.channel < w.offset + w.channels);
+    return writer ? { source: writer.source, conv: writer.conv, drawn: index.layers.includes(writer.source) } : null;
+  }
 
   SF.createDetails = function ({ data }) {
     const root = d3.select("#details");
@@ -28,9 +40,12 @@
         .attr("src", url);
     }
 
+    let shown = { first: null, second: null };  // the classes of the graph shown (second: compared)
+
     return {
-      showClass(c, model) {
+      showClass(c, model, c2 = null) {
         const cls = data.classes[c];
+        shown = { first: cls, second: c2 === null ? null : data.classes[c2] };
         root.selectAll("*").remove();
         root.attr("data-node", null);
         root.append("h3").text(cls.name);
@@ -38,6 +53,11 @@
         const rows = [["instances", Number.isFinite(cls.numOfInstances) ? formatInt(cls.numOfInstances) : "unknown"]];
         if (Number.isFinite(cls.topOneAcc)) rows.push(["top-1 accuracy", `${(100 * cls.topOneAcc).toFixed(1)}%`]);
         rows.push(["channels in graph", formatInt(model.nodes.length)], ["connections", formatInt(model.edges.length)]);
+        if (shown.second) {
+          const count = (which) => formatInt(model.nodes.filter((n) => n.in === which).length);
+          rows.push(["compared with", shown.second.name], ["channels in both", count("both")],
+            [`only ${cls.name}`, count("first")], [`only ${shown.second.name}`, count("second")]);
+        }
         facts(rows);
         root.append("p").attr("class", "hint")
           .text("Hover a channel to see its numbers, where its influence comes from, and what it detects.");
@@ -49,18 +69,28 @@
         root.append("h3").text(`${node.layer} · channel ${node.channel}`);
         const featureVis = data.featureVisUrl(node.layer, node.channel);
         if (featureVis) picture(root, featureVis, `feature visualisation of ${node.layer} channel ${node.channel}`, "feature-vis");
-        facts([
-          ["count", formatInt(node.count), "images of this class for which the channel was among the most activated"],
-          ["PageRank", node.pagerank.toPrecision(3), "importance in this class's graph (personalised PageRank)"],
+        // Comparing: a channel only in the second class's graph has that class's numbers.
+        const cls = node.in === "second" ? shown.second : shown.first;
+        const rows = node.counts && shown.second
+          ? [[`count in ${shown.first.name}`, node.counts[0] === null ? "not in its graph" : ofImages(node.counts[0], shown.first.numOfInstances)],
+            [`count in ${shown.second.name}`, node.counts[1] === null ? "not in its graph" : ofImages(node.counts[1], shown.second.numOfInstances)]]
+          : [["count", ofImages(node.count, cls.numOfInstances), "images of this class for which the channel was among the most activated"]];
+        facts(rows.concat([
+          ["PageRank", node.pagerank.toPrecision(3), `importance in ${cls.name}'s graph (personalised PageRank)`],
           ["edges in graph", `${node.below.length} below · ${node.above.length} above`],
-        ]);
+        ]));
         if (node.sources.length) {
-          root.append("h4").text("Top sources").attr("title", "the previous channels that most often influenced this one");
+          const where = sourceOf(data.index, node);
+          root.append("h4").text("Top sources")
+            .attr("title", `the channels that most often influenced this one, among ${cls.name}'s images`);
+          root.append("p").attr("class", "sources-in muted").text(!where
+            ? "channels of the input of the conv that writes this channel (not drawn in the graph)"
+            : `channels of ${where.source}${where.drawn ? "" : " (not drawn in the graph)"}, the input of conv ${where.conv}`);
           const list = root.append("ol").attr("class", "sources");
           for (const source of node.sources) {
             const item = list.append("li");
-            item.append("span").text(`channel ${source.prev_channel}`);
-            item.append("span").attr("class", "muted").text(`${formatInt(source.inf)} images`);
+            item.append("span").text(where ? `${where.source} channel ${source.prev_channel}` : `channel ${source.prev_channel}`);
+            item.append("span").attr("class", "muted").text(ofImages(source.inf, cls.numOfInstances));
           }
         }
         const examples = data.datasetExampleUrls(node.layer, node.channel, DATASET_EXAMPLES);

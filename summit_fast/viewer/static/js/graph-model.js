@@ -25,6 +25,8 @@
           pagerank: raw.pagerank,
           sources: raw.attr_channels || [],
           prev: raw.prev_channels || [],
+          in: raw.in,          // comparing two classes: "both", "first" or "second" (compare.js)
+          counts: raw.counts,  // comparing: [count in the first class, in the second] (null where absent)
           above: [],   // neighbours in the row above (the next layer)
           below: [],   // neighbours in the row below (the previous layer)
         };
@@ -42,7 +44,7 @@
           unresolved += 1;
           continue;
         }
-        edges.push({ source: node, target, inf: link.inf });
+        edges.push({ source: node, target, inf: link.inf, in: link.in });
         node.below.push(target);
         target.above.push(node);
       }

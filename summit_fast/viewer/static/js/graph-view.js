@@ -1,14 +1,13 @@
 /* The attribution graph view: the selected class's graph in layers (last layer on top), node area by
  * count, edge width by influence, feature visualisations inside nodes where they exist. Hovering a
  * node lights it and its neighbours and fills the details panel. Sliders filter nodes by count and
- * set the layout's width and height; scroll zooms, drag pans. Layer labels select the layer. */
+ * set the layout's width and height (never so small that boxes or labels overlap: layout.js); scroll
+ * zooms, drag pans, Fit zooms to the whole graph. Layer labels select the layer. A second class
+ * (compare.js) merges its graph in, telling shared and single-class channels apart. */
 (function (SF) {
   "use strict";
 
-  const MARGIN = { top: 40, right: 40, bottom: 64, left: 90 };  // left: layer labels; bottom: the legend
-  const MAX_ROW_GAP = 110;       // default vertical distance between layers, at most
-  const MIN_NODE_SPACING = 30;   // horizontal room per node in the widest row, at least
-  const RADIUS = [4, 20];        // node radius range; the largest shrinks to fit crowded rows
+  const MARGIN = { top: 40, right: 40, bottom: 88, left: 90 };  // left: layer labels; bottom: the legend (two lines when comparing)
   const EDGE_WIDTH = [0.6, 7];
   const DURATION = 300;
 
@@ -38,32 +37,33 @@
     let nodes = d3.select(null), edges = d3.select(null), layerBands = d3.select(null);
     const link = d3.linkVertical().x((p) => p.x).y((p) => p.y);
 
-    function render({ c, ag }) {
-      model = SF.graphModel.build(ag, data.index.layers);
+    function render({ c, ag, compare }) {
+      model = SF.graphModel.build(compare ? SF.compare.merge(ag, compare.ag) : ag, data.index.layers);
       const radius = setDefaultSize();
       countInput.max = d3.max(model.nodes, (n) => n.count) || 0;
       countInput.value = 0;
       drawBands();
       drawEdges(d3.scaleLinear().domain([0, d3.max(model.edges, (e) => e.inf) || 1]).range(EDGE_WIDTH));
       drawNodes(radius);
-      title.textContent = data.classes[c].name;
+      SF.compare.mark(nodes, edges, compare && { first: data.classes[c].name, second: data.classes[compare.c].name });
+      title.textContent = compare ? `${data.classes[c].name} vs ${data.classes[compare.c].name}` : data.classes[c].name;
       emptyNote.hidden = model.nodes.length > 0;
       place(false);
       fit();
       applyFilter();
       showCurrentLayer();
-      details.showClass(c, model);
+      details.showClass(c, model, compare ? compare.c : null);
     }
 
-    /* Sets the size sliders to the free view, wider where the widest row needs it (fit() then zooms
-     * out); returns the node radius scale, whose largest radius fits that row. */
+    /* Sets the size sliders to fill the free view, never below the sizes that keep node boxes and
+     * labels apart (fit() then zooms out); returns the node radius scale. */
     function setDefaultSize() {
       const view = viewSize();
-      const widest = d3.max(model.byRow, (row) => row.length) || 1;
-      widthInput.value = Math.max(view.width - MARGIN.left - MARGIN.right, widest * MIN_NODE_SPACING);
-      heightInput.value = Math.min(view.height - MARGIN.top - MARGIN.bottom, MAX_ROW_GAP * (model.rows.length - 1));
-      const largest = Math.max(RADIUS[0] + 2, Math.min(RADIUS[1], Number(widthInput.value) / widest / 2 - 3));
-      return d3.scaleSqrt().domain([0, d3.max(model.nodes, (n) => n.count) || 1]).range([RADIUS[0], largest]);
+      const size = SF.layout.sizes(model, {
+        width: view.width - MARGIN.left - MARGIN.right, height: view.height - MARGIN.top - MARGIN.bottom });
+      SF.layout.setSlider(widthInput, size.minWidth, size.width);
+      SF.layout.setSlider(heightInput, size.minHeight, size.height);
+      return size.radius;
     }
 
     function drawBands() {
@@ -153,13 +153,14 @@
       nodes.classed("lit", (n) => node !== null && (n === node || node.above.includes(n) || node.below.includes(n)));
       edges.classed("lit", (e) => node !== null && (e.source === node || e.target === node));
       if (node) details.showNode(node);
-      else details.showClass(store.get("graph").c, model);
+      else details.showClass(store.get("graph").c, model, store.get("graph").compare?.c ?? null);
     }
 
     function showCurrentLayer() {
       layerBands.classed("current", (layer) => layer === store.get("layer"));
     }
 
+    document.getElementById("graph-fit").addEventListener("click", () => model && fit());
     widthInput.addEventListener("input", () => model && place(true));
     heightInput.addEventListener("input", () => model && place(true));
     countInput.addEventListener("input", () => model && applyFilter());

@@ -18,6 +18,7 @@
     const store = SF.createStore({
       selected: fromUrl.selected ?? 0,
       layer: fromUrl.layer ?? layers[layers.length - 1],
+      compare: fromUrl.compare ?? null,
       graph: null,
     });
 
@@ -30,17 +31,29 @@
     SF.createSidebar({ data, store, similarity: SF.createSimilarity(data.classes) });
     SF.createEmbedding({ data, store });
     SF.createGraphView({ data, store, details: SF.createDetails({ data }) });
+    SF.compare.createControl({ data, store });
     SF.urlState.follow(store, data.classes);
 
-    function loadGraph(c) {
+    /* The selected class's graph, and the compared class's (none when it is the selected one). */
+    function loadGraph() {
+      const c = store.get("selected"), other = store.get("compare");
+      const c2 = other !== null && other !== c ? other : null;
       document.title = `${data.classes[c].name} · Summit`;
-      data.graph(c).then(
-        (ag) => { if (store.get("selected") === c) store.set({ graph: { c, ag } }); },
-        (error) => SF.status.error(`Graph of ${data.classes[c].name}: ${error.message}`),
+      const named = (k) => data.graph(k).catch((error) => {
+        throw new Error(`Graph of ${data.classes[k].name}: ${error.message}`);
+      });
+      Promise.all([named(c), c2 === null ? null : named(c2)]).then(
+        ([ag, ag2]) => {
+          if (store.get("selected") === c && store.get("compare") === other) {
+            store.set({ graph: { c, ag, compare: c2 === null ? null : { c: c2, ag: ag2 } } });
+          }
+        },
+        (error) => SF.status.error(error.message),
       );
     }
     store.on("selected", loadGraph);
-    loadGraph(store.get("selected"));
+    store.on("compare", loadGraph);
+    loadGraph();
   }
 
   main();
