@@ -36,6 +36,7 @@ def test_predictions_recorded_in_the_same_pass(net, batches, result):
     confusion = torch.zeros(5, 5, dtype=torch.int64)
     probability = torch.zeros(5, dtype=torch.float64)
     fixed = torch.zeros(5, dtype=torch.int64)  # the same batches give the same probabilities: exact
+    histogram = torch.zeros(5, 101, dtype=torch.int64)
     with torch.no_grad():
         for images, labels in batches:
             p = net(images).softmax(1)
@@ -43,10 +44,14 @@ def test_predictions_recorded_in_the_same_pass(net, batches, result):
                 confusion[label, int(row.argmax())] += 1
                 probability[label] += float(row.max())
                 fixed[label] += round(float(row.max()) * 2**32)
+                histogram[label, round(float(row.max()) * 100)] += 1  # half to even, as torch.round
     assert result.params["predictions"] is True
     assert torch.equal(result.confusion, confusion)
     assert PROBABILITY_SCALE == 2**32 and torch.equal(result.top1_probability_fixed, fixed)
     torch.testing.assert_close(result.top1_probability, probability)
+    # every image's top-1 probability in whole percent, per class: Summit's per-image accs
+    assert torch.equal(result.top1_probability_histogram, histogram)
+    assert torch.equal(histogram.sum(1), result.images_per_class)
     acc = result.top1_accuracy_per_class
     assert acc.dtype == torch.float64 and acc.shape == (5,)
     torch.testing.assert_close(result.top1_accuracy, acc, rtol=0, atol=0, equal_nan=True)  # the old name
@@ -115,9 +120,10 @@ def test_predictions_option(net, batches):
     auto = summit_fast.aggregate(net, batches, backend="torch", progress=False)
     assert off.params["predictions"] is False and auto.params["predictions"] is True
     assert int(off.confusion.sum()) == 0 and float(off.top1_probability.sum()) == 0
-    assert int(auto.confusion.sum()) == auto.num_images
+    assert int(off.top1_probability_histogram.sum()) == 0
+    assert int(auto.confusion.sum()) == auto.num_images == int(auto.top1_probability_histogram.sum())
     for name, t in auto.tensors().items():  # everything else is the same
-        if name not in ("confusion", "top1_probability_fixed"):
+        if name not in ("confusion", "top1_probability_fixed", "top1_probability_histogram"):
             assert torch.equal(t, off.tensors()[name]), name
     with pytest.raises(ValueError, match=r"predictions=True needs the model's output to be \(B, 7\) class scores"):
         summit_fast.aggregate(net, batches, backend="torch", progress=False, predictions=True, num_classes=7)

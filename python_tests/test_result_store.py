@@ -100,6 +100,8 @@ def test_format_1_results_still_load(tmp_path, residual):
     assert old_sum.dtype == torch.float64 and bool((old_sum > 0).any())
     loaded = residual.tensors()
     assert torch.equal(loaded.pop("top1_probability_fixed"), probability_to_fixed(old_sum))
+    # saved before the per-image probabilities were counted: an empty histogram
+    assert torch.equal(loaded.pop("top1_probability_histogram"), torch.zeros(2, 101, dtype=torch.int64))
     assert loaded.keys() == stored.keys() and residual.skip
     assert all(torch.equal(t, stored[k]) and t.dtype == stored[k].dtype for k, t in loaded.items())
     assert residual.params == manifest["params"] and residual.class_names == ["zero", "two"]
@@ -175,6 +177,11 @@ COUNT_CASES = {
     "negative confusion": (_with("confusion", _set((0, 1), -1)), r"confusion holds counts from -1"),
     "confusion above images": (_with("confusion", lambda t, n: t[3].fill_(0).__setitem__(slice(0, 2), n[3])),
                                "confusion row of class 3 sums to"),
+    "negative histogram": (_with("top1_probability_histogram", _set((0, 50), -1)),
+                           r"top1_probability_histogram holds counts from -1"),
+    "histogram above images": (_with("top1_probability_histogram",
+                                     lambda t, n: t[3].fill_(0).__setitem__(slice(0, 2), n[3])),
+                               "top1_probability_histogram row of class 3 sums to"),
     "example slot": (_with("examples/mix1/y", _set((0, 1), -1)), r"examples/mix1: each slot must be filled"),
 }
 
@@ -210,6 +217,9 @@ def test_results_at_the_limits_load(tmp_path, result):
     r.confusion[0] = 0
     r.confusion[2] = 0
     r.confusion[2, 4] = r.images_per_class[2]
+    r.top1_probability_histogram[0] = 0
+    r.top1_probability_histogram[2] = 0
+    r.top1_probability_histogram[2, 100] = r.images_per_class[2]
     assert SummitResult.load(r.save(tmp_path / "r")) == r
 
 

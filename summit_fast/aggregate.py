@@ -26,7 +26,7 @@ from .discovery import ModelGraph, discover, graph_from_edges
 from .distributed import ShardIds, all_reduce_result, rank_directory
 from .examples import batch_candidates, merge_examples
 from .result import (SummitResult, check_count_capacity, count_dtype_params, counting_params, probability_to_fixed,
-                     with_backends)
+                     probability_to_percent, with_backends)
 from .rules import Mass, SelectionRule, TopK, mass
 
 LABEL_SOURCES = ("target", "prediction")
@@ -550,8 +550,8 @@ def _logits_shape(output) -> tuple | None:
 
 
 def _add_predictions(result: SummitResult, output, rows: torch.Tensor, row_of: torch.Tensor) -> None:
-    """Confusion counts (predictions of classes outside the result's are left out) and the
-    summed top-1 probability per true class."""
+    """Confusion counts (predictions of classes outside the result's are left out), the summed
+    top-1 probability per true class and its histogram in whole percent."""
     # Without reading anything back to the host (a synchronisation on a GPU): the probability
     # test is a device flag, and predictions outside the result's classes add 0.
     scores = _logits(output).float()
@@ -562,6 +562,9 @@ def _add_predictions(result: SummitResult, output, rows: torch.Tensor, row_of: t
     k = result.num_classes
     result.confusion.view(-1).index_add_(0, rows * k + predicted_rows.clamp(min=0), known.to(result.confusion.dtype))
     result.top1_probability_fixed.index_add_(0, rows, probability_to_fixed(probability))
+    histogram = result.top1_probability_histogram
+    histogram.view(-1).index_add_(0, rows * histogram.shape[1] + probability_to_percent(probability),
+                                  torch.ones_like(rows, dtype=histogram.dtype))
 
 
 def _infer_num_classes(output) -> int:

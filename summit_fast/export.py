@@ -10,6 +10,9 @@ Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 2)::
                            predictions were recorded)
     OUT/ag/ag-{c}.json     the attribution graph of class c (an entry's target_class, which is how
                            Summit's viewer finds it), in Summit's format (layers last to first)
+    OUT/imagenet.json      when the classes are ImageNet's (their names those of
+                           :mod:`summit_fast.imagenet`): Summit's own class list, which Summit's
+                           viewer reads (see :func:`summit_class_list`)
 
 Version 1 numbered the graph files by row of ``classes.json`` instead (the same file names unless
 a run counted only some classes); version 2 changed that, since it breaks a reader of such exports.
@@ -19,12 +22,14 @@ neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous l
 when ``umap-learn`` is installed; otherwise PCA: the first two principal components of the rows
 scaled to unit length (so that it reflects the same cosine geometry), each layer's axes flipped
 to agree with the previous layer's so that switching layers moves points no more than the data
-does. A class without counts in a layer has no position there (``null``).
+does. A class without counts in a layer has no position there (``null`` in classes.json; in
+imagenet.json, whose reader needs one, the centre of the other classes' positions).
 
 The folder is replaced as a whole (:mod:`summit_fast._staging`): the new export is written into a
 hidden sibling folder, which then takes the old one's place, so a failed or killed export leaves
-the previous one as it was, never a mixture. Only the three entries above are replaced in an
-existing folder; other files (images) are carried over. One process at a time exports to a
+the previous one as it was, never a mixture. Only the entries above are replaced in an
+existing folder (imagenet.json also removed where it is not written); other files (images) are
+carried over. One process at a time exports to a
 folder: it holds the lock file ``.NAME.lock`` beside it while it writes.
 """
 
@@ -45,12 +50,14 @@ from . import __version__
 from ._lock import exclusive
 from ._staging import fsync_dir, remove_stale, replacing
 from .graph import ALPHA, ATTR_TOP, TAU, TAU_STEP, attr_sources, chosen_layers, iter_graphs
+from .imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names, imagenet_wnids
 from .result import SummitResult
 
 SCHEMA_NAME = "summit_fast.export"
 SCHEMA_VERSION = 2  # 2: ag-{c}.json is named by target_class (version 1: by row)
 INDEX_FILE = "summit_fast.json"
 CLASSES_FILE = "classes.json"
+SUMMIT_CLASSES_FILE = "imagenet.json"  # Summit's class list, for Summit's own viewer
 GRAPHS_PATTERN = "ag/ag-{c}.json"
 EMBEDDINGS = ("auto", "umap", "pca")
 UMAP_PARAMS = {"metric": "cosine", "n_neighbors": 15, "min_dist": 0.1, "random_state": 0}
@@ -97,7 +104,7 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     names = _class_names(result, class_names)
     layers = result.layers if layers is None else chosen_layers(result.layers, layers)
     out_dir = Path(out_dir)
-    own = ("ag", CLASSES_FILE, INDEX_FILE)
+    own = ("ag", CLASSES_FILE, INDEX_FILE, SUMMIT_CLASSES_FILE)
     with exclusive(out_dir.parent / f".{out_dir.name}.lock", str(out_dir), "summit_fast export",
                    "wait for it to finish, or export elsewhere"):
         _check_target(out_dir)
@@ -115,6 +122,8 @@ def _write(result: SummitResult, folder: Path, names: list[str], embedding: str,
     (folder / "ag").mkdir()
     embeds, method = class_embedding(result, embedding)  # first: it is the step likeliest to fail
     _write_json(folder / CLASSES_FILE, class_list(result, names, embeds))
+    if is_imagenet(result, names):
+        _write_json(folder / SUMMIT_CLASSES_FILE, summit_class_list(result, embeds))
     channels = {layer: set() for layer in layers}
     for graph in iter_graphs(result, layers=layers):
         _write_json(folder / GRAPHS_PATTERN.format(c=graph.target_class), graph.to_summit())
@@ -185,6 +194,55 @@ def class_list(result: SummitResult, names: list[str], embeds: list[dict]) -> li
                          accs=[round(float(probability[k] / n), 6)] if n else [])
         classes.append(entry)
     return classes
+
+
+def is_imagenet(result: SummitResult, names: list[str]) -> bool:
+    """Whether the rows are ImageNet classes: each row's class index is one of the 1000 and its
+    name that class's name (as ``summit-fast run`` names ImageNet-labelled images)."""
+    every = imagenet_class_names()
+    return all(c < NUM_IMAGENET_CLASSES and name == every[c] for c, name in zip(result.class_ids, names))
+
+
+def summit_name(imagenet_name: str) -> str:
+    """A class's name as Summit writes it: the first synonym, lower case, spaces as underscores
+    (``"white wolf, Arctic wolf, ..."`` -> ``"white_wolf"``)."""
+    return imagenet_name.split(",")[0].strip().lower().replace(" ", "_")
+
+
+def summit_class_list(result: SummitResult, embeds: list[dict]) -> list[dict]:
+    """imagenet.json, Summit's class list (of ImageNet classes) in the form Summit's viewer reads:
+    per class ``name`` (:func:`summit_name`), ``synset`` (WordNet id), ``target_class``,
+    ``numOfInstances``, ``topOneAcc`` and ``topOneAccCount`` (from the confusion's diagonal; 0
+    without predictions or images), ``accs`` (each image's top-1 probability in percent, rounded
+    to a whole percent, as strings like Summit's, ascending: ``[]`` unless the result holds all
+    the class's images' probabilities, i.e. predictions were recorded by a summit_fast that
+    counted them), ``topChannels`` and ``embed`` for every summary layer; a class without counts
+    in a layer is placed at the centre (mean) of the other classes' positions there, or (0, 0)."""
+    counts = {l: result.activation[l].detach().cpu().numpy() for l in result.layers}
+    images = result.images_per_class.detach().cpu().numpy()
+    correct = result.confusion.diagonal().detach().cpu().numpy()
+    histogram = result.top1_probability_histogram.detach().cpu().numpy()
+    names, wnids = imagenet_class_names(), imagenet_wnids()
+    centres = {l: _centre([e[l] for e in embeds]) for l in result.layers}
+    classes = []
+    for k, c in enumerate(result.class_ids):
+        n = int(images[k])
+        complete = n > 0 and int(histogram[k].sum()) == n
+        classes.append({
+            "name": summit_name(names[c]), "synset": wnids[c], "target_class": int(c), "numOfInstances": n,
+            "topOneAcc": float(correct[k] / n) if n else 0.0, "topOneAccCount": int(correct[k]),
+            "accs": [str(p) for p in np.repeat(np.arange(histogram.shape[1]), histogram[k])] if complete else [],
+            "topChannels": {l: _top_channels(counts[l][k]) for l in result.layers},
+            "embed": {l: embeds[k][l] or centres[l] for l in result.layers},
+        })
+    return classes
+
+
+def _centre(positions: list[dict | None]) -> dict:
+    """The mean of the given positions (None: none), or (0, 0) when there are none."""
+    xy = np.array([[p["x"], p["y"]] for p in positions if p is not None]).reshape(-1, 2)
+    x, y = xy.mean(axis=0) if len(xy) else (0.0, 0.0)
+    return {"x": round(float(x), 5), "y": round(float(y), 5)}
 
 
 def class_embedding(result: SummitResult, method: str = "auto") -> tuple[list[dict], dict]:
@@ -289,7 +347,7 @@ def _check_target(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and not (out_dir / INDEX_FILE).exists():
-        clash = [n for n in ("ag", CLASSES_FILE) if (out_dir / n).exists()]
+        clash = [n for n in ("ag", CLASSES_FILE, SUMMIT_CLASSES_FILE) if (out_dir / n).exists()]
         if clash:
             raise ValueError(f"{out_dir} holds {', '.join(clash)} but is not a summit_fast export; "
                              "refusing to overwrite (choose another --out)")

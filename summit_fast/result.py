@@ -49,11 +49,22 @@ COUNT_DTYPES = {"int32": torch.int32, "int16": torch.int16}
 # sum of 2**31 images a class.
 PROBABILITY_SCALE = 2**32
 
+# Each image's top-1 probability in whole percent, round(100 * p), is also counted per class in a
+# histogram over 0..100: the per-image values Summit's class list shows (``accs``), exact and
+# additive like every count.
+PERCENT_BINS = 101
+
 
 def probability_to_fixed(probability: torch.Tensor) -> torch.Tensor:
     """``probability`` (a float tensor) in the fixed point of ``top1_probability_fixed``: int64
     ``round(p * PROBABILITY_SCALE)``."""
     return torch.round(probability.double() * PROBABILITY_SCALE).to(torch.int64)
+
+
+def probability_to_percent(probability: torch.Tensor) -> torch.Tensor:
+    """``probability`` (a float tensor) as the bin of ``top1_probability_histogram``: int64
+    ``round(100 * p)`` (half to even, in float64), within 0..100."""
+    return torch.round(probability.double() * 100).clamp(0, PERCENT_BINS - 1).to(torch.int64)
 
 
 def count_dtype_name(count_dtype: str | torch.dtype) -> str:
@@ -135,6 +146,9 @@ class SummitResult:
       probability (softmax of the output, or the output itself when it already is probabilities)
       in fixed point: each image adds ``round(p * PROBABILITY_SCALE)`` (2**32), so that sums are
       exact in any order. :attr:`top1_probability` is the same sum as float64.
+    - ``top1_probability_histogram``: int64 (K, 101) — images of class k whose top-1 probability
+      was ``p`` percent, rounded (``round(100 * p)``, :func:`probability_to_percent`); all zero
+      when predictions were not recorded, and for results saved before it was counted.
     - ``skip[key]``: int32 or int16 (K, channels) per skip connection between consecutive summary layers
       (``graph.counted_skips()``, e.g. a residual identity): images of class k that selected both
       the source channel and the target channel it is added to (counted with influence).
@@ -159,6 +173,12 @@ class SummitResult:
     class_names: list[str] | None = None
     examples: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     skip: dict[str, torch.Tensor] = field(default_factory=dict)
+    top1_probability_histogram: torch.Tensor | None = None  # None: all zero (nothing recorded)
+
+    def __post_init__(self) -> None:
+        if self.top1_probability_histogram is None:
+            self.top1_probability_histogram = torch.zeros(self.num_classes, PERCENT_BINS, dtype=torch.int64,
+                                                          device=self.images_per_class.device)
 
     # -- metadata views -----------------------------------------------------------------
     @property
@@ -235,7 +255,8 @@ class SummitResult:
         out = {f"activation/{k}": v for k, v in self.activation.items()}
         out.update({f"influence/{k}": v for k, v in self.influence.items()})
         out.update(images_per_class=self.images_per_class, confusion=self.confusion,
-                   top1_probability_fixed=self.top1_probability_fixed)
+                   top1_probability_fixed=self.top1_probability_fixed,
+                   top1_probability_histogram=self.top1_probability_histogram)
         out.update({f"examples/{l}/{f}": t for l, fields in self.examples.items() for f, t in fields.items()})
         out.update({f"skip/{k}": t for k, t in self.skip.items()})
         return out
@@ -253,7 +274,8 @@ class SummitResult:
                           for e in graph.edges})
             specs.update({f"skip/{s.key}": ((k, s.channels), count_dtype) for s in graph.counted_skips()})
         specs.update(images_per_class=((k,), torch.int64), confusion=((k, k), torch.int64),
-                     top1_probability_fixed=((k,), torch.int64))
+                     top1_probability_fixed=((k,), torch.int64),
+                     top1_probability_histogram=((k, PERCENT_BINS), torch.int64))
         if examples:
             for layer in graph.layers:
                 for f in EXAMPLE_FIELDS:
@@ -271,7 +293,8 @@ class SummitResult:
                    {e.conv: tensors[f"influence/{e.conv}"] for e in graph.edges if f"influence/{e.conv}" in tensors},
                    tensors["images_per_class"], tensors["confusion"], tensors["top1_probability_fixed"], graph,
                    dict(params or {}), None if class_names is None else list(class_names), examples,
-                   {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips() if f"skip/{s.key}" in tensors})
+                   {s.key: tensors[f"skip/{s.key}"] for s in graph.counted_skips() if f"skip/{s.key}" in tensors},
+                   tensors.get("top1_probability_histogram"))
 
     @classmethod
     def specs_for_params(cls, graph: ModelGraph, num_classes: int,
@@ -428,6 +451,7 @@ class SummitResult:
             num_classes = int(manifest["num_classes"])
             check_manifest(graph, params, num_classes, class_names)
             specs = cls.specs_for_params(graph, num_classes, params)
+            stored = _with_probability_histogram(stored, specs)  # results saved before it was counted
         except KeyError as exc:
             raise ResultFormatError(f"{source}: the manifest lacks the field {exc}") from None
         except (TypeError, ValueError, AttributeError) as exc:
@@ -463,6 +487,16 @@ def _with_fixed_probability(tensors: dict[str, torch.Tensor]) -> dict[str, torch
     if "top1_probability" in tensors and "top1_probability_fixed" not in tensors:
         tensors["top1_probability_fixed"] = probability_to_fixed(tensors.pop("top1_probability"))
     return tensors
+
+
+def _with_probability_histogram(stored: dict[str, torch.Tensor], specs: dict) -> dict[str, torch.Tensor]:
+    """``stored`` with an all-zero ``top1_probability_histogram`` where it has none (results saved
+    before the histogram was counted: their images' top-1 probabilities are not known)."""
+    key = "top1_probability_histogram"
+    if key not in stored:
+        shape, dtype = specs[key]
+        stored[key] = torch.zeros(shape, dtype=dtype)
+    return stored
 
 
 def _zeros(shape: tuple, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:

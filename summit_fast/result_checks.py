@@ -81,13 +81,14 @@ def _check_span(where: str, field: str, offset, length: int, node: str, channels
 
 def check_counts(tensors: dict[str, torch.Tensor], class_ids: list[int]) -> None:
     """Every count of ``tensors`` (a result's flat view) between 0 and its class's images; the
-    confusion rows sum to at most those images; dataset-example slots are filled or empty."""
+    rows of the confusion and of the top-1 probability histogram sum to at most those images
+    (each image adds at most 1 to each); dataset-example slots are filled or empty."""
     images = tensors["images_per_class"]
     if images.numel() and int(images.min()) < 0:
         raise ValueError(f"images_per_class is negative for class {class_ids[int(images.argmin())]}")
     rows = {key: t for key, t in tensors.items() if key.startswith(("activation/", "influence/", "skip/"))}
-    confusion = tensors["confusion"]
-    rows["confusion"] = confusion
+    per_image = ("confusion", "top1_probability_histogram")
+    rows.update({key: tensors[key] for key in per_image})
     for key, t in rows.items():
         if not t.numel():
             continue
@@ -97,11 +98,12 @@ def check_counts(tensors: dict[str, torch.Tensor], class_ids: list[int]) -> None
             k = int(bad[0])
             raise ValueError(f"{key} holds counts from {int(low[k])} to {int(high[k])} for class {class_ids[k]}, "
                              f"expected 0..{int(images[k])} (its images)")
-    over = torch.nonzero(confusion.sum(dim=1) > images).flatten()
-    if over.numel():
-        k = int(over[0])
-        raise ValueError(f"confusion row of class {class_ids[k]} sums to {int(confusion[k].sum())}, more than its "
-                         f"{int(images[k])} images")
+    for key in per_image:
+        over = torch.nonzero(tensors[key].sum(dim=1) > images).flatten()
+        if over.numel():
+            k = int(over[0])
+            raise ValueError(f"{key} row of class {class_ids[k]} sums to {int(tensors[key][k].sum())}, more than "
+                             f"its {int(images[k])} images")
     # each image adds round(p * 2**32) with p in [0, 1] (result.PROBABILITY_SCALE)
     fixed = tensors["top1_probability_fixed"]
     if not bool(((fixed >= 0) & (fixed <= images * 2**32)).all()):
