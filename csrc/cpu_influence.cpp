@@ -330,28 +330,28 @@ void influence_kxk(const InfluenceArgs& a) {
 }
 
 // ---------------------------------------------------------------- exact bound pruning
-// Most sources cannot reach a target's top k, and a bound that needs no positions shows it:
+// Most sources cannot reach a target's top k, and a bound that needs no products shows it:
 // only the other sources' scores are computed. The counts are those of influence_kxk, exactly.
 //
 // Bound. Every value a tap of source plane i reads on the sampled grid lies in [lo_i, hi_i],
 // the extrema of the padded region the grid reads (0 included where that is zero padding), so
 // every real sum  sum_t w_t x_t <= sum_t max(w_t hi, w_t lo) = hi * Pos + lo * Neg, where Pos
-// (Neg) is the sum of the positive (negative) taps of W[j, s].
-// Rounding. The kernels compute fl(sum_t w_t x_t) in Acc from values exact in Acc (weights
-// and inputs), one rounding per product and per add (fewer with FMA), in some order, so
+// (Neg) is the sum of the positive (negative) taps of W[j, s]. (Extrema per spatial tile of the
+// grid made no measurable difference on InceptionV1's photo activations, which are dense.)
+// Rounding. The kernels compute fl(sum_t w_t x_t) in Acc from values exact in Acc (weights and
+// inputs), one rounding per product and per add (fewer with FMA), in some order, so
 // |fl(sum) - sum| <= gamma_T A + T eta, where A = sum_t |w_t| max(|hi|, |lo|) >= sum_t |w_t x_t|,
 // gamma_T = T u / (1 - T u), u the unit roundoff of Acc and eta its smallest subnormal (the
-// error of an underflowing operation). The bound is computed in double, each of Pos, Neg, A
-// and the products within (T + 3) u_double A. The margin 4 (T + 3) (u A + eta) covers both with
-// room (gamma_T <= 1.01 T u when T u < 0.01), the final additions' rounding included. Where A
-// could reach max(Acc) / 4 a sum might overflow to inf in Acc: that bound is +inf (always
-// computed), as is one from non-finite extrema.
+// error of an underflowing operation). The bound is computed in double, each of Pos, Neg, A and
+// the products within (T + 3) u_double A. The margin 4 (T + 3) (u A + eta) covers both with room
+// (gamma_T <= 1.01 T u when T u < 0.01), the final additions' rounding included. Where A could reach max(Acc) / 4 a sum might
+// overflow to inf in Acc: that bound is +inf (always computed), as is one from non-finite extrema.
 // Selection. Round 1 computes each (b, j)'s k best sources by bound; their k-th best exact score
 // t is at most the final k-th best. Round 2 computes every other source whose bound is not below
 // t (a tie with t may win on a lower index; a NaN is not below). Every uncomputed source then
 // scores below k computed ones and cannot be selected, so the top k of the computed scores (the
-// others -inf) is the top k of all scores. A NaN score (NaN inputs) makes its row fully computed,
-// so that the selection sees what influence_kxk's does.
+// others -inf) is the top k of all scores. A NaN score (NaN inputs) makes its row fully
+// computed, so that the selection sees what influence_kxk's does.
 struct BoundTerms {
   std::vector<double> pos, neg, abs;  // per (j, s): sums of W[j, s]'s positive, negative, absolute taps
   double rel = 0.0, eta = 0.0, limit = 0.0;
@@ -366,9 +366,12 @@ BoundTerms make_bound_terms(const Acc* w, int64_t pairs, int64_t T) {
   for (int64_t p = 0; p < pairs; ++p) {
     double sp = 0.0, sn = 0.0, sa = 0.0;
     for (int64_t t = 0; t < T; ++t) {
-      const double v = w[p * T + t];
-      (v >= 0.0 ? sp : sn) += v;
-      sa += std::fabs(v);
+      // Arithmetic rather than a select, which gcc makes a branch on random signs; exact
+      // (a too large weight makes sa infinite, and its bound +inf).
+      const double v = w[p * T + t], m = std::fabs(v);
+      sp += (v + m) * 0.5;
+      sn += (v - m) * 0.5;
+      sa += m;
     }
     bt.pos[p] = sp, bt.neg[p] = sn, bt.abs[p] = sa;
   }
@@ -379,17 +382,15 @@ BoundTerms make_bound_terms(const Acc* w, int64_t pairs, int64_t T) {
   return bt;
 }
 
-// out[s] >= every score the kernels can compute for target j and source s of image b, whose
-// group's extrema are hi[s], lo[s].
-inline void bound_row(const BoundTerms& bt, int64_t j, int64_t cin_g, const double* hi, const double* lo,
-                      double* out) {
-  const int64_t at = j * cin_g;
+// out[s] >= every score the kernels can compute for target j and its group's source s, whose
+// extrema are hi[s] and lo[s].
+inline void bound_row(const BoundTerms& bt, int64_t j, int64_t cin_g, const double* hi, const double* lo, double* out) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const double *pos = bt.pos.data() + j * cin_g, *neg = bt.neg.data() + j * cin_g, *abs = bt.abs.data() + j * cin_g;
+#pragma omp simd
   for (int64_t s = 0; s < cin_g; ++s) {
-    const double h = hi[s], l = lo[s], amax = std::max(std::fabs(h), std::fabs(l));
-    const double A = bt.abs[at + s] * amax;
-    const double u = h * bt.pos[at + s] + l * bt.neg[at + s] + (bt.rel * A + bt.eta);
-    out[s] = A < bt.limit && amax < std::numeric_limits<double>::infinity() ? u
-                                                                           : std::numeric_limits<double>::infinity();
+    const double h = hi[s], l = lo[s], amax = std::max(std::fabs(h), std::fabs(l)), A = abs[s] * amax;
+    out[s] = A < bt.limit && amax < inf ? h * pos[s] + l * neg[s] + (bt.rel * A + bt.eta) : inf;
   }
 }
 
@@ -406,9 +407,12 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
   const AxisSamples rows = AxisSamples::sampled(plan.used_h, 1, a.x.shape[2], g.pad_top, g.mode);
   const AxisSamples cols = AxisSamples::sampled(plan.used_w, 1, a.x.shape[3], g.pad_left, g.mode);
   std::vector<double> hi(static_cast<size_t>(B * c_in)), lo(hi.size());
-  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 23) / (a.c_out * cin_g));
-  std::vector<Acc> L(static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g));
-  std::vector<uint8_t> state(L.size());
+  // Per chunk of images: scores, bounds and pair states, (images, C_out, cin_g), ~52 MiB.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / (a.c_out * cin_g));
+  const size_t pairs = static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g);
+  std::vector<Acc> L(pairs);
+  std::vector<double> bound(pairs);
+  std::vector<uint8_t> state(pairs);
   const auto scores_fn = pick_source_scores<E, Acc>();
   int64_t computed = 0;
 #pragma omp parallel if (B * a.c_out * cin_g * plan.T * plan.out_h * plan.out_w >= kParallelWork) reduction(+ : computed)
@@ -416,7 +420,6 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
     all_channel_extrema<E>(a.x, rows, cols, hi.data(), lo.data());
     std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile_max_np * plan.T), lrow(cout_g), panel(cout_g * T);
     std::vector<int64_t> targets(cout_g), chosen(cin_g);
-    std::vector<double> bound(cin_g);
     SelectScratch scratch;
     // The exact scores of every pair marked kNeed, source plane by source plane.
     auto compute_needed = [&](int64_t b0, int64_t b1) {
@@ -424,53 +427,58 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
       for (int64_t task = 0; task < (b1 - b0) * c_in; ++task) {
         const int64_t b = b0 + task / c_in, i = task % c_in, grp = i / cin_g, s = i % cin_g;
         const size_t at = static_cast<size_t>(((b - b0) * a.c_out + grp * cout_g) * cin_g + s);
+        // Locals, as the byte stores below may alias anything the compiler would reload.
+        uint8_t* st = state.data() + at;
+        Acc* out = L.data() + at;
+        const Acc* src = plan.panels.data() + i * cout_g * T;
+        Acc* dst = panel.data();
+        int64_t* tj = targets.data();
+        const int64_t stride = cin_g, taps = T, targets_g = cout_g;
         int64_t n = 0;
-        for (int64_t jl = 0; jl < cout_g; ++jl) {
-          if (state[at + jl * cin_g] != kNeed) continue;
-          std::copy_n(plan.panels.data() + (i * cout_g + jl) * T, T, panel.data() + n * T);
-          targets[n++] = jl;
+        for (int64_t jl = 0; jl < targets_g; ++jl) {
+          tj[n] = jl;
+          n += st[jl * stride] == kNeed;
         }
         if (n == 0) continue;
-        scores_fn(a.x, plan, b, i, panel.data(), n, xp.data(), P.data(), lrow.data());
+        for (int64_t m = 0; m < n; ++m)
+          for (int64_t t = 0; t < taps; ++t) dst[m * taps + t] = src[tj[m] * taps + t];
+        scores_fn(a.x, plan, b, i, dst, n, xp.data(), P.data(), lrow.data());
         for (int64_t m = 0; m < n; ++m) {
-          L[at + targets[m] * cin_g] = lrow[m];
-          state[at + targets[m] * cin_g] = kDone;
+          out[tj[m] * stride] = lrow[m];
+          st[tj[m] * stride] = kDone;
         }
         computed += n;
       }
     };
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t b1 = std::min(B, b0 + chunk), nrows = (b1 - b0) * a.c_out;
-      auto group_extrema = [&](int64_t b, int64_t j, const std::vector<double>& v) {
-        return v.data() + b * c_in + (j / cout_g) * cin_g;
-      };
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < nrows; ++r) {  // round 1: the k best by bound
-        const int64_t b = b0 + r / a.c_out, j = r % a.c_out;
+        const int64_t b = b0 + r / a.c_out, j = r % a.c_out, at = b * c_in + (j / cout_g) * cin_g;
+        double* bd = bound.data() + r * cin_g;
+        bound_row(bt, j, cin_g, hi.data() + at, lo.data() + at, bd);
         std::fill_n(L.data() + r * cin_g, cin_g, -std::numeric_limits<Acc>::infinity());
         uint8_t* st = state.data() + r * cin_g;
         std::fill_n(st, cin_g, kSkip);
-        bound_row(bt, j, cin_g, group_extrema(b, j, hi), group_extrema(b, j, lo), bound.data());
-        const int64_t m = select_top_k(bound.data(), cin_g, a.k, chosen.data(), scratch);
+        const int64_t m = select_top_k(bd, cin_g, a.k, chosen.data(), scratch);
         for (int64_t n = 0; n < m; ++n) st[chosen[n]] = kNeed;
       }
       compute_needed(b0, b1);
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < nrows; ++r) {  // round 2: every source whose bound reaches the k-th exact score
-        const int64_t b = b0 + r / a.c_out, j = r % a.c_out;
-        const Acc* l = L.data() + r * cin_g;
-        uint8_t* st = state.data() + r * cin_g;
+        const int64_t n = cin_g;  // a local: the byte stores below may alias anything else
+        const Acc* l = L.data() + r * n;
+        const double* bd = bound.data() + r * n;
+        uint8_t* st = state.data() + r * n;
+        double t = std::numeric_limits<double>::infinity();  // the least of the k computed scores
         bool nan = false;
-        for (int64_t s = 0; s < cin_g; ++s) nan |= std::isnan(l[s]);
-        double t = -std::numeric_limits<double>::infinity();
-        if (!nan) {
-          const int64_t m = select_top_k(l, cin_g, a.k, chosen.data(), scratch);
-          t = l[chosen[0]];
-          for (int64_t n = 1; n < m; ++n) t = std::min<double>(t, l[chosen[n]]);
+        for (int64_t s = 0; s < n; ++s) {  // without branches: the states are in no order
+          const double v = st[s] == kDone ? static_cast<double>(l[s]) : t;
+          nan |= v != v;
+          t = v < t ? v : t;
         }
-        bound_row(bt, j, cin_g, group_extrema(b, j, hi), group_extrema(b, j, lo), bound.data());
-        for (int64_t s = 0; s < cin_g; ++s)
-          if (st[s] == kSkip && !(bound[s] < t)) st[s] = kNeed;
+        if (nan) t = -std::numeric_limits<double>::infinity();
+        for (int64_t s = 0; s < n; ++s) st[s] = st[s] == kSkip && !(bd[s] < t) ? uint8_t{kNeed} : st[s];
       }
       compute_needed(b0, b1);
       count_top_sources<Acc, N>(a, b0, b1, [&](int64_t b, int64_t j, Acc*) {
