@@ -55,7 +55,7 @@ def _weight(conv_case, c_in, seed):
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c[0])
 @pytest.mark.parametrize("size, spatial_stride", [(7, 1), (13, 3)], ids=["7px", "13px_r3"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
 def test_pruned_matches_unpruned(pruned, unpruned, conv, size, spatial_stride, dtype, layout):
     g = torch.Generator().manual_seed(size + len(conv[0]))
     # ReLU-like inputs (many exact zeros, as in real networks) on half the channels.
