@@ -4,6 +4,7 @@
 // cache-sized tiles of positions, keeping only a running max per (b, j, i).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -346,8 +347,9 @@ void influence_kxk(const InfluenceArgs& a) {
 // the products within (T + 3) u_double A. The margin 4 (T + 3) (u A + eta) covers both with room
 // (gamma_T <= 1.01 T u when T u < 0.01), the final additions' rounding included. Where A could reach max(Acc) / 4 a sum might
 // overflow to inf in Acc: that bound is +inf (always computed), as is one from non-finite extrema.
-// Selection. Round 1 computes each (b, j)'s k best sources by bound; their k-th best exact score
-// t is at most the final k-th best. Round 2 computes every other source whose bound is not below
+// Selection. Round 1 computes each (b, j)'s 2k best sources by bound (rather than k: on
+// InceptionV1's photo activations that halved what round 2 computes); the k-th best of their
+// exact scores, t, is at most the final k-th best. Round 2 computes every other source whose bound is not below
 // t (a tie with t may win on a lower index; a NaN is not below). Every uncomputed source then
 // scores below k computed ones and cannot be selected, so the top k of the computed scores (the
 // others -inf) is the top k of all scores. A NaN score (NaN inputs) makes its row fully
@@ -420,6 +422,7 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
     all_channel_extrema<E>(a.x, rows, cols, hi.data(), lo.data());
     std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile_max_np * plan.T), lrow(cout_g), panel(cout_g * T);
     std::vector<int64_t> targets(cout_g), chosen(cin_g);
+    std::vector<double> done(cin_g);  // round 2: a row's computed scores
     SelectScratch scratch;
     // The exact scores of every pair marked kNeed, source plane by source plane.
     auto compute_needed = [&](int64_t b0, int64_t b1) {
@@ -460,7 +463,7 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
         std::fill_n(L.data() + r * cin_g, cin_g, -std::numeric_limits<Acc>::infinity());
         uint8_t* st = state.data() + r * cin_g;
         std::fill_n(st, cin_g, kSkip);
-        const int64_t m = select_top_k(bd, cin_g, a.k, chosen.data(), scratch);
+        const int64_t m = select_top_k(bd, cin_g, std::min(2 * a.k, cin_g), chosen.data(), scratch);
         for (int64_t n = 0; n < m; ++n) st[chosen[n]] = kNeed;
       }
       compute_needed(b0, b1);
@@ -470,14 +473,16 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
         const Acc* l = L.data() + r * n;
         const double* bd = bound.data() + r * n;
         uint8_t* st = state.data() + r * n;
-        double t = std::numeric_limits<double>::infinity();  // the least of the k computed scores
+        int64_t m = 0;
         bool nan = false;
         for (int64_t s = 0; s < n; ++s) {  // without branches: the states are in no order
-          const double v = st[s] == kDone ? static_cast<double>(l[s]) : t;
-          nan |= v != v;
-          t = v < t ? v : t;
+          done[m] = l[s];
+          nan |= l[s] != l[s];
+          m += st[s] == kDone;
         }
-        if (nan) t = -std::numeric_limits<double>::infinity();
+        // The k-th best computed score (m >= k of them); a NaN makes the row fully computed.
+        if (!nan) std::nth_element(done.begin(), done.begin() + (a.k - 1), done.begin() + m, std::greater<double>());
+        const double t = nan ? -std::numeric_limits<double>::infinity() : done[a.k - 1];
         for (int64_t s = 0; s < n; ++s) st[s] = st[s] == kSkip && !(bd[s] < t) ? uint8_t{kNeed} : st[s];
       }
       compute_needed(b0, b1);

@@ -82,7 +82,7 @@ def test_pruning_skips_scores_on_localised_inputs(pruned, unpruned):
     x[:, :6] += torch.rand(3, 6, 12, 12, generator=g) * 10  # six strong sources
     weight = torch.rand(20, 40, 3, 3, generator=g)
     exact, total = _compare(pruned, unpruned, x, weight, ConvSpec(pad=(1, 1, 1, 1)), reference=True)
-    assert total == 3 * 20 * 40 and exact <= 3 * 20 * 6
+    assert total == 3 * 20 * 40 and exact <= total // 2
     assert unpruned.last_influence_stats == (total, total)
 
 
