@@ -347,7 +347,7 @@ void influence_kxk(const InfluenceArgs& a) {
 // the products within (T + 3) u_double A. The margin 4 (T + 3) (u A + eta) covers both with room
 // (gamma_T <= 1.01 T u when T u < 0.01), the final additions' rounding included. Where A could reach max(Acc) / 4 a sum might
 // overflow to inf in Acc: that bound is +inf (always computed), as is one from non-finite extrema.
-// Selection. Round 1 computes each (b, j)'s 2k best sources by bound (rather than k: on
+// Selection. Round 1 computes each (b, j)'s 2k best sources by bound (and any tied with the 2k-th) (rather than k: on
 // InceptionV1's photo activations that halved what round 2 computes); the k-th best of their
 // exact scores, t, is at most the final k-th best. Round 2 computes every other source whose bound is not below
 // t (a tie with t may win on a lower index; a NaN is not below). Every uncomputed source then
@@ -396,7 +396,6 @@ inline void bound_row(const BoundTerms& bt, int64_t j, int64_t cin_g, const doub
   }
 }
 
-enum PairState : uint8_t { kSkip = 0, kNeed = 1, kDone = 2 };
 
 template <class E, class Acc, class N>
 InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
@@ -409,29 +408,31 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
   const AxisSamples rows = AxisSamples::sampled(plan.used_h, 1, a.x.shape[2], g.pad_top, g.mode);
   const AxisSamples cols = AxisSamples::sampled(plan.used_w, 1, a.x.shape[3], g.pad_left, g.mode);
   std::vector<double> hi(static_cast<size_t>(B * c_in)), lo(hi.size());
-  // Per chunk of images: scores, bounds and pair states, (images, C_out, cin_g), ~52 MiB.
+  // Per chunk of images: scores, bounds and whether each score is computed, (images, C_out, cin_g),
+  // ~52 MiB; and the scores to compute next, by source: (images, C_in, cout_g), all 0 between rounds.
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / (a.c_out * cin_g));
   const size_t pairs = static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g);
   std::vector<Acc> L(pairs);
   std::vector<double> bound(pairs);
-  std::vector<uint8_t> state(pairs);
+  std::vector<uint8_t> done(pairs), need(pairs);
   const auto scores_fn = pick_source_scores<E, Acc>();
   int64_t computed = 0;
 #pragma omp parallel if (B * a.c_out * cin_g * plan.T * plan.out_h * plan.out_w >= kParallelWork) reduction(+ : computed)
   {
     all_channel_extrema<E>(a.x, rows, cols, hi.data(), lo.data());
     std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile_max_np * plan.T), lrow(cout_g), panel(cout_g * T);
-    std::vector<int64_t> targets(cout_g), chosen(cin_g);
-    std::vector<double> done(cin_g);  // round 2: a row's computed scores
-    SelectScratch scratch;
-    // The exact scores of every pair marked kNeed, source plane by source plane.
+    std::vector<int64_t> targets(cout_g);
+    std::vector<double> known(cin_g);  // a row's bounds (round 1) or computed scores (round 2)
+    // The exact scores of every pair in `need`, source plane by source plane (reading `need`
+    // by source keeps this scan sequential; the pairs are marked by target).
     auto compute_needed = [&](int64_t b0, int64_t b1) {
 #pragma omp for schedule(dynamic, 4)
       for (int64_t task = 0; task < (b1 - b0) * c_in; ++task) {
         const int64_t b = b0 + task / c_in, i = task % c_in, grp = i / cin_g, s = i % cin_g;
         const size_t at = static_cast<size_t>(((b - b0) * a.c_out + grp * cout_g) * cin_g + s);
         // Locals, as the byte stores below may alias anything the compiler would reload.
-        uint8_t* st = state.data() + at;
+        uint8_t* st = done.data() + at;
+        uint8_t* nd = need.data() + ((b - b0) * c_in + i) * cout_g;
         Acc* out = L.data() + at;
         const Acc* src = plan.panels.data() + i * cout_g * T;
         Acc* dst = panel.data();
@@ -440,15 +441,16 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
         int64_t n = 0;
         for (int64_t jl = 0; jl < targets_g; ++jl) {
           tj[n] = jl;
-          n += st[jl * stride] == kNeed;
+          n += nd[jl];
         }
         if (n == 0) continue;
+        std::fill_n(nd, targets_g, uint8_t{0});
         for (int64_t m = 0; m < n; ++m)
           for (int64_t t = 0; t < taps; ++t) dst[m * taps + t] = src[tj[m] * taps + t];
         scores_fn(a.x, plan, b, i, dst, n, xp.data(), P.data(), lrow.data());
         for (int64_t m = 0; m < n; ++m) {
           out[tj[m] * stride] = lrow[m];
-          st[tj[m] * stride] = kDone;
+          st[tj[m] * stride] = 1;
         }
         computed += n;
       }
@@ -456,34 +458,42 @@ InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t b1 = std::min(B, b0 + chunk), nrows = (b1 - b0) * a.c_out;
 #pragma omp for schedule(static)
-      for (int64_t r = 0; r < nrows; ++r) {  // round 1: the k best by bound
+      for (int64_t r = 0; r < nrows; ++r) {  // round 1: the 2k best by bound
         const int64_t b = b0 + r / a.c_out, j = r % a.c_out, at = b * c_in + (j / cout_g) * cin_g;
         double* bd = bound.data() + r * cin_g;
         bound_row(bt, j, cin_g, hi.data() + at, lo.data() + at, bd);
         std::fill_n(L.data() + r * cin_g, cin_g, -std::numeric_limits<Acc>::infinity());
-        uint8_t* st = state.data() + r * cin_g;
-        std::fill_n(st, cin_g, kSkip);
-        const int64_t m = select_top_k(bd, cin_g, std::min(2 * a.k, cin_g), chosen.data(), scratch);
-        for (int64_t n = 0; n < m; ++n) st[chosen[n]] = kNeed;
+        std::fill_n(done.data() + r * cin_g, cin_g, uint8_t{0});
+        uint8_t* nd = need.data() + ((b - b0) * c_in + (j / cout_g) * cin_g) * cout_g + j % cout_g;
+        // Any candidates would do: the 2k-th largest bound (without the tie rule) and those not below it.
+        const int64_t m = std::min(2 * a.k, cin_g);
+        std::copy_n(bd, cin_g, known.begin());
+        std::nth_element(known.begin(), known.begin() + (m - 1), known.begin() + cin_g, std::greater<double>());
+        const double v = known[m - 1];
+        for (int64_t s = 0; s < cin_g; ++s)
+          if (!(bd[s] < v)) nd[s * cout_g] = 1;
       }
       compute_needed(b0, b1);
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < nrows; ++r) {  // round 2: every source whose bound reaches the k-th exact score
-        const int64_t n = cin_g;  // a local: the byte stores below may alias anything else
+        const int64_t b = b0 + r / a.c_out, j = r % a.c_out;
+        const int64_t n = cin_g, stride = cout_g;  // locals: the byte stores below may alias anything else
         const Acc* l = L.data() + r * n;
         const double* bd = bound.data() + r * n;
-        uint8_t* st = state.data() + r * n;
+        const uint8_t* st = done.data() + r * n;
+        uint8_t* nd = need.data() + ((b - b0) * c_in + (j / cout_g) * cin_g) * cout_g + j % cout_g;
         int64_t m = 0;
         bool nan = false;
         for (int64_t s = 0; s < n; ++s) {  // without branches: the states are in no order
-          done[m] = l[s];
+          known[m] = l[s];
           nan |= l[s] != l[s];
-          m += st[s] == kDone;
+          m += st[s];
         }
         // The k-th best computed score (m >= k of them); a NaN makes the row fully computed.
-        if (!nan) std::nth_element(done.begin(), done.begin() + (a.k - 1), done.begin() + m, std::greater<double>());
-        const double t = nan ? -std::numeric_limits<double>::infinity() : done[a.k - 1];
-        for (int64_t s = 0; s < n; ++s) st[s] = st[s] == kSkip && !(bd[s] < t) ? uint8_t{kNeed} : st[s];
+        if (!nan) std::nth_element(known.begin(), known.begin() + (a.k - 1), known.begin() + m, std::greater<double>());
+        const double t = nan ? -std::numeric_limits<double>::infinity() : known[a.k - 1];
+        for (int64_t s = 0; s < n; ++s)
+          if (!st[s] && !(bd[s] < t)) nd[s * stride] = 1;
       }
       compute_needed(b0, b1);
       count_top_sources<Acc, N>(a, b0, b1, [&](int64_t b, int64_t j, Acc*) {
