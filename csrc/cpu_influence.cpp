@@ -345,15 +345,17 @@ void influence_kxk(const InfluenceArgs& a) {
 // gamma_T = T u / (1 - T u), u the unit roundoff of Acc and eta its smallest subnormal (the
 // error of an underflowing operation). The bound is computed in double, each of Pos, Neg, A and
 // the products within (T + 3) u_double A. The margin 4 (T + 3) (u A + eta) covers both with room
-// (gamma_T <= 1.01 T u when T u < 0.01), the final additions' rounding included. Where A could reach max(Acc) / 4 a sum might
-// overflow to inf in Acc: that bound is +inf (always computed), as is one from non-finite extrema.
-// Selection. Round 1 computes each (b, j)'s 2k best sources by bound (and any tied with the 2k-th) (rather than k: on
-// InceptionV1's photo activations that halved what round 2 computes); the k-th best of their
-// exact scores, t, is at most the final k-th best. Round 2 computes every other source whose bound is not below
-// t (a tie with t may win on a lower index; a NaN is not below). Every uncomputed source then
-// scores below k computed ones and cannot be selected, so the top k of the computed scores (the
-// others -inf) is the top k of all scores. A NaN score (NaN inputs) makes its row fully
-// computed, so that the selection sees what influence_kxk's does.
+// (gamma_T <= 1.01 T u when T u < 0.01; larger kernels get no bounds), the final additions'
+// rounding included. Where A could reach max(Acc) / 4 a sum might overflow to inf in Acc: that
+// bound is +inf (always computed), as is one from non-finite extrema.
+// Selection. Round 1 computes each (b, j)'s 2k best sources by bound, and any tied with the
+// 2k-th (rather than k: on InceptionV1's photo activations that halved what round 2 computes);
+// the k-th best of their exact scores, t, is at most the final k-th best. Round 2 computes every
+// other source whose bound is not below t (a tie with t may win on a lower index). Every
+// uncomputed source then scores below k computed ones and cannot be selected, so the top k of
+// the computed scores (the others -inf) is the top k of all scores. A computed NaN score (NaN
+// inputs, which the extrema skip) makes its row fully computed; NaN inputs leave the selection
+// without a defined order in influence_kxk too.
 struct BoundTerms {
   std::vector<double> pos, neg, abs;  // per (j, s): sums of W[j, s]'s positive, negative, absolute taps
   double rel = 0.0, eta = 0.0, limit = 0.0;
@@ -380,7 +382,8 @@ BoundTerms make_bound_terms(const Acc* w, int64_t pairs, int64_t T) {
   const double n = 4.0 * static_cast<double>(T + 3);
   bt.rel = n * std::numeric_limits<Acc>::epsilon() / 2;
   bt.eta = n * std::numeric_limits<Acc>::denorm_min();
-  bt.limit = static_cast<double>(std::numeric_limits<Acc>::max()) / 4;
+  const bool small_error = n / 4 * std::numeric_limits<Acc>::epsilon() / 2 < 0.01;  // (T + 3) u
+  bt.limit = small_error ? static_cast<double>(std::numeric_limits<Acc>::max()) / 4 : 0.0;  // 0: no A is below
   return bt;
 }
 
@@ -395,7 +398,6 @@ inline void bound_row(const BoundTerms& bt, int64_t j, int64_t cin_g, const doub
     out[s] = A < bt.limit && amax < inf ? h * pos[s] + l * neg[s] + (bt.rel * A + bt.eta) : inf;
   }
 }
-
 
 template <class E, class Acc, class N>
 InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
