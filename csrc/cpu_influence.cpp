@@ -3,6 +3,8 @@
 // exact max/min shortcut; kxk convs compute contributions one source plane at a time, in
 // cache-sized tiles of positions, keeping only a running max per (b, j, i).
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -113,11 +115,13 @@ SUMMIT_ALWAYS_INLINE void direct_max(const Acc* xp, const KxkPlan<Acc>& plan, co
   }
 }
 
-// Scores of one source plane (image b, source i) against all targets of its group:
-// lrow[jl] for jl < cout_g. xp and P are per-thread scratch buffers.
+// Scores of one source plane (image b, source i) against n targets of its group, whose taps
+// are panel[n' * T, (n' + 1) * T): lrow[n'] for n' < n. Each target's score is computed the
+// same way whichever targets it is computed with (the pruned path relies on that). xp and P
+// are per-thread scratch buffers.
 template <class E, class Acc>
-SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan, int64_t b, int64_t i, Acc* xp,
-                                        Acc* P, Acc* lrow) {
+SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan, int64_t b, int64_t i,
+                                        const Acc* panel, int64_t n_targets, Acc* xp, Acc* P, Acc* lrow) {
   using Raw = typename E::raw;
   // The padded input plane, converted once; the taps below read it without branches.
   const Raw* plane = static_cast<const Raw*>(x.data) + b * x.stride[0] + i * x.stride[1];
@@ -140,14 +144,14 @@ SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan
 #pragma omp simd
     for (int64_t qc = plan.inner_lo; qc < plan.inner_hi; ++qc) out[qc] = Acc(E::to_float(inner[(qc - plan.inner_lo) * sw]));
   }
-  const int64_t T = plan.T, cout_g = plan.cout_g, out_w = plan.out_w, block = kPositionBlock<Acc>;
-  const Acc* panel = plan.panels.data() + i * cout_g * T;
+  const int64_t T = plan.T, cout_g = n_targets, out_w = plan.out_w, block = kPositionBlock<Acc>;
   std::fill(lrow, lrow + cout_g, -std::numeric_limits<Acc>::infinity());
-  if (plan.direct) {
+  if (plan.direct) {  // plan.cout_g < 4 targets
     switch (cout_g) {
       case 3: direct_max<3>(xp, plan, panel, lrow); break;
       case 2: direct_max<2>(xp, plan, panel, lrow); break;
-      default: direct_max<1>(xp, plan, panel, lrow); break;
+      case 1: direct_max<1>(xp, plan, panel, lrow); break;
+      default: break;
     }
     return;
   }
@@ -183,15 +187,17 @@ SUMMIT_ALWAYS_INLINE void source_scores(const View4& x, const KxkPlan<Acc>& plan
 }
 
 template <class E, class Acc>
-void source_scores_baseline(const View4& x, const KxkPlan<Acc>& plan, int64_t b, int64_t i, Acc* xp, Acc* P, Acc* lrow) {
-  source_scores<E, Acc>(x, plan, b, i, xp, P, lrow);
+void source_scores_baseline(const View4& x, const KxkPlan<Acc>& plan, int64_t b, int64_t i, const Acc* panel,
+                            int64_t n_targets, Acc* xp, Acc* P, Acc* lrow) {
+  source_scores<E, Acc>(x, plan, b, i, panel, n_targets, xp, P, lrow);
 }
 
 #ifdef SUMMIT_AVX2_DISPATCH
 template <class E, class Acc>
 __attribute__((target("avx2,fma"))) void source_scores_avx2(const View4& x, const KxkPlan<Acc>& plan, int64_t b,
-                                                             int64_t i, Acc* xp, Acc* P, Acc* lrow) {
-  source_scores<E, Acc>(x, plan, b, i, xp, P, lrow);
+                                                             int64_t i, const Acc* panel, int64_t n_targets, Acc* xp,
+                                                             Acc* P, Acc* lrow) {
+  source_scores<E, Acc>(x, plan, b, i, panel, n_targets, xp, P, lrow);
 }
 #endif
 
@@ -312,7 +318,7 @@ void influence_kxk(const InfluenceArgs& a) {
 #pragma omp for schedule(dynamic, 4)
       for (int64_t task = 0; task < (b1 - b0) * c_in; ++task) {
         const int64_t b = b0 + task / c_in, i = task % c_in;
-        scores_fn(a.x, plan, b, i, xp.data(), P.data(), lrow.data());
+        scores_fn(a.x, plan, b, i, plan.panels.data() + i * cout_g * plan.T, cout_g, xp.data(), P.data(), lrow.data());
         const int64_t grp = i / cin_g, s = i % cin_g;
         Acc* out = L.data() + ((b - b0) * a.c_out + grp * cout_g) * cin_g + s;
         for (int64_t jl = 0; jl < cout_g; ++jl) out[jl * cin_g] = lrow[jl];
@@ -324,9 +330,185 @@ void influence_kxk(const InfluenceArgs& a) {
   }
 }
 
+// ---------------------------------------------------------------- exact bound pruning
+// Most sources cannot reach a target's top k, and a bound that needs no products shows it:
+// only the other sources' scores are computed. The counts are those of influence_kxk, exactly.
+//
+// Bound. Every value a tap of source plane i reads on the sampled grid lies in [lo_i, hi_i],
+// the extrema of the padded region the grid reads (0 included where that is zero padding), so
+// every real sum  sum_t w_t x_t <= sum_t max(w_t hi, w_t lo) = hi * Pos + lo * Neg, where Pos
+// (Neg) is the sum of the positive (negative) taps of W[j, s]. (Extrema per spatial tile of the
+// grid made no measurable difference on InceptionV1's photo activations, which are dense.)
+// Rounding. The kernels compute fl(sum_t w_t x_t) in Acc from values exact in Acc (weights and
+// inputs), one rounding per product and per add (fewer with FMA), in some order, so
+// |fl(sum) - sum| <= gamma_T A + T eta, where A = sum_t |w_t| max(|hi|, |lo|) >= sum_t |w_t x_t|,
+// gamma_T = T u / (1 - T u), u the unit roundoff of Acc and eta its smallest subnormal (the
+// error of an underflowing operation). The bound is computed in double, each of Pos, Neg, A and
+// the products within (T + 3) u_double A. The margin 4 (T + 3) (u A + eta) covers both with room
+// (gamma_T <= 1.01 T u when T u < 0.01; larger kernels get no bounds), the final additions'
+// rounding included. Where A could reach max(Acc) / 4 a sum might overflow to inf in Acc: that
+// bound is +inf (always computed), as is one from non-finite extrema.
+// Selection. Round 1 computes each (b, j)'s 2k best sources by bound, and any tied with the
+// 2k-th (rather than k: on InceptionV1's photo activations that halved what round 2 computes);
+// the k-th best of their exact scores, t, is at most the final k-th best. Round 2 computes every
+// other source whose bound is not below t (a tie with t may win on a lower index). Every
+// uncomputed source then scores below k computed ones and cannot be selected, so the top k of
+// the computed scores (the others -inf) is the top k of all scores. A computed NaN score (NaN
+// inputs, which the extrema skip) makes its row fully computed; NaN inputs leave the selection
+// without a defined order in influence_kxk too.
+struct BoundTerms {
+  std::vector<double> pos, neg, abs;  // per (j, s): sums of W[j, s]'s positive, negative, absolute taps
+  double rel = 0.0, eta = 0.0, limit = 0.0;
+};
+
+template <class Acc>
+BoundTerms make_bound_terms(const Acc* w, int64_t pairs, int64_t T) {
+  BoundTerms bt;
+  bt.pos.resize(pairs);
+  bt.neg.resize(pairs);
+  bt.abs.resize(pairs);
+  for (int64_t p = 0; p < pairs; ++p) {
+    double sp = 0.0, sn = 0.0, sa = 0.0;
+    for (int64_t t = 0; t < T; ++t) {
+      // Arithmetic rather than a select, which gcc makes a branch on random signs; exact
+      // (a too large weight makes sa infinite, and its bound +inf).
+      const double v = w[p * T + t], m = std::fabs(v);
+      sp += (v + m) * 0.5;
+      sn += (v - m) * 0.5;
+      sa += m;
+    }
+    bt.pos[p] = sp, bt.neg[p] = sn, bt.abs[p] = sa;
+  }
+  const double n = 4.0 * static_cast<double>(T + 3);
+  bt.rel = n * std::numeric_limits<Acc>::epsilon() / 2;
+  bt.eta = n * std::numeric_limits<Acc>::denorm_min();
+  const bool small_error = n / 4 * std::numeric_limits<Acc>::epsilon() / 2 < 0.01;  // (T + 3) u
+  bt.limit = small_error ? static_cast<double>(std::numeric_limits<Acc>::max()) / 4 : 0.0;  // 0: no A is below
+  return bt;
+}
+
+// out[s] >= every score the kernels can compute for target j and its group's source s, whose
+// extrema are hi[s] and lo[s].
+inline void bound_row(const BoundTerms& bt, int64_t j, int64_t cin_g, const double* hi, const double* lo, double* out) {
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  const double *pos = bt.pos.data() + j * cin_g, *neg = bt.neg.data() + j * cin_g, *abs = bt.abs.data() + j * cin_g;
+#pragma omp simd
+  for (int64_t s = 0; s < cin_g; ++s) {
+    const double h = hi[s], l = lo[s], amax = std::max(std::fabs(h), std::fabs(l)), A = abs[s] * amax;
+    out[s] = A < bt.limit && amax < inf ? h * pos[s] + l * neg[s] + (bt.rel * A + bt.eta) : inf;
+  }
+}
+
+template <class E, class Acc, class N>
+InfluenceStats influence_kxk_pruned(const InfluenceArgs& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t B = a.x.shape[0], c_in = a.x.shape[1];
+  const KxkPlan<Acc> plan = make_plan<Acc>(a);
+  const int64_t cin_g = plan.cin_g, cout_g = plan.cout_g, T = plan.T;
+  const BoundTerms bt = make_bound_terms(static_cast<const Acc*>(a.weight), a.c_out * cin_g, T);
+  // The padded region the sampled grid reads: every value under a tap is in it.
+  const AxisSamples rows = AxisSamples::sampled(plan.used_h, 1, a.x.shape[2], g.pad_top, g.mode);
+  const AxisSamples cols = AxisSamples::sampled(plan.used_w, 1, a.x.shape[3], g.pad_left, g.mode);
+  std::vector<double> hi(static_cast<size_t>(B * c_in)), lo(hi.size());
+  // Per chunk of images: scores, bounds and whether each score is computed, (images, C_out, cin_g),
+  // ~52 MiB; and the scores to compute next, by source: (images, C_in, cout_g), all 0 between rounds.
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / (a.c_out * cin_g));
+  const size_t pairs = static_cast<size_t>(std::min(chunk, B) * a.c_out * cin_g);
+  std::vector<Acc> L(pairs);
+  std::vector<double> bound(pairs);
+  std::vector<uint8_t> done(pairs), need(pairs);
+  const auto scores_fn = pick_source_scores<E, Acc>();
+  int64_t computed = 0;
+#pragma omp parallel if (B * a.c_out * cin_g * plan.T * plan.out_h * plan.out_w >= kParallelWork) reduction(+ : computed)
+  {
+    all_channel_extrema<E>(a.x, rows, cols, hi.data(), lo.data());
+    std::vector<Acc> xp(plan.used_h * plan.used_w), P(plan.tile_max_np * plan.T), lrow(cout_g), panel(cout_g * T);
+    std::vector<int64_t> targets(cout_g);
+    std::vector<double> known(cin_g);  // a row's bounds (round 1) or computed scores (round 2)
+    // The exact scores of every pair in `need`, source plane by source plane (reading `need`
+    // by source keeps this scan sequential; the pairs are marked by target).
+    auto compute_needed = [&](int64_t b0, int64_t b1) {
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t task = 0; task < (b1 - b0) * c_in; ++task) {
+        const int64_t b = b0 + task / c_in, i = task % c_in, grp = i / cin_g, s = i % cin_g;
+        const size_t at = static_cast<size_t>(((b - b0) * a.c_out + grp * cout_g) * cin_g + s);
+        // Locals, as the byte stores below may alias anything the compiler would reload.
+        uint8_t* st = done.data() + at;
+        uint8_t* nd = need.data() + ((b - b0) * c_in + i) * cout_g;
+        Acc* out = L.data() + at;
+        const Acc* src = plan.panels.data() + i * cout_g * T;
+        Acc* dst = panel.data();
+        int64_t* tj = targets.data();
+        const int64_t stride = cin_g, taps = T, targets_g = cout_g;
+        int64_t n = 0;
+        for (int64_t jl = 0; jl < targets_g; ++jl) {
+          tj[n] = jl;
+          n += nd[jl];
+        }
+        if (n == 0) continue;
+        std::fill_n(nd, targets_g, uint8_t{0});
+        for (int64_t m = 0; m < n; ++m)
+          for (int64_t t = 0; t < taps; ++t) dst[m * taps + t] = src[tj[m] * taps + t];
+        scores_fn(a.x, plan, b, i, dst, n, xp.data(), P.data(), lrow.data());
+        for (int64_t m = 0; m < n; ++m) {
+          out[tj[m] * stride] = lrow[m];
+          st[tj[m] * stride] = 1;
+        }
+        computed += n;
+      }
+    };
+    for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+      const int64_t b1 = std::min(B, b0 + chunk), nrows = (b1 - b0) * a.c_out;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < nrows; ++r) {  // round 1: the 2k best by bound
+        const int64_t b = b0 + r / a.c_out, j = r % a.c_out, at = b * c_in + (j / cout_g) * cin_g;
+        double* bd = bound.data() + r * cin_g;
+        bound_row(bt, j, cin_g, hi.data() + at, lo.data() + at, bd);
+        std::fill_n(L.data() + r * cin_g, cin_g, -std::numeric_limits<Acc>::infinity());
+        std::fill_n(done.data() + r * cin_g, cin_g, uint8_t{0});
+        uint8_t* nd = need.data() + ((b - b0) * c_in + (j / cout_g) * cin_g) * cout_g + j % cout_g;
+        // Any candidates would do: the 2k-th largest bound (without the tie rule) and those not below it.
+        const int64_t m = std::min(2 * a.k, cin_g);
+        std::copy_n(bd, cin_g, known.begin());
+        std::nth_element(known.begin(), known.begin() + (m - 1), known.begin() + cin_g, std::greater<double>());
+        const double v = known[m - 1];
+        for (int64_t s = 0; s < cin_g; ++s)
+          if (!(bd[s] < v)) nd[s * cout_g] = 1;
+      }
+      compute_needed(b0, b1);
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < nrows; ++r) {  // round 2: every source whose bound reaches the k-th exact score
+        const int64_t b = b0 + r / a.c_out, j = r % a.c_out;
+        const int64_t n = cin_g, stride = cout_g;  // locals: the byte stores below may alias anything else
+        const Acc* l = L.data() + r * n;
+        const double* bd = bound.data() + r * n;
+        const uint8_t* st = done.data() + r * n;
+        uint8_t* nd = need.data() + ((b - b0) * c_in + (j / cout_g) * cin_g) * cout_g + j % cout_g;
+        int64_t m = 0;
+        bool nan = false;
+        for (int64_t s = 0; s < n; ++s) {  // without branches: the states are in no order
+          known[m] = l[s];
+          nan |= l[s] != l[s];
+          m += st[s];
+        }
+        // The k-th best computed score (m >= k of them); a NaN makes the row fully computed.
+        if (!nan) std::nth_element(known.begin(), known.begin() + (a.k - 1), known.begin() + m, std::greater<double>());
+        const double t = nan ? -std::numeric_limits<double>::infinity() : known[a.k - 1];
+        for (int64_t s = 0; s < n; ++s)
+          if (!st[s] && !(bd[s] < t)) nd[s * stride] = 1;
+      }
+      compute_needed(b0, b1);
+      count_top_sources<Acc, N>(a, b0, b1, [&](int64_t b, int64_t j, Acc*) {
+        return static_cast<const Acc*>(L.data() + ((b - b0) * a.c_out + j) * cin_g);
+      });
+    }
+  }
+  return {computed, B * a.c_out * cin_g};
+}
+
 template <class N>
-void influence_update_into(const InfluenceArgs& a) {
-  const int64_t cin_g = a.x.shape[1] / a.groups;
+InfluenceStats influence_update_into(const InfluenceArgs& a) {
+  const int64_t cin_g = a.x.shape[1] / a.groups, total = a.x.shape[0] * a.c_out * cin_g;
   if (a.k >= cin_g) {
     // Every target keeps all of its sources (depthwise convs, for one): the scores cannot
     // change the counts, so none are computed.
@@ -334,23 +516,28 @@ void influence_update_into(const InfluenceArgs& a) {
       N* rows = static_cast<N*>(a.counts) + a.labels[b] * a.c_out * cin_g;
       for (int64_t n = 0; n < a.c_out * cin_g; ++n) rows[n] += 1;
     }
-    return;
+    return {0, total};
   }
-  dispatch_dtype(a.x.dtype, [&](auto e) {
+  return dispatch_dtype(a.x.dtype, [&](auto e) -> InfluenceStats {
     using E = decltype(e);
-    const bool one_by_one = a.geo.kh == 1 && a.geo.kw == 1;
-    if (a.weight_f64) {
-      if (one_by_one) influence_1x1<E, double, N>(a); else influence_kxk<E, double, N>(a);
-    } else {
-      if (one_by_one) influence_1x1<E, float, N>(a); else influence_kxk<E, float, N>(a);
-    }
+    auto run = [&](auto acc) -> InfluenceStats {
+      using Acc = decltype(acc);
+      if (a.geo.kh == 1 && a.geo.kw == 1) {
+        influence_1x1<E, Acc, N>(a);  // every score, from the extrema
+        return {total, total};
+      }
+      if (a.prune) return influence_kxk_pruned<E, Acc, N>(a);
+      influence_kxk<E, Acc, N>(a);
+      return {total, total};
+    };
+    return a.weight_f64 ? run(double{}) : run(float{});
   });
 }
 
 }  // namespace
 
-void influence_update(const InfluenceArgs& a) {
-  if (a.counts_int16) influence_update_into<int16_t>(a); else influence_update_into<int32_t>(a);
+InfluenceStats influence_update(const InfluenceArgs& a) {
+  return a.counts_int16 ? influence_update_into<int16_t>(a) : influence_update_into<int32_t>(a);
 }
 
 }  // namespace summit

@@ -36,9 +36,15 @@ struct InfluenceArgs {
   bool counts_int16 = false;        // count type: int16 (the caller prevents overflow) or int32
   int64_t num_classes = 0;
   int64_t k = 0;                    // sources kept per (image, target)
+  bool prune = true;                // kxk: skip the scores an exact bound shows cannot be kept
+};
+
+// How many of the B * C_out * C_in/groups scores L[b, j, i] an influence update computed.
+struct InfluenceStats {
+  int64_t exact = 0, total = 0;
 };
 
 void activation_update(const ActivationArgs& a);
-void influence_update(const InfluenceArgs& a);
+InfluenceStats influence_update(const InfluenceArgs& a);
 
 }  // namespace summit

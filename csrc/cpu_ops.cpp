@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "cpu_kernels.h"
 
@@ -95,11 +96,12 @@ void py_activation_update(std::uintptr_t acts, const std::string& dtype, const S
   activation_update(a);
 }
 
-void py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape4& shape, const Shape4& strides,
+std::pair<int64_t, int64_t> py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape4& shape, const Shape4& strides,
                          std::uintptr_t weight, const std::string& weight_dtype, const Shape4& weight_shape,
                          const Pair& stride, const Shape4& pad, const Pair& dilation, int64_t groups,
                          const std::string& padding_mode, int64_t spatial_stride, std::uintptr_t labels,
-                         std::uintptr_t counts, const std::string& count_dtype, int64_t num_classes, int64_t k) {
+                         std::uintptr_t counts, const std::string& count_dtype, int64_t num_classes, int64_t k,
+                         bool prune) {
   InfluenceArgs a;
   a.x = make_view(x, dtype, shape, strides, "conv input");
   if (!weight) throw py::value_error("conv weight: null data pointer");
@@ -150,8 +152,10 @@ void py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape
   a.counts_int16 = count_dtype == "int16";
   a.num_classes = num_classes;
   a.k = k;
+  a.prune = prune;
   py::gil_scoped_release release;
-  influence_update(a);
+  const InfluenceStats stats = influence_update(a);
+  return {stats.exact, stats.total};
 }
 
 }  // namespace
@@ -168,9 +172,11 @@ void bind_cpu_ops(py::module_& m) {
         py::arg("strides"), py::arg("weight"), py::arg("weight_dtype"), py::arg("weight_shape"), py::arg("stride"),
         py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"), py::arg("spatial_stride"),
         py::arg("labels"), py::arg("counts"), py::arg("count_dtype"), py::arg("num_classes"), py::arg("k"),
+        py::arg("prune") = true,
         "SPEC.md B on raw pointers: conv input x (B, C_in, H, W) with element strides, contiguous float32/float64 "
         "weight, pad (left, right, top, bottom), int64 labels (B,), int32 or int16 counts "
-        "(num_classes, C_out, C_in/groups).");
+        "(num_classes, C_out, C_in/groups). prune: kxk convs skip the scores an exact bound shows cannot be "
+        "kept (same counts). Returns (scores computed, B * C_out * C_in/groups).");
 }
 
 }  // namespace summit

@@ -27,11 +27,21 @@ def _require_cpu(*tensors: torch.Tensor) -> None:
 
 
 class CpuBackend(Backend):
-    """C++ kernels with OpenMP threads; the default for CPU tensors when the extension is built."""
+    """C++ kernels with OpenMP threads; the default for CPU tensors when the extension is built.
+
+    prune: kxk influence skips the scores L[b, j, i] that an exact upper bound shows cannot
+    reach a target's top k (the counts are the same; False computes every score, for tests and
+    benchmarks). After each influence update, ``last_influence_stats`` is (scores computed,
+    B * C_out * C_in/groups scores in all).
+    """
 
     name = "cpu"
     influence_count_dtypes = (torch.int32, torch.int16)
     checks_label_values = True  # cpu_ops.cpp checks them before releasing the GIL
+
+    def __init__(self, prune: bool = True):
+        self.prune = bool(prune)
+        self.last_influence_stats: tuple[int, int] | None = None
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -73,8 +83,8 @@ class CpuBackend(Backend):
         wide = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
         weight = weight.to(wide).contiguous()
         labels = labels.to(torch.int64).contiguous()
-        native.cpu_influence_update(
+        self.last_influence_stats = native.cpu_influence_update(
             x.data_ptr(), _dtype_name(x), tuple(x.shape), tuple(x.stride()),
             weight.data_ptr(), _dtype_name(weight), tuple(weight.shape),
             tuple(conv.stride), tuple(conv.pad), tuple(conv.dilation), conv.groups, conv.padding_mode,
-            spatial_stride, labels.data_ptr(), counts.data_ptr(), _dtype_name(counts), counts.shape[0], k)
+            spatial_stride, labels.data_ptr(), counts.data_ptr(), _dtype_name(counts), counts.shape[0], k, self.prune)
