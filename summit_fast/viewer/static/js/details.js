@@ -1,5 +1,6 @@
-/* The details panel beside the graph: the selected class's summary, or, while a node is hovered,
- * that channel's numbers, its top sources and its pictures. All text goes in as text. */
+/* The details panel beside the graph: the selected class's summary, or, while a node is hovered or
+ * pinned, that channel's numbers, its top sources and its pictures (feature visualisation, diversity
+ * images, dataset examples). All text goes in as text. */
 (function (SF) {
   "use strict";
 
@@ -32,7 +33,7 @@
       showClass(c, model) {
         const cls = data.classes[c];
         root.selectAll("*").remove();
-        root.attr("data-node", null);
+        root.attr("data-node", null).classed("pinned", false);
         root.append("h3").text(cls.name);
         root.append("p").attr("class", "muted").text(`class #${cls.target_class}`);
         const rows = [["instances", Number.isFinite(cls.numOfInstances) ? formatInt(cls.numOfInstances) : "unknown"]];
@@ -40,15 +41,23 @@
         rows.push(["channels in graph", formatInt(model.nodes.length)], ["connections", formatInt(model.edges.length)]);
         facts(rows);
         root.append("p").attr("class", "hint")
-          .text("Hover a channel to see its numbers, where its influence comes from, and what it detects.");
+          .text("Hover a channel to see its numbers, where its influence comes from, and what it detects; "
+            + "click it to keep them here.");
       },
 
-      showNode(node) {
+      /* `pinned`: the node was clicked, and its details stay until it is clicked again. */
+      showNode(node, pinned) {
         root.selectAll("*").remove();
-        root.attr("data-node", node.id);
+        root.attr("data-node", node.id).classed("pinned", pinned);
         root.append("h3").text(`${node.layer} · channel ${node.channel}`);
+        if (pinned) root.append("p").attr("class", "muted pin-note").text("pinned · click the channel again to release");
         const featureVis = data.featureVisUrl(node.layer, node.channel);
         if (featureVis) picture(root, featureVis, `feature visualisation of ${node.layer} channel ${node.channel}`, "feature-vis");
+        const diversity = data.diversityUrls(node.layer, node.channel);
+        if (diversity.length) {
+          const row = root.append("div").attr("class", "diversity").attr("title", "diversity: other images that make it fire");
+          diversity.forEach((url, d) => picture(row, url, `diversity image ${d}`, "diversity-image"));
+        }
         facts([
           ["count", formatInt(node.count), "images of this class for which the channel was among the most activated"],
           ["PageRank", node.pagerank.toPrecision(3), "importance in this class's graph (personalised PageRank)"],
