@@ -151,6 +151,15 @@ def test_run_help_documents_the_feature_vis_defaults():
     assert "--diversity D diversity images per channel (default 4, as Summit; 0: none)" in text
 
 
+def test_feature_vis_settings_without_feature_vis_are_one_line(tmp_path, capsys, images):  # noqa: F811
+    code, _, err = cli(capsys, "--images", images, "--out", tmp_path / "out", "--feature-vis-steps", "8",
+                       "--diversity", "0")
+    assert code == 1 and err.strip().endswith(
+        "error: --feature-vis-steps, --diversity set how --feature-vis renders: add --feature-vis, or leave out what "
+        "it sets")
+    assert not (tmp_path / "out").exists()
+
+
 # -- the page -------------------------------------------------------------------------------
 def write_pictured_export(out: Path) -> Path:
     """test_viewer's export as version 3: feature visualisations of conv2 and conv3 but of conv3's

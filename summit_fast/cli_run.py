@@ -62,6 +62,7 @@ OLD_PATCHES = "examples"  # where the viewer folder held the patches before Summ
 # smallest that give recognisable images (see summit_fast.featvis).
 FEATURE_VIS_DEFAULTS = {"gpu": FeatureVisSettings(), "cpu": FeatureVisSettings(size=64, steps=128)}
 FEATURE_VIS_BATCH = {"gpu": 64, "cpu": 32}
+FEATURE_VIS_OPTIONS = ("feature_vis_size", "feature_vis_steps", "diversity", "feature_vis_batch")  # None: the default
 
 
 def _int_at_least(low: int):
@@ -136,7 +137,7 @@ def register(subparsers) -> None:
     p.add_argument("--feature-vis-steps", type=_int_at_least(1), default=None, metavar="N",
                    help=f"optimisation steps per image (default {FEATURE_VIS_DEFAULTS['gpu'].steps} on a GPU, "
                         f"{FEATURE_VIS_DEFAULTS['cpu'].steps} on a CPU)")
-    p.add_argument("--diversity", type=_int_at_least(0), default=FEATURE_VIS_DEFAULTS["cpu"].diversity, metavar="D",
+    p.add_argument("--diversity", type=_int_at_least(0), default=None, metavar="D",
                    help=f"diversity images per channel (default {FEATURE_VIS_DEFAULTS['cpu'].diversity}, as Summit; "
                         "0: none)")
     p.add_argument("--feature-vis-batch", type=_int_at_least(1), default=None, metavar="B",
@@ -294,6 +295,10 @@ def _check_paths(args) -> None:
         raise NotADirectoryError(f"--images {args.images} is not a folder")
     if args.weights is not None and not args.weights.is_file():
         raise FileNotFoundError(f"--weights {args.weights}: no such file")
+    settings = [f"--{name.replace('_', '-')}" for name in FEATURE_VIS_OPTIONS if getattr(args, name) is not None]
+    if settings and not args.feature_vis:
+        raise ValueError(f"{', '.join(settings)} set{'s' if len(settings) == 1 else ''} how --feature-vis renders: "
+                         "add --feature-vis, or leave out what it sets")
 
 
 def _run(args, device: torch.device, progress: _Progress) -> int:
@@ -520,7 +525,8 @@ def _render_feature_vis(folder: Path, model, channels: dict[str, list[int]], arg
     kind = "gpu" if device.type == "cuda" else "cpu"
     defaults = FEATURE_VIS_DEFAULTS[kind]
     settings = replace(defaults, size=args.feature_vis_size or defaults.size,
-                       steps=args.feature_vis_steps or defaults.steps, diversity=args.diversity)
+                       steps=args.feature_vis_steps or defaults.steps,
+                       diversity=defaults.diversity if args.diversity is None else args.diversity)
     targets = [(layer, c) for layer, layer_channels in channels.items() for c in layer_channels]
     started = time.perf_counter()
     report = write_feature_vis(folder, model, targets, settings, batch=args.feature_vis_batch or FEATURE_VIS_BATCH[kind],
