@@ -1,13 +1,19 @@
-"""The dataset-example patches of a viewer folder, and those it should hold, as
-``layer/channel-i.jpg`` (summit_fast.patches.PATTERN inside the folder)."""
+"""The dataset-example patches of a viewer folder, and those it should hold, as file names in
+Summit's layout (summit_fast.patches.PATTERN: feature-vis/dataset-p/{layer}-{channel}-dataset-p-{i}.jpg,
+with featvis.safe_layer_name(layer))."""
 
 import json
 from pathlib import Path
 
+from summit_fast.featvis import safe_layer_name
+from summit_fast.patches import PATTERN
+
+FOLDER = Path(PATTERN).parent  # inside the viewer folder
+
 
 def patches(viewer: Path) -> set[str]:
     """The patch files in ``viewer``."""
-    return {p.relative_to(viewer / "examples").as_posix() for p in (viewer / "examples").rglob("*.jpg")}
+    return {p.relative_to(viewer / FOLDER).as_posix() for p in (viewer / FOLDER).rglob("*.jpg")}
 
 
 def example_patches(result, viewer: Path | None = None) -> set[str]:
@@ -17,5 +23,5 @@ def example_patches(result, viewer: Path | None = None) -> set[str]:
     if viewer is not None:
         nodes = {(layer, node["channel"]) for path in (viewer / "ag").glob("ag-*.json")
                  for layer, layer_nodes in json.loads(path.read_text()).items() for node in layer_nodes}
-    return {f"{layer}/{c}-{i}.jpg" for layer, state in result.examples.items()
+    return {f"{safe_layer_name(layer)}-{c}-dataset-p-{i}.jpg" for layer, state in result.examples.items()
             for c, i in (state["image"] >= 0).nonzero().tolist() if nodes is None or (layer, c) in nodes}

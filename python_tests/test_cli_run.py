@@ -350,7 +350,7 @@ def test_help_gives_defaults():
 
 def test_summary_says_where_everything_went_how_big_and_warns_once_about_random_weights(single):
     out, stdout, stderr = single
-    viewer, examples = out / "viewer", out / "viewer" / "examples"
+    viewer, examples = out / "viewer", out / "viewer" / "feature-vis" / "dataset-p"
     patch_bytes = sum(p.stat().st_size for p in examples.rglob("*.jpg"))
     viewer_bytes = sum(p.stat().st_size for p in viewer.rglob("*") if p.is_file()) - patch_bytes
     result_bytes = sum(p.stat().st_size for p in (out / "result").iterdir())
@@ -510,4 +510,4 @@ def test_a_run_puts_back_and_removes_what_killed_runs_left(tiny, earlier, images
     code, _, err = cli(capsys, "--images", images, "--out", out, "--examples", "1")
     assert code == 0, err
     assert sorted(os.listdir(out)) == [running.name, "result", "viewer"]
-    assert sorted(os.listdir(out / "viewer")) == ["ag", "classes.json", "examples", "summit_fast.json"]
+    assert sorted(os.listdir(out / "viewer")) == ["ag", "classes.json", "feature-vis", "summit_fast.json"]

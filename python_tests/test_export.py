@@ -58,9 +58,9 @@ def test_layout_and_schema(exported, digits_result):
     assert sorted(p.name for p in (exported / "ag").iterdir()) == sorted(f"ag-{c}.json" for c in range(K))
     index = read(exported / "summit_fast.json")
     validator().validate(index)
-    assert index["schema"] == "summit_fast.export" and index["version"] == 2  # 2: graphs named by target_class
+    assert index["schema"] == "summit_fast.export" and index["version"] == 3  # 3: the image files listed
     with pytest.raises(jsonschema.ValidationError):
-        validator().validate({**index, "version": 1})  # the schema describes version 2 only
+        validator().validate({**index, "version": 2})  # the schema describes version 3 only
     validator("classes").validate(read(exported / "classes.json"))
     for c in range(K):
         validator("graph").validate(read(exported / "ag" / f"ag-{c}.json"))
@@ -71,7 +71,9 @@ def test_layout_and_schema(exported, digits_result):
     assert index["embedding"]["method"] == "pca"
     assert index["params"] == digits_result.params
     assert index["graphs"] == "ag/ag-{c}.json" and index["classes"] == "classes.json"
-    assert index["images"] == {"feature_vis": None, "dataset_examples": None}
+    empty = {"feature_vis": [], "diversity": {}, "dataset_examples": {}}
+    assert index["images"] == {"feature_vis": None, "diversity": None, "dataset_examples": None,
+                               "files": {layer: {"name": layer, **empty} for layer in index["layers"]}}
 
 
 SUMMIT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "summit-data"
@@ -91,7 +93,7 @@ def test_summit_released_graphs_and_viewer_index_fit_the_schema(tmp_path):
     index, classes = build_index(tmp_path)
     validator().validate(index)
     validator("classes").validate(classes)
-    assert index["version"] == 2 and [c["target_class"] for c in classes] == list(range(20))
+    assert index["version"] == 3 and [c["target_class"] for c in classes] == list(range(20))
 
 
 def test_schema_rejects_wrong_summit_types():
@@ -230,7 +232,7 @@ def test_result_of_some_classes_keeps_their_class_ids(digits_result, tmp_path):
         class_graph(result, 0)
     index = read(out / "summit_fast.json")
     validator().validate(index)
-    assert index["version"] == 2 and index["num_classes"] == 3  # version 1 named the graphs ag-0 .. ag-2
+    assert index["version"] == 3 and index["num_classes"] == 3  # version 1 named the graphs ag-0 .. ag-2
     validator("classes").validate(read(out / "classes.json"))
     for c in (2, 7, 9):
         validator("graph").validate(read(out / "ag" / f"ag-{c}.json"))
@@ -242,7 +244,8 @@ def test_class_names_and_image_patterns(digits_result, tmp_path):
                  feature_vis="fv/{layer}-{channel}.jpg", dataset_examples="ex/{layer}/{channel}-{i}.jpg")
     index = read(out / "summit_fast.json")
     assert index["class_names"] == names and [c["name"] for c in read(out / "classes.json")] == names
-    assert index["images"] == {"feature_vis": "fv/{layer}-{channel}.jpg", "dataset_examples": "ex/{layer}/{channel}-{i}.jpg"}
+    assert {field: index["images"][field] for field in ("feature_vis", "diversity", "dataset_examples")} == {
+        "feature_vis": "fv/{layer}-{channel}.jpg", "diversity": None, "dataset_examples": "ex/{layer}/{channel}-{i}.jpg"}
     with pytest.raises(ValueError, match="3 class names"):
         export(digits_result, tmp_path / "bad", class_names=names[:3])
     for pattern in ("fv/{nope}.jpg", "fv/{layer}.jpg", "fv/{layer}-{channel}-{i}.jpg", "fv/{layer"):

@@ -93,4 +93,4 @@ def test_dataset_examples_match_a_recomputation(run, model, dataset):
             hook.remove()
     assert patches(out / "viewer") == example_patches(result, out / "viewer")  # of the channels in the graphs
     index = json.loads((out / "viewer" / "summit_fast.json").read_text())
-    assert index["images"]["dataset_examples"] == "examples/{layer}/{channel}-{i}.jpg"
+    assert index["images"]["dataset_examples"] == "feature-vis/dataset-p/{layer}-{channel}-dataset-p-{i}.jpg"

@@ -153,9 +153,6 @@ def test_image_names_are_those_summit_requests(exported):
                     == SUMMIT_DIVERSITY.format(layer=layer, channel=c, d=d))
 
 
-@pytest.mark.xfail(patches.PATTERN != SUMMIT_DATASET_P, strict=True,
-                   reason="the dataset-example patches move to Summit's feature-vis/dataset-p/ (the image "
-                          "contract; branch viewer-images)")
 def test_dataset_example_names_are_those_summit_requests(exported):
     folder, _ = exported
     for layer, c in graph_nodes(folder):

@@ -196,13 +196,15 @@ def test_index_built_from_graphs_alone(tmp_path):
     (folder / "ag" / "ag-4.json").write_text(json.dumps(sparse))
     index, classes = build_index(folder)
     assert index["num_classes"] == len(NAMES)
-    assert index["schema"] == "summit_fast.export" and index["version"] == SCHEMA_VERSION == 2
+    assert index["schema"] == "summit_fast.export" and index["version"] == SCHEMA_VERSION == 3
     jsonschema.Draft202012Validator(schema()).validate(index)   # the export's own schema
     assert [cls["target_class"] for cls in classes] == list(range(len(NAMES)))  # graph ag-{c}: class c
     assert graph_files(index, classes) == [f"ag/ag-{c}.json" for c in range(len(NAMES))]
     assert index["layers"] == list(LAYERS)                      # graphs list last to first
     assert index["class_names"] == [f"class {c}" for c in range(len(NAMES))]
-    assert index["images"] == {"feature_vis": "feature-vis/channel/{layer}-{channel}-channel.jpg", "dataset_examples": None}
+    assert index["images"]["feature_vis"] == "feature-vis/channel/{layer}-{channel}-channel.jpg"
+    assert {layer: files["feature_vis"] for layer, files in index["images"]["files"].items()} == {
+        "conv1": [], "conv2": [], "conv3": [1]}                 # the one file there
     assert index["embedding"]["method"] == "pca"  # umap-learn is not a test dependency
     graph = json.loads((folder / "ag" / "ag-2.json").read_text())
     top = classes[2]["topChannels"]["conv2"]
@@ -238,23 +240,24 @@ def test_index_errors_and_class_name_files(tmp_path, export_dir):
 
 
 def test_graph_files_by_version(tmp_path):
-    """Version 2 names a class's graph file by its target_class, version 1 by its row; other versions
-    are refused, by the page (data-source.js) as by write_standalone."""
+    """Versions 2 and 3 name a class's graph file by its target_class, version 1 by its row; other
+    versions are refused, by the page (data-source.js) as by write_standalone."""
     from summit_fast.viewer import STATIC_DIR
 
     index = {"schema": "summit_fast.export", "graphs": "ag/ag-{c}.json"}
     classes = [{"target_class": 7}, {"target_class": 2}, {"target_class": 9}]
     assert graph_files({**index, "version": 2}, classes) == ["ag/ag-7.json", "ag/ag-2.json", "ag/ag-9.json"]
+    assert graph_files({**index, "version": 3}, classes) == ["ag/ag-7.json", "ag/ag-2.json", "ag/ag-9.json"]
     assert graph_files({**index, "version": 1}, classes) == ["ag/ag-0.json", "ag/ag-1.json", "ag/ag-2.json"]
-    for bad in ({**index, "version": 3}, {**index, "version": "2"}, {**index, "schema": "x", "version": 2}):
-        with pytest.raises(ValueError, match="expected schema summit_fast.export version 1 or 2"):
+    for bad in ({**index, "version": 4}, {**index, "version": "2"}, {**index, "schema": "x", "version": 2}):
+        with pytest.raises(ValueError, match="expected schema summit_fast.export version 1 or 2 or 3"):
             graph_files(bad, classes)
-    assert READABLE_VERSIONS == (1, 2) and SCHEMA_VERSION in READABLE_VERSIONS
+    assert READABLE_VERSIONS == (1, 2, 3) and SCHEMA_VERSION in READABLE_VERSIONS
     script = (STATIC_DIR / "js" / "data-source.js").read_text()
-    assert re.search(r"const SCHEMA_VERSIONS = \[1, 2\];", script)
+    assert re.search(r"const SCHEMA_VERSIONS = \[1, 2, 3\];", script)
 
-    export = write_export(tmp_path / "export", version=3)
-    with pytest.raises(ValueError, match="found summit_fast.export version 3"):
+    export = write_export(tmp_path / "export", version=4)
+    with pytest.raises(ValueError, match="found summit_fast.export version 4"):
         write_standalone(export, tmp_path / "copy")
 
 
@@ -497,10 +500,10 @@ def test_page_on_an_export_of_some_classes(page, export_dir, serve, version):
 
 @needs_browser
 def test_page_refuses_an_unknown_version(page, tmp_path, serve):
-    page.goto(serve(write_export(tmp_path / "export", version=3)))
+    page.goto(serve(write_export(tmp_path / "export", version=4)))
     status = page.locator("#status.error")
     status.wait_for()
-    assert "expected schema summit_fast.export version 1 or 2, found summit_fast.export version 3" in status.text_content()
+    assert "expected schema summit_fast.export version 1 or 2 or 3, found summit_fast.export version 4" in status.text_content()
 
 
 @needs_browser

@@ -9,7 +9,8 @@ graphs are built). The images go to DIR/viewer/feature-vis, DIR/feature-vis for 
 or --out. A result does not record which bundled model and weights made it, so give the same
 --model, --weights and --tf-padding as to `run`; the weights are checked against the result's
 digest. Rendered images are cached (--cache; default: .cache/ in the feature-vis folder): a
-rerun, or a run resumed after an interruption, renders only the channels not done yet.
+rerun, or a run resumed after an interruption, renders only the channels not done yet. In a
+viewer folder, its index (summit_fast.json) is updated to list the images, which the viewer then shows.
 
 Defaults: 128 px and 512 steps, for a GPU. On a CPU use e.g. --size 64 --steps 128 (MobileNetV2:
 about 1.5 s of CPU time per channel image and 3 s for its 4 diversity images, in batches of 32).
@@ -71,7 +72,8 @@ def run(args) -> int:
     check_output_folder(out)
     if args.weights is not None and not args.weights.is_file():
         raise FileNotFoundError(f"--weights {args.weights}: no such file")
-    targets = _select(source.channels(), args.layers)
+    channels = source.channels()
+    targets = _select(channels, args.layers)
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(args.model, args.weights, args.tf_padding).to(device)
     recorded = source.params.get("model_digest")
@@ -90,6 +92,12 @@ def run(args) -> int:
           f"channel images and the diversity images of {len(report.rendered['diversity'])} channels in {seconds:.1f} s"
           + (f" ({seconds / rendered:.2f} s per channel)" if rendered else "") + ", the rest from the cache",
           flush=True)
+    if source.ag is not None and out == source.default_out:  # the viewer's index lists the images it shows
+        from .export import refresh_image_index
+
+        if not refresh_image_index(source.ag.parent, channels):
+            print(f"{source.ag.parent} has no summit_fast.json of this version: export it again for the viewer "
+                  "to list these images", flush=True)
     return 0
 
 

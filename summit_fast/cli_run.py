@@ -1,5 +1,5 @@
 """summit-fast run: everything for a folder of images — aggregate, graphs, export, dataset
-example patches — then how to open the viewer.
+example patches, with --feature-vis feature visualisations — then how to open the viewer.
 
 Labels: images in folders named by ImageNet WordNet ids (n01440764/...) or named
 <wnid>_<name>.JPEG are labelled with the model's ILSVRC-2012 class indices, and accuracy is
@@ -11,6 +11,15 @@ and modification times), labels and batch size: a run with the same model, optio
 resumes where an interrupted one stopped (Ctrl-C says how far it got); changed images start
 afresh. They are removed once the result and the viewer folder are written, unless
 --keep-checkpoints is given.
+
+Images go to OUT/viewer/feature-vis in Summit's layout. --feature-vis renders the feature
+visualisation and --diversity images of every channel in the graphs (on a CPU, at the default
+64 px and 128 steps, about 1.5 s of CPU time per channel and 3 s for its 4 diversity images: long
+for the hundreds of channels of a large model's graphs, e.g. 722 for MobileNetV2's of 100
+classes; `summit-fast featvis OUT --layers ...` renders chosen layers afterwards).
+Rendered images are cached in OUT/viewer/feature-vis/.cache, which a re-run keeps: it renders
+only what is not cached (other weights or settings render afresh). A re-run without --feature-vis
+drops the earlier images (they may be of other weights) but keeps the cache.
 
 OUT/result and OUT/viewer are each replaced as a whole once the new one is complete: a failed
 or killed run (a full disk included) leaves the previous ones as they were. One run at a time
@@ -42,6 +51,7 @@ from ._staging import recover, remove_stale, replacing, temporary
 from ._text import few
 from .cli_export import add_layers_option, layers_from
 from .graph import chosen_layers
+from .featvis import FeatureVisSettings
 from .images import ImageLoader
 from .models.loading import MODELS, RANDOM_WEIGHTS_SEED, load_model
 from .result import COUNT_DTYPES
@@ -49,6 +59,12 @@ from .result import COUNT_DTYPES
 AMP_CHOICES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LABEL_CHOICES = ("auto", "imagenet", "folders", "none")
 CHECKPOINTS = "checkpoints"  # OUT/checkpoints
+OLD_PATCHES = "examples"  # where the viewer folder held the patches before Summit's layout: not carried over
+# --feature-vis's settings by device kind: featvis's defaults (meant for a GPU), and on a CPU the
+# smallest that give recognisable images (see summit_fast.featvis).
+FEATURE_VIS_DEFAULTS = {"gpu": FeatureVisSettings(), "cpu": FeatureVisSettings(size=64, steps=128)}
+FEATURE_VIS_BATCH = {"gpu": 64, "cpu": 32}
+FEATURE_VIS_OPTIONS = ("feature_vis_size", "feature_vis_steps", "diversity", "feature_vis_batch")  # None: the default
 
 
 def _int_at_least(low: int):
@@ -114,6 +130,21 @@ def register(subparsers) -> None:
     p.add_argument("--all-patches", action="store_true",
                    help="write the dataset-example patches of every channel (default: only of the channels that "
                         "are nodes of some attribution graph, the only ones the viewer shows)")
+    p.add_argument("--feature-vis", action="store_true",
+                   help="render the feature visualisation and diversity images of every channel in the graphs "
+                        "(see above for the time it takes)")
+    p.add_argument("--feature-vis-size", type=_int_at_least(8), default=None, metavar="PX",
+                   help=f"their side in pixels (default {FEATURE_VIS_DEFAULTS['gpu'].size} on a GPU, "
+                        f"{FEATURE_VIS_DEFAULTS['cpu'].size} on a CPU)")
+    p.add_argument("--feature-vis-steps", type=_int_at_least(1), default=None, metavar="N",
+                   help=f"optimisation steps per image (default {FEATURE_VIS_DEFAULTS['gpu'].steps} on a GPU, "
+                        f"{FEATURE_VIS_DEFAULTS['cpu'].steps} on a CPU)")
+    p.add_argument("--diversity", type=_int_at_least(0), default=None, metavar="D",
+                   help=f"diversity images per channel (default {FEATURE_VIS_DEFAULTS['cpu'].diversity}, as Summit; "
+                        "0: none)")
+    p.add_argument("--feature-vis-batch", type=_int_at_least(1), default=None, metavar="B",
+                   help=f"images optimised at once (default {FEATURE_VIS_BATCH['gpu']} on a GPU, "
+                        f"{FEATURE_VIS_BATCH['cpu']} on a CPU; the images do not depend on it)")
     p.add_argument("--embedding", choices=("auto", "umap", "pca"), default="auto",
                    help="how the viewer's map places the classes: umap (needs umap-learn), pca, or auto: UMAP when "
                         "umap-learn is installed and there are more than 15 classes, else PCA (default auto)")
@@ -267,6 +298,10 @@ def _check_paths(args) -> None:
         raise NotADirectoryError(f"--images {args.images} is not a folder")
     if args.weights is not None and not args.weights.is_file():
         raise FileNotFoundError(f"--weights {args.weights}: no such file")
+    settings = [f"--{name.replace('_', '-')}" for name in FEATURE_VIS_OPTIONS if getattr(args, name) is not None]
+    if settings and not args.feature_vis:
+        raise ValueError(f"{', '.join(settings)} set{'s' if len(settings) == 1 else ''} how --feature-vis renders: "
+                         "add --feature-vis, or leave out what it sets")
 
 
 def _run(args, device: torch.device, progress: _Progress) -> int:
@@ -350,9 +385,9 @@ def _run(args, device: torch.device, progress: _Progress) -> int:
 
 def _report_sizes(result, args, viewer_dir: Path) -> None:
     """Say where the result, the viewer folder and the patches went, and their sizes."""
-    from .patches import FOLDER
+    from .patches import PATTERN
 
-    examples = viewer_dir / FOLDER
+    examples = viewer_dir / Path(PATTERN).parent
     patch_bytes = _bytes(examples)
     print(f"result: {args.out / 'result'} ({_mib(_bytes(args.out / 'result'))}: the counts of {result.num_images} "
           f"images in {result.num_classes} classes)", flush=True)
@@ -458,21 +493,52 @@ def _all_skipped(loader, dataset) -> list[str]:
 
 
 def _write_viewer(result, model, dataset, args, device) -> Path:
-    """Export ``result`` to OUT/viewer with its dataset-example patches, written into the new
-    folder before it replaces the old one (see :func:`summit_fast.export.export`); returns the folder."""
+    """Export ``result`` to OUT/viewer with its images (dataset-example patches, with --feature-vis
+    feature visualisations), written into the new folder before it replaces the old one (see
+    :func:`summit_fast.export.export`), and the earlier folder's feature-vis cache; returns the folder."""
+    from ._staging import _link_tree
     from .export import export
-    from .patches import FOLDER, PATTERN, export_patches, receptive_fields
+    from .featvis import CACHE, FOLDER, LAYOUT
+    from .patches import export_patches, receptive_fields
 
-    def write_patches(folder: Path, channels: dict[str, list[int]]) -> None:
-        fields = receptive_fields(model, result.layers, model.INPUT_SHAPE, device=device)
-        export_patches(result, fields, dataset.paths, model.PREPROCESS, folder, progress=not args.no_progress,
-                       channels=None if args.all_patches else channels)
+    viewer = args.out / "viewer"
 
-    with _disk_full_says(args.out / "viewer", "the viewer folder"):
-        return export(result, args.out / "viewer", embedding=args.embedding,
-                      dataset_examples=PATTERN if args.examples else None,
-                      write_images=write_patches if args.examples else None, replaces=[FOLDER],
-                      layers=layers_from(args))
+    def write_images(folder: Path, channels: dict[str, list[int]]) -> None:
+        if (viewer / FOLDER / CACHE).is_dir():  # linked, not copied: cached files are replaced, never changed
+            (folder / FOLDER).mkdir()
+            _link_tree(viewer / FOLDER / CACHE, folder / FOLDER / CACHE)
+        if args.examples:
+            fields = receptive_fields(model, result.layers, model.INPUT_SHAPE, device=device)
+            export_patches(result, fields, dataset.paths, model.PREPROCESS, folder, progress=not args.no_progress,
+                           channels=None if args.all_patches else channels)
+        if args.feature_vis:
+            _render_feature_vis(folder / FOLDER, model, channels, args, device)
+
+    patterns = dict(LAYOUT, dataset_examples=LAYOUT["dataset_examples"] if args.examples else None)
+    with _disk_full_says(viewer, "the viewer folder"):
+        return export(result, viewer, embedding=args.embedding, **patterns, write_images=write_images,
+                      replaces=[FOLDER, OLD_PATCHES], layers=layers_from(args))
+
+
+def _render_feature_vis(folder: Path, model, channels: dict[str, list[int]], args, device) -> None:
+    """--feature-vis: the feature visualisations of ``channels`` (the graphs') into ``folder``,
+    with the device kind's defaults for the settings not given."""
+    from dataclasses import replace
+
+    from .featvis import write_feature_vis
+
+    kind = "gpu" if device.type == "cuda" else "cpu"
+    defaults = FEATURE_VIS_DEFAULTS[kind]
+    settings = replace(defaults, size=args.feature_vis_size or defaults.size,
+                       steps=args.feature_vis_steps or defaults.steps,
+                       diversity=defaults.diversity if args.diversity is None else args.diversity)
+    targets = [(layer, c) for layer, layer_channels in channels.items() for c in layer_channels]
+    started = time.perf_counter()
+    report = write_feature_vis(folder, model, targets, settings, batch=args.feature_vis_batch or FEATURE_VIS_BATCH[kind],
+                               device=device, progress=not args.no_progress)
+    print(f"feature visualisations of the {len(targets)} channels in the graphs ({settings.size} px, {settings.steps} "
+          f"steps, {settings.diversity} diversity images): rendered {len(report.rendered['channel'])}, "
+          f"{len(report.cached['channel'])} from the cache, in {time.perf_counter() - started:.1f} s", flush=True)
 
 
 # -- a full disk ----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Write a result as a folder for viewers (SPEC.md D): Summit-compatible JSON and the project's index.
 
-Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 2)::
+Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 3)::
 
     OUT/summit_fast.json   the index: classes, layers, channel counts, class names, how the embedding
-                           was computed, the aggregation parameters, image patterns, file names
+                           was computed, the aggregation parameters, image patterns and which image
+                           files exist (:func:`image_index`), file names
     OUT/classes.json       one entry per class (row of the counts) in the format of Summit's
                            imagenet.json: name, target_class (the model's class index), topChannels,
                            embed, numOfInstances (and topOneAcc, topOneAccCount, accs when
@@ -16,6 +17,9 @@ Layout (JSON Schema: ``summit_fast/schema/export.schema.json``, version 2)::
 
 Version 1 numbered the graph files by row of ``classes.json`` instead (the same file names unless
 a run counted only some classes); version 2 changed that, since it breaks a reader of such exports.
+Version 3 fills an image pattern's ``{layer}`` with the layer's file-name form
+(:func:`summit_fast.featvis.safe_layer_name`: ``features_14`` for ``features.14``, as Summit's layout
+has it) instead of its name, and lists which image files exist, so that a viewer asks for no other.
 
 The class embedding is per layer: UMAP of the classes' activation count rows (cosine, 15
 neighbours, min_dist 0.1, fixed seed, each layer initialised from the previous layer's embedding)
@@ -40,7 +44,7 @@ import json
 import os
 import re
 import string
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -54,7 +58,9 @@ from .imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names, imagenet_wnids
 from .result import SummitResult
 
 SCHEMA_NAME = "summit_fast.export"
-SCHEMA_VERSION = 2  # 2: ag-{c}.json is named by target_class (version 1: by row)
+SCHEMA_VERSION = 3  # 3: images lists the files, {layer} is featvis.safe_layer_name; 2: ag-{c}.json by target_class
+IMAGE_FIELDS = {"feature_vis": ("layer", "channel"), "diversity": ("layer", "channel", "d"),
+                "dataset_examples": ("layer", "channel", "i")}  # the index's image patterns and their placeholders
 INDEX_FILE = "summit_fast.json"
 CLASSES_FILE = "classes.json"
 SUMMIT_CLASSES_FILE = "imagenet.json"  # Summit's class list, for Summit's own viewer
@@ -71,8 +77,8 @@ def schema() -> dict:
 
 
 def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: list[str] | None = None,
-           embedding: str = "auto", feature_vis: str | None = None, dataset_examples: str | None = None,
-           write_images: Callable[[Path, dict[str, list[int]]], object] | None = None,
+           embedding: str = "auto", feature_vis: str | None = None, diversity: str | None = None,
+           dataset_examples: str | None = None, write_images: Callable[[Path, dict[str, list[int]]], object] | None = None,
            replaces: Collection[str] = (), layers: list[str] | None = None) -> Path:
     """Write ``result`` as a viewer folder ``out_dir`` (created if needed); returns its path.
 
@@ -83,8 +89,13 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
         embedding: ``"umap"`` (needs ``umap-learn``), ``"pca"``, or ``"auto"`` (UMAP when installed
             and there are more classes than UMAP's 15 neighbours, else PCA).
         feature_vis: pattern of per-channel feature visualisations inside the folder, with
-            ``{layer}`` and ``{channel}`` (e.g. ``"feature-vis/channel/{layer}-{channel}-channel.jpg"``).
+            ``{layer}`` and ``{channel}`` (e.g. ``"feature-vis/channel/{layer}-{channel}-channel.jpg"``;
+            Summit's layout is :data:`summit_fast.featvis.LAYOUT`). ``{layer}`` stands for the layer's
+            file-name form, :func:`summit_fast.featvis.safe_layer_name`.
+        diversity: pattern of each channel's diversity images, with ``{layer}``, ``{channel}`` and ``{d}``.
         dataset_examples: pattern of dataset example images, with ``{layer}``, ``{channel}`` and ``{i}``.
+            The index lists which files of the three patterns the folder holds for the channels of the
+            graphs (:func:`image_index`), once ``write_images`` has written them.
         write_images: a function called as ``write_images(folder, channels)`` to write image files
             into the new folder before it replaces the old one (e.g. the dataset examples of
             ``dataset_examples``); ``channels`` maps each layer to the channels that are nodes of
@@ -99,8 +110,9 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
     """
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
-    _check_pattern("feature_vis", feature_vis, ("layer", "channel"))
-    _check_pattern("dataset_examples", dataset_examples, ("layer", "channel", "i"))
+    patterns = {"feature_vis": feature_vis, "diversity": diversity, "dataset_examples": dataset_examples}
+    for field, pattern in patterns.items():
+        _check_pattern(field, pattern, IMAGE_FIELDS[field])
     names = _class_names(result, class_names)
     layers = result.layers if layers is None else chosen_layers(result.layers, layers)
     out_dir = Path(out_dir)
@@ -110,15 +122,20 @@ def export(result: SummitResult, out_dir: str | os.PathLike, *, class_names: lis
         _check_target(out_dir)
         remove_stale(out_dir, ["ag.old"])  # what earlier versions' replacement of ag/ left, not to carry over
         with replacing(out_dir, replaces=(*own, *replaces)) as staging:
-            channels = _write(result, staging, names, embedding, feature_vis, dataset_examples, layers)
+            index, channels = _write(result, staging, names, embedding, layers)
+            channels = {layer: sorted(c) for layer, c in channels.items()}
             if write_images is not None:
-                write_images(staging, {layer: sorted(c) for layer, c in channels.items()})
+                write_images(staging, channels)
+            # Last: the index lists the image files the folder holds once it is in place.
+            index["images"] = image_index(patterns, channels, _exists_once_replaced(staging, out_dir, (*own, *replaces)))
+            _write_json(staging / INDEX_FILE, index)
     return out_dir
 
 
-def _write(result: SummitResult, folder: Path, names: list[str], embedding: str, feature_vis: str | None,
-           dataset_examples: str | None, layers: list[str]) -> dict[str, set[int]]:
-    """Write the export into the empty ``folder``; returns the channels of the graphs' nodes per layer."""
+def _write(result: SummitResult, folder: Path, names: list[str], embedding: str,
+           layers: list[str]) -> tuple[dict, dict[str, set[int]]]:
+    """Write the export but its index into the empty ``folder``; returns the index without its
+    "images" and the channels of the graphs' nodes per layer."""
     (folder / "ag").mkdir()
     embeds, method = class_embedding(result, embedding)  # first: it is the step likeliest to fail
     _write_json(folder / CLASSES_FILE, class_list(result, names, embeds))
@@ -138,11 +155,78 @@ def _write(result: SummitResult, folder: Path, names: list[str], embedding: str,
         "predictions": _has_predictions(result),
         "graph_params": {"tau": TAU, "tau_step": TAU_STEP, "alpha": ALPHA, "attr_channels": ATTR_TOP},
         "attr_sources": attr_sources(result, layers),
-        "images": {"feature_vis": feature_vis, "dataset_examples": dataset_examples},
+        "images": None,  # see export()
         "graphs": GRAPHS_PATTERN, "classes": CLASSES_FILE,
     }
-    _write_json(folder / INDEX_FILE, index)
-    return channels
+    return index, channels
+
+
+def image_index(patterns: dict[str, str | None], channels: Mapping[str, Iterable[int]],
+                exists: Callable[[str], bool]) -> dict:
+    """The index's "images" section (the schema's ``$defs/images``): the ``patterns`` of
+    :data:`IMAGE_FIELDS` (None: no such images) and, under "files", per layer of ``channels``
+    (e.g. the graphs' nodes) its file-name form (``name``, :func:`summit_fast.featvis.safe_layer_name`,
+    which fills the patterns' ``{layer}``) and which of its channels' files exist
+    (``exists(path relative to the folder)``): the channels with a feature visualisation
+    (``feature_vis``), and per channel with any the number of diversity images and of dataset
+    examples (``diversity``, ``dataset_examples``: {channel: n}, files 0 .. n-1)."""
+    from .featvis import safe_layer_names
+
+    patterns = {field: patterns.get(field) for field in IMAGE_FIELDS}
+    names = safe_layer_names(channels)
+
+    def count(field: str, number: str, **values) -> int:
+        """How many files ``number`` = 0, 1, .. exist of the pattern of ``field`` (0: none)."""
+        n = 0
+        while patterns[field] is not None and exists(patterns[field].format(**values, **{number: n})):
+            n += 1
+        return n
+
+    files = {}
+    for layer, layer_channels in channels.items():
+        at = {"layer": names[layer]}
+        entry = {"name": names[layer], "feature_vis": [], "diversity": {}, "dataset_examples": {}}
+        for c in sorted(set(layer_channels)):
+            if patterns["feature_vis"] is not None and exists(patterns["feature_vis"].format(**at, channel=c)):
+                entry["feature_vis"].append(c)
+            for field, number in (("diversity", "d"), ("dataset_examples", "i")):
+                n = count(field, number, **at, channel=c)
+                if n:
+                    entry[field][str(c)] = n
+        files[layer] = entry
+    return {**patterns, "files": files}
+
+
+def refresh_image_index(folder: str | os.PathLike, channels: Mapping[str, Iterable[int]]) -> bool:
+    """Rewrite the "images" files of the export ``folder``'s index (:func:`image_index`, for the
+    graphs' ``channels``) for the image files it holds now, e.g. after ``summit-fast featvis``
+    rendered some; the file is replaced atomically. Returns False, changing nothing, for a folder
+    without an index or with one of an earlier version, whose patterns name the layers otherwise."""
+    from .result import _atomic_write
+
+    folder = Path(folder)
+    with exclusive(folder.parent / f".{folder.name}.lock", str(folder), "summit_fast export",
+                   "wait for it to finish, then render again"):
+        try:
+            index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        if not isinstance(index, dict) or index.get("schema") != SCHEMA_NAME or index.get("version") != SCHEMA_VERSION:
+            return False
+        index["images"] = image_index(index["images"], channels, lambda path: (folder / path).is_file())
+        _atomic_write(folder / INDEX_FILE, lambda tmp: _write_json(tmp, index))
+    return True
+
+
+def _exists_once_replaced(staging: Path, out_dir: Path, replaced: Collection[str]) -> Callable[[str], bool]:
+    """Whether a file (a path relative to the folder) will be in ``out_dir`` once ``staging`` has
+    replaced it (:func:`summit_fast._staging.replacing`): in ``staging``, or in an entry of the
+    current ``out_dir`` carried over (one neither ``replaced`` nor in ``staging``)."""
+    def exists(path: str) -> bool:
+        top = path.split("/", 1)[0]
+        carried = top not in replaced and not os.path.lexists(staging / top)
+        return ((out_dir if carried else staging) / path).is_file()
+    return exists
 
 
 def _check_pattern(what: str, pattern: str | None, fields: tuple[str, ...]) -> None:

@@ -38,6 +38,8 @@ diversity images.
     channel/{layer}-{channel}-channel.jpg
     diversity-{d}/{layer}-{channel}-diversity-{d}.jpg      (d = 0 .. D-1)
 
+(and :mod:`summit_fast.patches` writes the dataset examples beside them, as :data:`DATASET_PATTERN`).
+
 It keeps a cache (lossless PNGs) keyed by the model's weights digest, the preprocessing, the
 settings and (layer, channel): a re-run renders only what is not cached yet, and a killed run
 resumes after its last finished batch. Every file is written atomically.
@@ -59,9 +61,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# Summit's image layout, the one definition of it ({layer}: safe_layer_name(layer)).
 FOLDER = "feature-vis"  # inside the viewer folder
 CHANNEL_PATTERN = "channel/{layer}-{channel}-channel.jpg"  # inside FOLDER
 DIVERSITY_PATTERN = "diversity-{d}/{layer}-{channel}-diversity-{d}.jpg"  # inside FOLDER
+DATASET_PATTERN = "dataset-p/{layer}-{channel}-dataset-p-{i}.jpg"  # inside FOLDER: summit_fast.patches writes them
+# The same, relative to the viewer folder, by the names of the export index's "images" fields.
+LAYOUT = {"feature_vis": f"{FOLDER}/{CHANNEL_PATTERN}", "diversity": f"{FOLDER}/{DIVERSITY_PATTERN}",
+          "dataset_examples": f"{FOLDER}/{DATASET_PATTERN}"}
 CACHE = ".cache"  # default cache folder, inside FOLDER
 AMP_DTYPES = {"bf16": torch.bfloat16}
 _CACHE_FORMAT = 1  # bump when the recipe changes what a cached image holds

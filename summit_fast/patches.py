@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-PATTERN = "examples/{layer}/{channel}-{i}.jpg"
-FOLDER = PATTERN.split("/", 1)[0]  # the one entry of a viewer folder that holds the patches
+from .featvis import FOLDER, LAYOUT, safe_layer_names  # FOLDER: the viewer folder's entry that holds the patches
+
+PATTERN = LAYOUT["dataset_examples"]  # in Summit's layout, inside FOLDER; {layer}: featvis.safe_layer_name(layer)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def export_patches(result, fields: dict[str, ReceptiveField], paths: list, prepr
                    patch_size: int = 96, progress: bool = True,
                    channels: Mapping[str, Iterable[int]] | None = None) -> int:
     """Crop every recorded dataset example of ``result`` from its original image file
-    (``paths[image id]``) and write it to ``out_dir`` / :data:`PATTERN`; returns the count.
+    (``paths[image id]``) and write it to ``out_dir`` / :data:`PATTERN` (the layer's name in the
+    form of :func:`summit_fast.featvis.safe_layer_name`); returns the count.
 
     ``preprocess`` (a :class:`summit_fast.images.Preprocess`) maps model-input pixels back to the
     original image: its central crop box, scaled by ``preprocess.size``. ``channels``: only the
@@ -92,6 +94,7 @@ def export_patches(result, fields: dict[str, ReceptiveField], paths: list, prepr
     from .images import open_rgb
 
     out_dir = Path(out_dir)
+    names = safe_layer_names(result.examples)  # refuses two layers whose files would collide
     wanted = {layer: range(state["image"].shape[0]) if channels is None else sorted(channels.get(layer, ()))
               for layer, state in result.examples.items()}
     jobs = [(layer, c, i, int(state["image"][c, i]), int(state["y"][c, i]), int(state["x"][c, i]))
@@ -107,7 +110,7 @@ def export_patches(result, fields: dict[str, ReceptiveField], paths: list, prepr
             scale = ((right - left) / preprocess.size, (bottom - top) / preprocess.size)
         t, l, b, r = fields[layer].box_at(y, x)
         box = (left + round(l * scale[0]), top + round(t * scale[1]), left + round(r * scale[0]), top + round(b * scale[1]))
-        target = out_dir / PATTERN.format(layer=layer, channel=c, i=i)
+        target = out_dir / PATTERN.format(layer=names[layer], channel=c, i=i)
         target.parent.mkdir(parents=True, exist_ok=True)
         image.crop(box).resize((patch_size, patch_size)).save(target, quality=90)
         written += 1

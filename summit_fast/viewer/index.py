@@ -14,6 +14,9 @@ visualisations), so for such a folder they are built here from the graphs alone:
 - the embedding is the export's (:func:`summit_fast.export.embed_rows`) applied to those count
   rows: UMAP when umap-learn is installed and there are enough classes, else PCA of the rows scaled
   to unit length; a class without nodes in a layer has no position there;
+- the images are those of Summit's layout (:data:`summit_fast.featvis.LAYOUT`) that the folder
+  holds for the graphs' channels (:func:`summit_fast.export.image_index`; Summit's data has
+  feature visualisations of mixed4d only), so that the page asks for no other;
 - instance counts and accuracies are unknown (``numOfInstances`` is null; the viewer disables those
   sorts);
 - the index has the export's current version: a class's ``target_class`` is its graph's number, so
@@ -34,13 +37,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..export import CLASSES_FILE, GRAPHS_PATTERN, INDEX_FILE, SCHEMA_NAME, SCHEMA_VERSION, embed_rows
+from ..export import CLASSES_FILE, GRAPHS_PATTERN, INDEX_FILE, SCHEMA_NAME, SCHEMA_VERSION, embed_rows, image_index
 from .._text import shown
+from ..featvis import LAYOUT
 from ..imagenet import NUM_IMAGENET_CLASSES, imagenet_class_names
 
-FEATURE_VIS_PATTERN = "feature-vis/channel/{layer}-{channel}-channel.jpg"
 _GRAPH_NAME = re.compile(r"^ag-(\d+)\.json$")
-READABLE_VERSIONS = (1, 2)  # 1: graph files numbered by row of classes.json; 2: by target_class
+# 1: graph files numbered by row of classes.json; 2: by target_class; 3: images lists the files, {layer} its file-name form
+READABLE_VERSIONS = (1, 2, 3)
 # Channel ids size the (classes x channels) count rows the map is computed from, so they are bounded
 # before anything is allocated: at most 128 KiB a class and layer. The widest layers of common CNNs
 # have 4096 channels (Summit's InceptionV1: 1024).
@@ -214,7 +218,8 @@ def build_index(data_dir: Path, class_names: list[str] | None = None,
     if progress:  # the slow part where UMAP is installed
         print(f"placing {num_classes} classes on the map ({len(layers)} layers) ...", file=sys.stderr, flush=True)
     embeds, embedding = embed_rows(_count_rows(top_channels, layers, channels))
-    has_feature_vis = next((data_dir / "feature-vis" / "channel").glob("*-channel.jpg"), None) is not None
+    nodes = {layer: {n["channel"] for g in graphs for n in g.get(layer, [])} for layer in layers}
+    images = image_index(LAYOUT, nodes, lambda path: (data_dir / path).is_file())
 
     index = {
         "schema": SCHEMA_NAME,
@@ -225,7 +230,7 @@ def build_index(data_dir: Path, class_names: list[str] | None = None,
         "channels": channels,
         "class_names": class_names,
         "embedding": embedding,
-        "images": {"feature_vis": FEATURE_VIS_PATTERN if has_feature_vis else None, "dataset_examples": None},
+        "images": images,
         "graphs": GRAPHS_PATTERN,
         "classes": CLASSES_FILE,
     }

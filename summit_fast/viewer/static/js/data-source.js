@@ -10,8 +10,9 @@
 
   const SCHEMA = "summit_fast.export";
   /* Versions read (summit_fast.viewer.index.READABLE_VERSIONS): version 1 numbered the graph files
-     ag-{c}.json by row of classes.json, version 2 by the class's target_class. */
-  const SCHEMA_VERSIONS = [1, 2];
+     ag-{c}.json by row of classes.json, version 2 by the class's target_class; version 3 lists which
+     image files exist, with each layer's file-name form for the patterns' {layer}. */
+  const SCHEMA_VERSIONS = [1, 2, 3];
   const DISK_HINT = "Pages opened from disk cannot fetch data. Serve the folder with `summit-fast view DIR`, "
     + "or write a copy that opens from disk with `summit-fast view DIR --static DEST`.";
 
@@ -38,6 +39,22 @@
     return pattern.replace(/\{(\w+)\}/g, (match, key) => encodeURIComponent(String(fields[key])));
   }
 
+  /* Which image files exist, from the index's images.files (version 3): per layer its file-name form
+     (what fills {layer}), the channels with a feature visualisation and per channel the number of
+     diversity images and dataset examples. An older export lists none: every picture is taken to
+     exist (the page hides those that fail to load), with the layer's name as it is. */
+  function imageFiles(index) {
+    const files = index.version >= 3 ? (index.images && index.images.files) || {} : null;
+    const featureVis = new Map(Object.entries(files || {}).map(([layer, f]) => [layer, new Set(f.feature_vis)]));
+    return {
+      name: (layer) => (files ? (files[layer] || {}).name : layer),
+      hasFeatureVis: (layer, channel) => !files || Boolean(featureVis.get(layer)?.has(channel)),
+      /* Files 0 .. count-1 of `field` ("diversity" or "dataset_examples") exist; `unlisted`: the count
+         taken for an older export. */
+      count: (field, layer, channel, unlisted) => (files ? ((files[layer] || {})[field] || {})[channel] || 0 : unlisted),
+    };
+  }
+
   /* Resolves to the data source, or rejects with a message fit for the user. */
   SF.openData = async function () {
     const config = window.SUMMIT_FAST_DATA;
@@ -54,6 +71,8 @@
     }
     const graphs = new Map();
     const images = index.images || {};
+    const listed = imageFiles(index);
+    const url = (field, layer, fields) => config.base + fillPattern(images[field], { layer: listed.name(layer), ...fields });
     return {
       index,
       classes,
@@ -65,13 +84,21 @@
         if (!graphs.has(c)) graphs.set(c, read(fillPattern(index.graphs, { c: number })));
         return graphs.get(c);
       },
+      /* The address of a channel's feature visualisation, or null where there is none. */
       featureVisUrl(layer, channel) {
-        return images.feature_vis ? config.base + fillPattern(images.feature_vis, { layer, channel }) : null;
+        return images.feature_vis && listed.hasFeatureVis(layer, channel) ? url("feature_vis", layer, { channel }) : null;
       },
-      /* Addresses of the first `n` dataset examples; the page hides those that fail to load. */
+      /* Addresses of a channel's diversity images (none in exports before version 3). */
+      diversityUrls(layer, channel) {
+        if (!images.diversity) return [];
+        return d3.range(listed.count("diversity", layer, channel, 0)).map((d) => url("diversity", layer, { channel, d }));
+      },
+      /* Addresses of the first `n` (at most) dataset examples; of an export before version 3, which does
+         not say which exist, `n` of them, and the page hides those that fail to load. */
       datasetExampleUrls(layer, channel, n) {
         if (!images.dataset_examples) return [];
-        return d3.range(n).map((i) => config.base + fillPattern(images.dataset_examples, { layer, channel, i }));
+        const count = Math.min(n, listed.count("dataset_examples", layer, channel, n));
+        return d3.range(count).map((i) => url("dataset_examples", layer, { channel, i }));
       },
     };
   };

@@ -1,6 +1,7 @@
-/* The details panel beside the graph: the selected class's summary, or, while a node is hovered,
- * that channel's numbers, its top sources (named by the layer or conv output they are channels of)
- * and its pictures. Counts say of how many images ("83 of 183 images"). All text goes in as text. */
+/* The details panel beside the graph: the selected class's summary, or, while a node is hovered or
+ * pinned, that channel's numbers, its top sources (named by the layer or conv output they are
+ * channels of) and its pictures (feature visualisation, diversity images, dataset examples). Counts
+ * say of how many images ("83 of 183 images"). All text goes in as text. */
 (function (SF) {
   "use strict";
 
@@ -47,7 +48,7 @@
         const cls = data.classes[c];
         shown = { first: cls, second: c2 === null ? null : data.classes[c2] };
         root.selectAll("*").remove();
-        root.attr("data-node", null);
+        root.attr("data-node", null).classed("pinned", false);
         root.append("h3").text(cls.name);
         root.append("p").attr("class", "muted").text(`class #${cls.target_class}`);
         const rows = [["instances", Number.isFinite(cls.numOfInstances) ? formatInt(cls.numOfInstances) : "unknown"]];
@@ -60,15 +61,23 @@
         }
         facts(rows);
         root.append("p").attr("class", "hint")
-          .text("Hover a channel to see its numbers, where its influence comes from, and what it detects.");
+          .text("Hover a channel to see its numbers, where its influence comes from, and what it detects; "
+            + "click it to keep them here.");
       },
 
-      showNode(node) {
+      /* `pinned`: the node was clicked, and its details stay until it is clicked again. */
+      showNode(node, pinned) {
         root.selectAll("*").remove();
-        root.attr("data-node", node.id);
+        root.attr("data-node", node.id).classed("pinned", pinned);
         root.append("h3").text(`${node.layer} · channel ${node.channel}`);
+        if (pinned) root.append("p").attr("class", "muted pin-note").text("pinned · click the channel again to release");
         const featureVis = data.featureVisUrl(node.layer, node.channel);
         if (featureVis) picture(root, featureVis, `feature visualisation of ${node.layer} channel ${node.channel}`, "feature-vis");
+        const diversity = data.diversityUrls(node.layer, node.channel);
+        if (diversity.length) {
+          const row = root.append("div").attr("class", "diversity").attr("title", "diversity: other images that make it fire");
+          diversity.forEach((url, d) => picture(row, url, `diversity image ${d}`, "diversity-image"));
+        }
         // Comparing: a channel only in the second class's graph has that class's numbers.
         const cls = node.in === "second" ? shown.second : shown.first;
         const rows = node.counts && shown.second

@@ -1,9 +1,10 @@
 /* The attribution graph view: the selected class's graph in layers (last layer on top), node area by
- * count, edge width by influence, feature visualisations inside nodes where they exist. Hovering a
- * node lights it and its neighbours and fills the details panel. Sliders filter nodes by count and
- * set the layout's width and height (never so small that boxes or labels overlap: layout.js); scroll
- * zooms, drag pans, Fit zooms to the whole graph. Layer labels select the layer. A second class
- * (compare.js) merges its graph in, telling shared and single-class channels apart. */
+ * count, edge width by influence, nodes drawn as their pictures where they exist (node-images.js).
+ * Hovering a node lights it and its neighbours and fills the details panel; clicking pins it there
+ * until it is clicked again or another is pinned. Sliders filter nodes by count and set the layout's
+ * width and height (never so small that boxes or labels overlap: layout.js); scroll zooms, drag pans,
+ * Fit zooms to the whole graph. Layer labels select the layer. A second class (compare.js) merges its
+ * graph in, telling shared and single-class channels apart. */
 (function (SF) {
   "use strict";
 
@@ -22,10 +23,7 @@
     const emptyNote = document.getElementById("graph-empty");
 
     const svg = d3.select("#graph-svg");
-    svg.append("defs").append("clipPath")
-      .attr("id", "node-clip")
-      .attr("clipPathUnits", "objectBoundingBox")
-      .append("circle").attr("cx", 0.5).attr("cy", 0.5).attr("r", 0.5);
+    SF.nodeImages.define(svg.append("defs"));
     const viewport = svg.append("g").attr("class", "viewport");
     const bands = viewport.append("g").attr("class", "layer-bands");
     const edgeGroup = viewport.append("g").attr("class", "edges");
@@ -34,11 +32,13 @@
     svg.call(zoom).on("dblclick.zoom", null);
 
     let model = null;
+    let pinned = null;  // the node whose details stay while others are hovered
     let nodes = d3.select(null), edges = d3.select(null), layerBands = d3.select(null);
     const link = d3.linkVertical().x((p) => p.x).y((p) => p.y);
 
     function render({ c, ag, compare }) {
       model = SF.graphModel.build(compare ? SF.compare.merge(ag, compare.ag) : ag, data.index.layers);
+      pinned = null;
       const radius = setDefaultSize();
       countInput.max = d3.max(model.nodes, (n) => n.count) || 0;
       countInput.value = 0;
@@ -83,8 +83,7 @@
         .attr("stroke-width", (e) => edgeWidth(e.inf));
     }
 
-    /* A node: a disc, its feature visualisation clipped to a circle (removed if it fails to load),
-     * a ring on top, and its channel number below. */
+    /* A node: its shape and picture (node-images.js), and its channel number below. */
     function drawNodes(radius) {
       nodeGroup.selectAll("g.node").remove();
       nodes = nodeGroup.selectAll("g.node").data(model.nodes).join("g")
@@ -93,18 +92,13 @@
         .attr("data-channel", (n) => n.channel)
         .attr("tabindex", 0)  // keyboard users reach the details with Tab
         .attr("aria-label", (n) => `${n.layer} channel ${n.channel}`)
-        .on("mouseenter focus", (event, n) => focus(n))
-        .on("mouseleave blur", () => focus(null));
-      nodes.append("circle").attr("class", "disc").attr("r", (n) => radius(n.count));
-      nodes.filter((n) => data.featureVisUrl(n.layer, n.channel))
-        .append("image")
-        .attr("clip-path", "url(#node-clip)")
-        .attr("preserveAspectRatio", "xMidYMid slice")
-        .attr("x", (n) => -radius(n.count)).attr("y", (n) => -radius(n.count))
-        .attr("width", (n) => 2 * radius(n.count)).attr("height", (n) => 2 * radius(n.count))
-        .on("error", function () { this.remove(); })
-        .attr("href", (n) => data.featureVisUrl(n.layer, n.channel));
-      nodes.append("circle").attr("class", "ring").attr("r", (n) => radius(n.count));
+        .on("mouseenter focus", (event, n) => pinned || focus(n))
+        .on("mouseleave blur", () => pinned || focus(null))
+        .on("click", (event, n) => pin(n))
+        .on("keydown", (event, n) => {
+          if (event.key === "Enter" || event.key === " ") { event.preventDefault(); pin(n); }
+        });
+      SF.nodeImages.draw(nodes, radius, data);
       nodes.append("text").attr("class", "channel-label").attr("dy", (n) => radius(n.count) + 11).text((n) => n.channel);
     }
 
@@ -152,8 +146,15 @@
       svg.classed("focused", Boolean(node));
       nodes.classed("lit", (n) => node !== null && (n === node || node.above.includes(n) || node.below.includes(n)));
       edges.classed("lit", (e) => node !== null && (e.source === node || e.target === node));
-      if (node) details.showNode(node);
+      if (node) details.showNode(node, node === pinned);
       else details.showClass(store.get("graph").c, model, store.get("graph").compare?.c ?? null);
+    }
+
+    /* Pins `node`, or releases it if it is pinned; either way it stays shown, as it is under the pointer. */
+    function pin(node) {
+      pinned = pinned === node ? null : node;
+      nodes.classed("pinned", (n) => n === pinned);
+      focus(node);
     }
 
     function showCurrentLayer() {
