@@ -554,7 +554,9 @@ def _add_predictions(result: SummitResult, output, rows: torch.Tensor, row_of: t
     top-1 probability per true class and its histogram in whole percent."""
     # Without reading anything back to the host (a synchronisation on a GPU): the probability
     # test is a device flag, and predictions outside the result's classes add 0.
-    scores = _logits(output).float()
+    scores = _logits(output)
+    if scores.dtype != torch.float64:  # float64 stays: its finite scores may lie beyond float32's range
+        scores = scores.float()
     is_probability = (scores >= 0).all() & torch.isclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-3).all()
     probability, predicted = torch.where(is_probability, scores, scores.softmax(dim=1)).max(dim=1)
     predicted_rows = row_of[predicted]
