@@ -100,6 +100,36 @@ def test_rendered_image_beats_random_and_natural_images():
     assert best > objective(model, natural).max()
 
 
+class DeadStartNet(nn.Module):
+    """``dead``: a ReLU (or ReLU6) of the pixels' sum minus 4 (in preprocessed units), which is
+    0 on every image near grey, such as the start image, so its ordinary gradient is 0; bright
+    images make it fire."""
+
+    SUMMARY_LAYERS = ["dead"]
+    PREPROCESS = TORCHVISION_IMAGENET
+
+    def __init__(self, activation):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.conv.bias.fill_(-4.0)
+        self.dead = activation
+
+    def forward(self, x):
+        return self.dead(self.conv(x)).mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(inplace=True), nn.ReLU6()], ids=["relu", "relu6"])
+def test_a_channel_that_is_zero_on_the_start_image_still_renders(activation):
+    model = DeadStartNet(activation)
+    start = render_channels(model, [("dead", 0)], FeatureVisSettings(size=16, steps=1, lr=1e-9))
+    assert objective(model, start, layer="dead")[0] == 0  # the start image: no ordinary gradient
+    image = render_channels(model, [("dead", 0)], FeatureVisSettings(size=16, steps=100))
+    assert objective(model, image, layer="dead")[0] > 0.1  # 0.62 measured; 0 without the redirection
+    assert "forward" not in vars(model.dead)  # the module's own forward is back
+
+
 def test_batched_rendering_equals_one_target_at_a_time():
     model = EdgeNet()
     targets = [("mix", 2), ("edges", 1), ("edges", 0), ("mix", 0)]

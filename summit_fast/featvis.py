@@ -16,6 +16,11 @@ method:
   the input has the value range the model was trained on.
 - Objective: the mean over positions of one channel of one layer's output (the output of the
   module named by the layer, as in the models' ``SUMMARY_LAYERS``), maximised with Adam.
+- Redirected ReLU gradients (Lucid's remedy for a channel that is 0 on the start image, whose
+  ReLU would pass no gradient and leave the image unchanged): while rendering, the model's
+  ``nn.ReLU`` and ``nn.ReLU6`` modules pass the gradient below 0 (and above 6) where it pushes
+  the input back into range, for the images whose ordinary gradient there is zero. The images
+  stay independent of each other; functional ``F.relu`` calls are not redirected.
 - Diversity: D images of one channel optimised together with Lucid's diversity term, minus
   ``diversity_weight`` x the mean over the D images of their summed cosine similarity to the
   others, the similarity being that of the Gram matrices (channels x channels) of a layer's
@@ -71,7 +76,7 @@ LAYOUT = {"feature_vis": f"{FOLDER}/{CHANNEL_PATTERN}", "diversity": f"{FOLDER}/
           "dataset_examples": f"{FOLDER}/{DATASET_PATTERN}"}
 CACHE = ".cache"  # default cache folder, inside FOLDER
 AMP_DTYPES = {"bf16": torch.bfloat16}
-_CACHE_FORMAT = 1  # bump when the recipe changes what a cached image holds
+_CACHE_FORMAT = 2  # bump when the recipe changes what a cached image holds (2: redirected ReLUs)
 
 # Lucid's colour decorrelation: the square root (from its SVD) of the correlation matrix of
 # ImageNet's RGB values, its rows the RGB weights of three decorrelated channels, scaled so that
@@ -403,15 +408,16 @@ def _optimise(model, modules: dict[str, nn.Module], jobs: list[_Job], settings: 
     optimiser = torch.optim.Adam([spectrum], lr=settings.lr)
     finite = torch.ones(len(jobs), dtype=torch.bool, device=device)
     amp = AMP_DTYPES.get(settings.amp)
-    for step in range(settings.steps):
-        x = (_warp(_pixels(spectrum, scale, settings.size), transforms[step]) * 255.0 - mean) / std
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            captured = _capture(model, objective.modules, x)
-        losses = objective.losses(captured)  # one per job: the jobs' gradients stay apart
-        finite &= torch.isfinite(losses)  # checked once at the end: no device sync per step
-        (spectrum.grad,) = torch.autograd.grad(losses.sum(), [spectrum])
-        optimiser.step()
-        bar.update(1)
+    with _redirected_relus(model):
+        for step in range(settings.steps):
+            x = (_warp(_pixels(spectrum, scale, settings.size), transforms[step]) * 255.0 - mean) / std
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                captured = _capture(model, objective.modules, x)
+            losses = objective.losses(captured)  # one per job: the jobs' gradients stay apart
+            finite &= torch.isfinite(losses)  # checked once at the end: no device sync per step
+            (spectrum.grad,) = torch.autograd.grad(losses.sum(), [spectrum])
+            optimiser.step()
+            bar.update(1)
     images = _pixels(spectrum.detach(), scale, settings.size).float()
     finite &= torch.stack([torch.isfinite(part).all() for part in images.split([j.images for j in jobs])])
     bad = (~finite).nonzero().flatten().tolist()
@@ -421,6 +427,48 @@ def _optimise(model, modules: dict[str, nn.Module], jobs: list[_Job], settings: 
                           f"while rendering its {job.kind} image{'s' if job.images > 1 else ''} (try a smaller lr "
                           f"than {settings.lr}, or amp=None); the images rendered before it are kept")
     return list(images.cpu().split([j.images for j in jobs]))
+
+
+class _RedirectedClamp(torch.autograd.Function):
+    """``clamp(x, low, high)`` whose gradient, for a batch item that gets none through the clamp,
+    also flows where x is out of range if it pushes x back towards the range (Lucid's
+    redirected ReLU gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, low: float, high: float):
+        ctx.save_for_backward(x)
+        ctx.low, ctx.high = low, high
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        inside = (x >= ctx.low) & (x <= ctx.high)
+        ordinary = grad * inside
+        # the loss is minimised, so a negative gradient raises x: keep it below the range and
+        # a positive one above it
+        redirected = torch.where(((x < ctx.low) & (grad > 0)) | ((x > ctx.high) & (grad < 0)), 0.0, grad)
+        stuck = ordinary.flatten(1).abs().amax(dim=1) == 0
+        return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), redirected, ordinary), None, None
+
+
+class _redirected_relus:
+    """While active, ``model``'s ``nn.ReLU`` and ``nn.ReLU6`` modules compute their clamp with
+    :class:`_RedirectedClamp` (out of place)."""
+
+    def __init__(self, model: nn.Module):
+        self.modules = [(m, 6.0 if isinstance(m, nn.ReLU6) else math.inf) for m in model.modules()
+                        if isinstance(m, (nn.ReLU, nn.ReLU6))]
+
+    def __enter__(self):
+        for module, high in self.modules:
+            module.forward = lambda x, high=high: _RedirectedClamp.apply(x, 0.0, high)
+        return self
+
+    def __exit__(self, *exc):
+        for module, _ in self.modules:
+            del module.forward  # the class's forward again
+        return False
 
 
 class _Objective:
