@@ -1,6 +1,5 @@
 """SummitResult: predictions, save/load integrity (no pickle, corruption detected), merging."""
 
-import hashlib
 import json
 
 import pytest

@@ -57,7 +57,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -408,7 +408,7 @@ def _optimise(model, modules: dict[str, nn.Module], jobs: list[_Job], settings: 
     optimiser = torch.optim.Adam([spectrum], lr=settings.lr)
     finite = torch.ones(len(jobs), dtype=torch.bool, device=device)
     amp = AMP_DTYPES.get(settings.amp)
-    with _redirected_relus(model):
+    with _RedirectedReLUs(model):
         for step in range(settings.steps):
             x = (_warp(_pixels(spectrum, scale, settings.size), transforms[step]) * 255.0 - mean) / std
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -452,7 +452,7 @@ class _RedirectedClamp(torch.autograd.Function):
         return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), redirected, ordinary), None, None
 
 
-class _redirected_relus:
+class _RedirectedReLUs:
     """While active, ``model``'s ``nn.ReLU`` and ``nn.ReLU6`` modules compute their clamp with
     :class:`_RedirectedClamp` (out of place)."""
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .featvis import FOLDER, LAYOUT, safe_layer_names  # FOLDER: the viewer folder's entry that holds the patches
+from .featvis import LAYOUT, safe_layer_names
 
-PATTERN = LAYOUT["dataset_examples"]  # in Summit's layout, inside FOLDER; {layer}: featvis.safe_layer_name(layer)
+PATTERN = LAYOUT["dataset_examples"]  # in Summit's layout, relative to the viewer folder; {layer}: featvis.safe_layer_name(layer)
 
 
 @dataclass(frozen=True)
