@@ -221,7 +221,7 @@ def bench_influence(run: Run, batch: int, layers, configs, copy_gbs: float) -> N
                 del got, want  # the next edge's counts can be large (K x C_out x C_in int32)
 
 
-# Tile sizes tried by --sweep (fields of summit_fast.kernels.triton_common.Tiles; {} = defaults),
+# Tile sizes tried by --sweep (fields of summit_fast.kernels.common.Tiles; {} = defaults),
 # and which fields each kind of op reads: other fields would only repeat the default's time.
 SWEEP_TILES = [{}, {"num_warps": 4}, {"num_warps": 16}, {"reduce_tile": 2048}, {"reduce_tile": 8192},
                {"score_tile": 4096}, {"score_tile": 16384}, {"dot_positions": 32}, {"dot_positions": 128},
@@ -242,12 +242,12 @@ def bench_tile_sweep(run: Run, batch: int) -> None:
     must not change ("same" = identical to the defaults' counts)."""
     from summit_fast.backends.triton import TritonBackend
     from summit_fast.convspec import ConvSpec
-    from summit_fast.kernels.triton_common import override_tiles
+    from summit_fast.kernels.common import override_tiles
     from summit_fast.rules import mass
 
     name = "Tile sweep"
     run.section(name, ["op", "dtype", "layout", "tiles", "triton us", "vs defaults", "counts vs defaults"],
-                f"batch {batch}; each op under each tile setting that it reads (Tiles in kernels/triton_common.py)")
+                f"batch {batch}; each op under each tile setting that it reads (Tiles in kernels/common.py)")
     tri, rule, conv = TritonBackend(), mass(0.01), ConvSpec()
     for op, layer, edge, dname, layout in SWEEP_OPS:
         if op == "activation":

@@ -132,8 +132,8 @@ def global_loads(ptx: str) -> str:
 def op_cases(quick: bool):
     """(name, thunk) for the op variants: both rules, excluded channels, each input and weight
     type, layouts, 1x1 (plain and padded-sampled), kxk with and without tl.dot."""
-    from summit_fast.kernels.triton_activation import activation_update
-    from summit_fast.kernels.triton_influence import influence_update
+    from summit_fast.kernels.activation import activation_update
+    from summit_fast.kernels.influence import influence_update
 
     size = 7 if quick else 14
     labels = torch.zeros(2, dtype=torch.int64)
@@ -223,10 +223,10 @@ def main() -> int:
     parser.add_argument("--models", action="store_true", help="with --quick: add InceptionV1's aggregate runs")
     parser.add_argument("--cache-dir", help="Triton cache to use (default: a new empty one)")
     parser.add_argument("--tiles", default="", help="other tile sizes, e.g. num_warps=4,score_tile=4096 "
-                                                       "(fields of summit_fast.kernels.triton_common.Tiles)")
+                                                       "(fields of summit_fast.kernels.common.Tiles)")
     parser.add_argument("--out", help="folder for triton_compile.md")
     args = parser.parse_args()
-    from summit_fast.kernels.triton_common import override_tiles
+    from summit_fast.kernels.common import override_tiles
 
     tiles = {k: int(v) for k, v in (item.split("=") for item in args.tiles.split(",") if item)}
 

@@ -3,9 +3,9 @@
 // serves torch and CuPy arrays alike.
 #include <pybind11/pybind11.h>
 
-#include "cpu_ops.h"
-#include "cuda_info.h"
-#include "graph_ops.h"
+#include "bind_cpu.h"
+#include "cuda/info.h"
+#include "bind_graph.h"
 
 #ifdef SUMMIT_WITH_OPENMP
 #include <omp.h>

@@ -123,7 +123,7 @@ OTHER_TILES = [dict(num_warps=4, reduce_tile=64), dict(reduce_tile=16, score_til
 
 @pytest.mark.parametrize("tiles", OTHER_TILES, ids=lambda t: ",".join(f"{k}={v}" for k, v in t.items()))
 def test_other_tile_sizes_give_the_same_counts(triton_backend, tiles):
-    from summit_fast.kernels.triton_common import override_tiles
+    from summit_fast.kernels.common import override_tiles
 
     g = torch.Generator().manual_seed(9)
     with override_tiles(**tiles):
@@ -141,7 +141,7 @@ def test_other_tile_sizes_give_the_same_counts(triton_backend, tiles):
 
 
 def test_tiles_are_checked():
-    from summit_fast.kernels.triton_common import TILES, override_tiles
+    from summit_fast.kernels.common import TILES, override_tiles
 
     with pytest.raises(ValueError, match="Tiles.dot_positions must be a power of two >= 16, got 8"):
         with override_tiles(dot_positions=8):
@@ -157,9 +157,9 @@ def test_tiles_are_checked():
     with pytest.raises(KeyError):  # restored when the block fails, too
         with override_tiles(score_tile=1024):
             raise KeyError("inside")
-    from summit_fast.kernels import triton_common
+    from summit_fast.kernels import common
 
-    assert triton_common.TILES == TILES  # restored
+    assert common.TILES == TILES  # restored
 
 
 # ------------------------------------------------------------------------------ influence (SPEC.md B)

@@ -1,5 +1,5 @@
-"""The Triton backend: fused GPU kernels from ``summit_fast.kernels`` (see triton_activation.py
-and triton_influence.py there).
+"""The Triton backend: fused GPU kernels from ``summit_fast.kernels`` (see activation.py
+and influence.py there).
 
 Runs on CUDA tensors, and on CPU tensors through the Triton interpreter
 (``TRITON_INTERPRET=1``, how the tests run without a GPU). Triton is imported lazily, so the
@@ -41,7 +41,7 @@ class TritonBackend(Backend):
         return f"triton needs a CUDA device; got {device.type}"
 
     def _activation_update(self, acts, labels, counts, rule, excluded):
-        from ..kernels.triton_activation import activation_update
+        from ..kernels.activation import activation_update
 
         if isinstance(rule, Mass):
             options = {"tau": rule.tau}
@@ -53,7 +53,7 @@ class TritonBackend(Backend):
             activation_update(acts, labels, counts, excluded=excluded, **options)
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
-        from ..kernels.triton_influence import influence_update
+        from ..kernels.influence import influence_update
 
         with _on_device(x.device):
             influence_update(x, weight, conv, labels, counts, k, spatial_stride)

@@ -4,9 +4,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu_extrema.h"
-#include "cpu_kernels.h"
-#include "cpu_select.h"
+#include "cpu/extrema.h"
+#include "cpu/kernels.h"
+#include "cpu/select.h"
 
 namespace summit {
 

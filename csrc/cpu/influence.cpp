@@ -8,9 +8,9 @@
 #include <limits>
 #include <vector>
 
-#include "cpu_extrema.h"
-#include "cpu_kernels.h"
-#include "cpu_select.h"
+#include "cpu/extrema.h"
+#include "cpu/kernels.h"
+#include "cpu/select.h"
 
 // Vector types are used only inside always-inlined code, never across an ABI boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"

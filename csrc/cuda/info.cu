@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "cuda_info.h"
+#include "cuda/info.h"
 
 namespace summit {
 

@@ -1,6 +1,6 @@
 // Python bindings of the graph kernels: numpy arrays in and out; every argument is checked
 // here, before the GIL is released.
-#include "graph_ops.h"
+#include "bind_graph.h"
 
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -10,7 +10,7 @@
 #include <tuple>
 #include <utility>
 
-#include "graph_kernels.h"
+#include "graph/kernels.h"
 
 namespace py = pybind11;
 

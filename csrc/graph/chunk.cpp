@@ -3,7 +3,7 @@
 // the chunk is one parallel region.
 #include <algorithm>
 
-#include "graph_kernels.h"
+#include "graph/kernels.h"
 
 namespace summit {
 namespace {

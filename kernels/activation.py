@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import triton_common
-from .triton_common import aligned, count_top, reduction_args, spatial_extrema
+from . import common
+from .common import aligned, count_top, reduction_args, spatial_extrema
 
 # Kept across calls: completion counters per (device, stream), zeroed once and reset to 0 by
 # the kernel itself; tau per device as a float64 scalar (exact, and a runtime value, so a new
@@ -34,7 +34,7 @@ def _mass_key(q, idx):
     return (q.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (2147483647 - idx).to(tl.int64)
 
 
-# Sizes unspecialised, strides and FLAT_POS/ALIGN compile-time: see triton_common.reduction_args.
+# Sizes unspecialised, strides and FLAT_POS/ALIGN compile-time: see common.reduction_args.
 @triton.jit(do_not_specialize=["C", "n_pos", "n_w", "n_top"])
 def _activation_kernel(x_ptr, labels_ptr, counts_ptr, excluded_ptr, z_ptr, done_ptr, tau_ptr,
                        C, n_pos, n_w, s_b, s_c, s_y, s_x, n_top,
@@ -105,4 +105,4 @@ def activation_update(acts: torch.Tensor, labels: torch.Tensor, counts: torch.Te
         acts, labels.contiguous(), counts, z if excluded is None else excluded.contiguous().view(torch.uint8), z,
         _done_counter(acts.device, b), z if tau is None else _tau_scalar(acts.device, float(tau)),
         n_top=min(topk or 0, c), HAS_EXCLUDED=excluded is not None, MASS=tau is not None,
-        BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=triton_common.TILES.num_warps, **reduction)
+        BLOCK_ALL=max(16, triton.next_power_of_2(c)), num_warps=common.TILES.num_warps, **reduction)

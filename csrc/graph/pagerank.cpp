@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "graph_kernels.h"
+#include "graph/kernels.h"
 
 namespace summit {
 namespace {

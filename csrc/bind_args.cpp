@@ -1,24 +1,17 @@
-// Python bindings of the native CPU ops: raw pointers, shapes and strides in; every argument
-// is checked here, before the GIL is released and before any count is written.
-#include "cpu_ops.h"
-
-#include <pybind11/stl.h>
+// Every native op's arguments, checked once: raw pointers, shapes, strides, dtype names and
+// conv geometry from Python become the structs of op_args.h, or a one-line Python error
+// naming the argument. The CPU and the CUDA bindings both build their arguments here.
+#include "bind_args.h"
 
 #include <algorithm>
-#include <array>
+#include <climits>
 #include <cstdint>
 #include <string>
-#include <utility>
-
-#include "cpu_kernels.h"
 
 namespace py = pybind11;
 
 namespace summit {
 namespace {
-
-using Shape4 = std::array<int64_t, 4>;
-using Pair = std::array<int64_t, 2>;
 
 DType parse_dtype(const std::string& name) {
   if (name == "float32") return DType::f32;
@@ -51,9 +44,12 @@ View4 make_view(std::uintptr_t ptr, const std::string& dtype, const Shape4& shap
   return v;
 }
 
-const int64_t* checked_labels(std::uintptr_t ptr, int64_t batch, int64_t num_classes) {
+// Label values are checked here when host code can read them; device labels are checked by
+// the Python layer before the call.
+const int64_t* checked_labels(std::uintptr_t ptr, int64_t batch, int64_t num_classes, bool on_host) {
   if (!ptr) throw py::value_error("labels: null data pointer");
   const int64_t* labels = reinterpret_cast<const int64_t*>(ptr);
+  if (!on_host) return labels;
   for (int64_t b = 0; b < batch; ++b)
     if (labels[b] < 0 || labels[b] >= num_classes)
       throw py::value_error("labels: class index " + std::to_string(labels[b]) + " is out of range [0, " +
@@ -66,13 +62,15 @@ int32_t* checked_counts(std::uintptr_t ptr) {
   return reinterpret_cast<int32_t*>(ptr);
 }
 
-void py_activation_update(std::uintptr_t acts, const std::string& dtype, const Shape4& shape, const Shape4& strides,
-                          std::uintptr_t labels, std::uintptr_t counts, int64_t num_classes, const std::string& rule,
-                          double tau, int64_t k, std::uintptr_t excluded, std::uintptr_t max_out,
-                          std::uintptr_t argmax_out) {
+}  // namespace
+
+ActivationArgs activation_args(std::uintptr_t acts, const std::string& dtype, const Shape4& shape,
+                               const Shape4& strides, std::uintptr_t labels, std::uintptr_t counts, int64_t num_classes,
+                               const std::string& rule, double tau, int64_t k, std::uintptr_t excluded,
+                               std::uintptr_t max_out, std::uintptr_t argmax_out, bool labels_on_host) {
   ActivationArgs a;
   a.acts = make_view(acts, dtype, shape, strides, "activations");
-  a.labels = checked_labels(labels, shape[0], num_classes);
+  a.labels = checked_labels(labels, shape[0], num_classes, labels_on_host);
   a.counts = checked_counts(counts);
   a.num_classes = num_classes;
   if (rule == "topk") {
@@ -92,16 +90,15 @@ void py_activation_update(std::uintptr_t acts, const std::string& dtype, const S
     throw py::value_error("maxima: positions need a spatial grid of fewer than 2^31 positions");
   a.max_out = reinterpret_cast<float*>(max_out);
   a.argmax_out = reinterpret_cast<int64_t*>(argmax_out);
-  py::gil_scoped_release release;
-  activation_update(a);
+    return a;
 }
 
-std::pair<int64_t, int64_t> py_influence_update(std::uintptr_t x, const std::string& dtype, const Shape4& shape, const Shape4& strides,
-                         std::uintptr_t weight, const std::string& weight_dtype, const Shape4& weight_shape,
-                         const Pair& stride, const Shape4& pad, const Pair& dilation, int64_t groups,
-                         const std::string& padding_mode, int64_t spatial_stride, std::uintptr_t labels,
-                         std::uintptr_t counts, const std::string& count_dtype, int64_t num_classes, int64_t k,
-                         bool prune) {
+InfluenceArgs influence_args(std::uintptr_t x, const std::string& dtype, const Shape4& shape, const Shape4& strides,
+                             std::uintptr_t weight, const std::string& weight_dtype, const Shape4& weight_shape,
+                             const Pair& stride, const Shape4& pad, const Pair& dilation, int64_t groups,
+                             const std::string& padding_mode, int64_t spatial_stride, std::uintptr_t labels,
+                             std::uintptr_t counts, const std::string& count_dtype, int64_t num_classes, int64_t k,
+                             bool prune, bool labels_on_host) {
   InfluenceArgs a;
   a.x = make_view(x, dtype, shape, strides, "conv input");
   if (!weight) throw py::value_error("conv weight: null data pointer");
@@ -145,7 +142,7 @@ std::pair<int64_t, int64_t> py_influence_update(std::uintptr_t x, const std::str
   g.out_w = nw / g.step_w + 1;
   a.c_out = weight_shape[0];
   a.groups = groups;
-  a.labels = checked_labels(labels, shape[0], num_classes);
+  a.labels = checked_labels(labels, shape[0], num_classes, labels_on_host);
   if (count_dtype != "int32" && count_dtype != "int16")
     throw py::type_error("counts must be int32 or int16, got " + count_dtype);
   a.counts = checked_counts(counts);
@@ -153,30 +150,7 @@ std::pair<int64_t, int64_t> py_influence_update(std::uintptr_t x, const std::str
   a.num_classes = num_classes;
   a.k = k;
   a.prune = prune;
-  py::gil_scoped_release release;
-  const InfluenceStats stats = influence_update(a);
-  return {stats.exact, stats.total};
-}
-
-}  // namespace
-
-void bind_cpu_ops(py::module_& m) {
-  m.def("cpu_activation_update", &py_activation_update, py::arg("acts"), py::arg("dtype"), py::arg("shape"),
-        py::arg("strides"), py::arg("labels"), py::arg("counts"), py::arg("num_classes"), py::arg("rule"),
-        py::arg("tau"), py::arg("k"), py::arg("excluded"), py::arg("max_out") = 0, py::arg("argmax_out") = 0,
-        "SPEC.md A on raw pointers: acts (B, C, H, W) with element strides, int64 labels (B,), int32 counts "
-        "(num_classes, C) contiguous, rule 'mass' (tau) or 'topk' (k), excluded: (C,) bool mask pointer or 0. "
-        "Optional max_out (float32) and argmax_out (int64), (B, C) contiguous, both or neither: each channel's "
-        "max and the flat position h * W + w of its first occurrence, from the same pass.");
-  m.def("cpu_influence_update", &py_influence_update, py::arg("x"), py::arg("dtype"), py::arg("shape"),
-        py::arg("strides"), py::arg("weight"), py::arg("weight_dtype"), py::arg("weight_shape"), py::arg("stride"),
-        py::arg("pad"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"), py::arg("spatial_stride"),
-        py::arg("labels"), py::arg("counts"), py::arg("count_dtype"), py::arg("num_classes"), py::arg("k"),
-        py::arg("prune") = true,
-        "SPEC.md B on raw pointers: conv input x (B, C_in, H, W) with element strides, contiguous float32/float64 "
-        "weight, pad (left, right, top, bottom), int64 labels (B,), int32 or int16 counts "
-        "(num_classes, C_out, C_in/groups). prune: kxk convs skip the scores an exact bound shows cannot be "
-        "kept (same counts). Returns (scores computed, B * C_out * C_in/groups).");
+    return a;
 }
 
 }  // namespace summit

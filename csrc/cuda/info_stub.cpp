@@ -1,6 +1,6 @@
 // Fallback for builds without CUDA: report that CUDA was not built.
 #ifndef SUMMIT_WITH_CUDA
-#include "cuda_info.h"
+#include "cuda/info.h"
 
 namespace summit {
 bool cuda_built() { return false; }

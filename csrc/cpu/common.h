@@ -1,5 +1,6 @@
-// Shared pieces of the native CPU ops: tensor views over raw pointers, element types read
-// in-kernel (fp32/fp16/bf16/fp64), and padded-coordinate maps (SPEC.md B's Xpad).
+// Shared pieces of the native CPU ops: element types read in-kernel (fp32/fp16/bf16/fp64)
+// and the work size below which a call stays on one thread. Views, conv geometry and the
+// padded-coordinate map (SPEC.md B's Xpad) are device-neutral: op_args.h.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -7,18 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "op_args.h"
+
 namespace summit {
-
-enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, f64 = 3 };
-enum class PadMode : int { zeros = 0, reflect = 1, replicate = 2, circular = 3 };
-
-// A strided (B, C, H, W) tensor; strides are in elements, any layout.
-struct View4 {
-  const void* data = nullptr;
-  DType dtype = DType::f32;
-  int64_t shape[4] = {0, 0, 0, 0};
-  int64_t stride[4] = {0, 0, 0, 0};
-};
 
 // ---------------------------------------------------------------- element types
 // Each element type has a raw storage type and a "key" type whose ordering equals the
@@ -91,33 +83,8 @@ auto dispatch_dtype(DType dtype, F&& f) {
   throw std::invalid_argument("unknown dtype code " + std::to_string(static_cast<int>(dtype)));
 }
 
-// ---------------------------------------------------------------- padding
-// The real index that padded coordinate q (0-based in the padded axis) reads, or -1 for a
-// zero. Matches torch.nn.functional.pad, whose reflect needs lo, hi < n and circular lo, hi <= n
-// (the Python side checks those limits).
-inline int64_t padded_source(int64_t q, int64_t n, int64_t lo, PadMode mode) {
-  int64_t r = q - lo;
-  if (r >= 0 && r < n) return r;
-  switch (mode) {
-    case PadMode::zeros: return -1;
-    case PadMode::reflect: return r < 0 ? -r : 2 * (n - 1) - r;
-    case PadMode::replicate: return r < 0 ? 0 : n - 1;
-    case PadMode::circular: return ((r % n) + n) % n;
-  }
-  return -1;
-}
-
 // Below about this many element operations a call runs on one thread: waking the OpenMP
 // team costs more than it saves, and far more when the cores are busy with other work.
 constexpr int64_t kParallelWork = int64_t{1} << 17;
-
-// Geometry of one conv edge's sampled output grid (SPEC.md B with spatial_stride folded
-// into the step): output (y, x) reads padded input (y*step_h + u*dil_h, x*step_w + v*dil_w).
-struct ConvGeometry {
-  int64_t kh, kw, step_h, step_w, dil_h, dil_w;
-  int64_t pad_top, pad_bottom, pad_left, pad_right;
-  int64_t out_h, out_w;  // sampled grid size
-  PadMode mode;
-};
 
 }  // namespace summit

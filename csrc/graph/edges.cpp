@@ -9,7 +9,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "graph_kernels.h"
+#include "graph/kernels.h"
 
 namespace summit {
 namespace {

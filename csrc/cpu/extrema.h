@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu_common.h"
+#include "cpu/common.h"
 
 namespace summit {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <utility>
 
-#include "graph_kernels.h"
+#include "graph/kernels.h"
 
 namespace summit {
 namespace {

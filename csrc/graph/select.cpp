@@ -3,8 +3,8 @@
 // resumable MassOrder), and a layer once linked to the previous one stays linked.
 #include <algorithm>
 
-#include "cpu_select.h"
-#include "graph_kernels.h"
+#include "cpu/select.h"
+#include "graph/kernels.h"
 
 namespace summit {
 namespace {

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from . import triton_common
-from .triton_common import aligned, count_top, reduction_args, spatial_extrema
+from . import common
+from .common import aligned, count_top, reduction_args, spatial_extrema
 
 
-# Sizes unspecialised, strides and FLAT_POS/ALIGN compile-time: see triton_common.reduction_args.
+# Sizes unspecialised, strides and FLAT_POS/ALIGN compile-time: see common.reduction_args.
 @triton.jit(do_not_specialize=["C", "n_pos", "n_w"])
 def _extrema_kernel(x_ptr, ext_ptr, C, n_pos, n_w, s_b, s_c, s_y, s_x, PAD_SAMPLED: tl.constexpr,
                     FLAT_POS: tl.constexpr, ALIGN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -155,7 +155,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
     n_take = min(k, cin_g)
     labels = labels.contiguous()
     n_s = triton.next_power_of_2(cin_g)
-    tiles = triton_common.TILES
+    tiles = common.TILES
 
     if kh == 1 and kw == 1:
         r0, n_rows = _in_bounds(n_h, step_h, top, h)
