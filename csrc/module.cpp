@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bind_cpu.h"
+#include "bind_cuda.h"
 #include "cuda/info.h"
 #include "bind_graph.h"
 
@@ -33,7 +34,7 @@ void set_openmp_threads(int n) {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "summit_fast native extension: CPU (OpenMP) ops and CUDA build facts";
+  m.doc() = "summit_fast native extension: CPU (OpenMP) and CUDA ops, graph kernels, CUDA build facts";
   m.attr("__version__") = SUMMIT_VERSION;
 #ifdef SUMMIT_WITH_OPENMP
   m.attr("with_openmp") = true;
@@ -50,5 +51,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("num_threads", &openmp_max_threads, "OpenMP threads the CPU ops use.");
   m.def("set_num_threads", &set_openmp_threads, py::arg("n"), "Set the OpenMP thread count.");
   summit::bind_cpu_ops(m);
+  summit::bind_cuda_ops(m);
   summit::bind_graph_ops(m);
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "float16.h"
 #include "op_args.h"
 
 namespace summit {
@@ -20,23 +21,6 @@ namespace summit {
 inline int16_t half_bits_key(uint16_t bits) {
   const int16_t s = static_cast<int16_t>(bits);
   return static_cast<int16_t>(s ^ ((s >> 15) & 0x7fff));
-}
-
-inline float bits_to_float(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));  // inf / nan
-  if (exp == 0) {  // zero or subnormal: man * 2^-24, exact in float
-    const float f = static_cast<float>(man) * 5.9604644775390625e-08f;
-    return sign ? -f : f;
-  }
-  return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
 struct F32 {
@@ -68,7 +52,7 @@ struct BF16 {
   using key = int16_t;
   static key to_key(raw v) { return half_bits_key(v); }
   static double key_value(key k) { return to_float(static_cast<uint16_t>(half_bits_key(static_cast<uint16_t>(k)))); }
-  static float to_float(raw v) { return bits_to_float(static_cast<uint32_t>(v) << 16); }
+  static float to_float(raw v) { return bfloat16_to_float(v); }
 };
 
 // Calls f(E{}) with the element type of `dtype`.

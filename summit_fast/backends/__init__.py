@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "torch": "summit_fast.backends.torch_ref:TorchBackend",
     "cpu": "summit_fast.backends.cpu:CpuBackend",
     "triton": "summit_fast.backends.triton:TritonBackend",
+    "cuda": "summit_fast.backends.cuda:CudaBackend",
 }
 # Preference order of "auto", per device type.
 _AUTO_ORDER = {"cuda": ["triton", "torch"], "cpu": ["cpu", "torch"]}
