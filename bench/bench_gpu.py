@@ -1,4 +1,4 @@
-"""GPU benchmark of the Triton backend against the torch backend on the same GPU (issue 4).
+"""GPU benchmark of the Triton and CUDA backends against the torch backend on the same GPU.
 
 Per op, at InceptionV1 shapes (batch 256, 224 px), bf16 and fp32 (and, for influence, bf16
 inputs with fp32 weights, which is what autocast hands over), NCHW and channels_last:
@@ -16,8 +16,9 @@ End to end: images/s on InceptionV1 with pre-loaded GPU batches: forward only, +
 + influence (target >= 10,000 images/s with both in steady state), each as a whole
 ``summit_fast.aggregate`` call (setup included: graph discovery, weights digest, count
 allocation) and in steady state (a warm ``Aggregator.update`` over 20 batches). The Triton
-rows run first: they are the headline, and they compile the kernels that the bf16
-channels_last op rows reuse. The torch backend's whole runs, the slowest rows, come last, so
+and CUDA rows run first: they are the headline, and they compile the kernels that the bf16
+channels_last op rows reuse. A backend that cannot run (cuda in a build without nvcc) is left
+out with its reason printed. The torch backend's whole runs, the slowest rows, come last, so
 that a run cut short by its budget still has every op table.
 
 Ops are timed through the backends' internal entry points (``_activation_update``,
@@ -67,6 +68,8 @@ DTYPES = {"bf16": (torch.bfloat16, torch.bfloat16), "bf16, fp32 W": (torch.bfloa
           "fp32": (torch.float32, torch.float32)}
 FULL_CONFIGS = [(d, layout) for d in DTYPES for layout in ("nchw", "nhwc")]
 QUICK_CONFIGS = [("bf16, fp32 W", "nhwc"), ("fp32", "nchw")]
+# The GPU backends timed against the torch backend, in table order.
+FAST_BACKENDS = ("triton", "cuda")
 
 
 def layer_channels(layer: str) -> tuple[int, int]:
@@ -161,16 +164,30 @@ def influence_inputs(batch: int, c_in: int, c_out: int, k: int, size: int, dname
     return x, weight, labels, torch.zeros(NUM_CLASSES, c_out, c_in, dtype=torch.int32, device="cuda")
 
 
-def bench_activation(run: Run, batch: int, layers, configs, copy_gbs: float) -> None:
+def fast_backends(names):
+    """Instances of the backends to time against torch, by name; those that cannot run here are
+    left out with their reason printed (e.g. cuda in a build without nvcc)."""
+    from summit_fast.backends import get_backend, unavailable_reason
+
+    out = {}
+    for name in names:
+        reason = unavailable_reason(name, "cuda")
+        if reason is None:
+            out[name] = get_backend(name, "cuda")
+        else:
+            print(f"[bench_gpu] backend {name} left out: {reason}", flush=True)
+    return out
+
+
+def bench_activation(run: Run, batch: int, layers, configs, copy_gbs: float, backends) -> None:
     from summit_fast.backends.torch_ref import TorchBackend
-    from summit_fast.backends.triton import TritonBackend
     from summit_fast.rules import mass
 
     name = "Activation update"
-    run.section(name, ["layer", "shape", "dtype", "layout", "triton us", "GB/s", "of copy", "torch us",
+    run.section(name, ["layer", "shape", "dtype", "layout", "backend", "us", "GB/s", "of copy", "torch us",
                        "speedup", "counts vs torch"],
                 f"mass(0.01), batch {batch}; copy bandwidth {copy_gbs:,.0f} GB/s")
-    tri, ref, rule = TritonBackend(), TorchBackend(), mass(0.01)
+    ref, rule = TorchBackend(), mass(0.01)
     # Only the input dtype matters here: one row per (input dtype, layout).
     configs = list(dict.fromkeys((DTYPES[d][0], layout) for d, layout in configs))
     for layer in layers:
@@ -178,47 +195,52 @@ def bench_activation(run: Run, batch: int, layers, configs, copy_gbs: float) -> 
         for dtype, layout in configs:
             if not run.time_left():
                 return
-            acts, labels, got = activation_inputs(batch, c, s, dtype, layout)
-            want = torch.zeros_like(got)
-            tri._activation_update(acts, labels, got, rule, None)
+            acts, labels, want = activation_inputs(batch, c, s, dtype, layout)
             ref._activation_update(acts, labels, want, rule, None)
-            same = _diff(got, want)
-            t = bench_ms(lambda: tri._activation_update(acts, labels, got, rule, None))
+            expected = want.clone()  # one update's counts, before the timing loops add more
             t_ref = bench_ms(lambda: ref._activation_update(acts, labels, want, rule, None), slow=True)
-            gbs = acts.numel() * acts.element_size() / t / 1e6
-            run.add(name, [layer, f"{batch}x{c}x{s}x{s}", str(dtype).removeprefix("torch."), layout, t * 1e3, gbs,
-                           f"{gbs / copy_gbs:.0%}", t_ref * 1e3, t_ref / t, same])
+            for bname, backend in backends.items():
+                got = torch.zeros_like(want)
+                backend._activation_update(acts, labels, got, rule, None)
+                same = _diff(got, expected)
+                t = bench_ms(lambda: backend._activation_update(acts, labels, got, rule, None))
+                gbs = acts.numel() * acts.element_size() / t / 1e6
+                run.add(name, [layer, f"{batch}x{c}x{s}x{s}", str(dtype).removeprefix("torch."), layout, bname,
+                               t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", t_ref * 1e3, t_ref / t, same])
 
 
-def bench_influence(run: Run, batch: int, layers, configs, copy_gbs: float) -> None:
+def bench_influence(run: Run, batch: int, layers, configs, copy_gbs: float, backends) -> None:
     from summit_fast.backends.torch_ref import TorchBackend
-    from summit_fast.backends.triton import TritonBackend
     from summit_fast.convspec import ConvSpec
 
     name = "Influence update"
-    run.section(name, ["edge", "C_in->C_out", "k", "input", "dtype", "layout", "triton us", "GB/s", "of copy",
+    run.section(name, ["edge", "C_in->C_out", "k", "input", "dtype", "layout", "backend", "us", "GB/s", "of copy",
                        "TFLOP/s", "torch us", "speedup", "counts vs torch"],
                 f"k={INFLUENCE_K}, every output position, batch {batch}; copy bandwidth {copy_gbs:,.0f} GB/s")
-    tri, ref, conv = TritonBackend(), TorchBackend(), ConvSpec()
+    ref, conv = TorchBackend(), ConvSpec()
     for layer in layers:
         for edge, c_in, c_out, k, size in conv_edges(layer):
             for dname, layout in configs:
                 if not run.time_left():
                     return
-                x, weight, labels, got = influence_inputs(batch, c_in, c_out, k, size, dname, layout)
-                want = torch.zeros_like(got)
-                tri._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1)
+                x, weight, labels, want = influence_inputs(batch, c_in, c_out, k, size, dname, layout)
                 ref._influence_update(x, weight, conv, labels, want, INFLUENCE_K, 1)
-                same = _diff(got, want)
-                t = bench_ms(lambda: tri._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1))
+                expected = want.clone()  # one update's counts, before the timing loops add more
                 t_ref = bench_ms(lambda: ref._influence_update(x, weight, conv, labels, want, INFLUENCE_K, 1),
                                  slow=True)
                 out = size - k + 1
                 flops = 2 * batch * c_out * c_in * out * out * k * k
-                gbs = x.numel() * x.element_size() / t / 1e6
-                run.add(name, [f"{layer}_{edge}", f"{c_in}->{c_out}", f"{k}x{k}", f"{size}x{size}", dname, layout,
-                               t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", flops / t / 1e9, t_ref * 1e3, t_ref / t, same])
-                del got, want  # the next edge's counts can be large (K x C_out x C_in int32)
+                for bname, backend in backends.items():
+                    got = torch.zeros_like(want)
+                    backend._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1)
+                    same = _diff(got, expected)
+                    t = bench_ms(lambda: backend._influence_update(x, weight, conv, labels, got, INFLUENCE_K, 1))
+                    gbs = x.numel() * x.element_size() / t / 1e6
+                    run.add(name, [f"{layer}_{edge}", f"{c_in}->{c_out}", f"{k}x{k}", f"{size}x{size}", dname,
+                                   layout, bname, t * 1e3, gbs, f"{gbs / copy_gbs:.0%}", flops / t / 1e9,
+                                   t_ref * 1e3, t_ref / t, same])
+                    del got
+                del want, expected  # the next edge's counts can be large (K x C_out x C_in int32)
 
 
 # Tile sizes tried by --sweep (fields of summit_fast.kernels.common.Tiles; {} = defaults),
@@ -417,12 +439,13 @@ def main() -> None:
     if not args.quick:
         e2e.append(("fp32, NCHW", None, False))
     e2e_inputs = None if args.skip_e2e else end_to_end_inputs(args.batch, args.e2e_batches)
+    fast = fast_backends(FAST_BACKENDS)
     if e2e_inputs:
-        bench_end_to_end(run, e2e_inputs, e2e, backends=("triton",))
+        bench_end_to_end(run, e2e_inputs, e2e, backends=tuple(fast))
     configs = QUICK_CONFIGS if args.quick else FULL_CONFIGS
     bench_activation(run, args.batch, ["mixed3b", "mixed4d", "mixed5b"] if args.quick else list(MIXED), configs,
-                     copy_gbs)
-    bench_influence(run, args.batch, ["mixed4d"] if args.quick else list(MIXED), configs, copy_gbs)
+                     copy_gbs, fast)
+    bench_influence(run, args.batch, ["mixed4d"] if args.quick else list(MIXED), configs, copy_gbs, fast)
     if args.sweep:
         bench_tile_sweep(run, args.batch)
     if e2e_inputs:  # last: the torch backend's whole runs are the slowest rows

@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu_check.sh /path/to/results        # or: OUT=/path/to/results bash bench/gpu_check.sh
 #
-# Environment: PYTHON (default python3), TEST_FILES (default: the Triton and native tests),
+# Environment: PYTHON (default python3), TEST_FILES (default: the Triton, CUDA and native tests),
 # TOTAL_S (default 440: seconds for the steps; timeouts and the summary add at most ~40).
 set -u
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,7 +19,7 @@ mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
 PY="${PYTHON:-python3}"
 TOTAL_S="${TOTAL_S:-440}"
-TEST_FILES="${TEST_FILES:-python_tests/test_triton_backend.py python_tests/test_native.py}"
+TEST_FILES="${TEST_FILES:-python_tests/test_triton_backend.py python_tests/test_cuda_activation.py python_tests/test_cuda_influence.py python_tests/test_array_intake.py python_tests/test_native.py}"
 SUMMARY="$DEST/summary.md"
 WORK="$(mktemp -d)"  # tests and the benchmark run from here, so the installed package is imported
 SECONDS=0
@@ -57,7 +57,8 @@ if ! (cd "$WORK" && "$PY" -c "import summit_fast.kernels.activation") >> "$DEST/
   step_status+=("| install fallback (source tree, no _C) | - | - |")
 fi
 
-# 2. GPU tests (compiled Triton kernels, half precision, large shapes).
+# 2. GPU tests (compiled Triton and CUDA kernels against the torch twin and the CPU-executed CUDA
+#    kernels, half precision, large shapes, CuPy arrays on a non-default stream when cupy is there).
 tests=()
 for f in $TEST_FILES; do tests+=("$REPO/$f"); done
 # Much of this is compiling kernel variants (about 110; 0.1-1.6 s each for sm_90 on this project's
@@ -65,7 +66,7 @@ for f in $TEST_FILES; do tests+=("$REPO/$f"); done
 limit=$(( $(left) - 150 )); [ $limit -gt 240 ] && limit=240; [ $limit -lt 60 ] && limit=60
 step tests "$limit" bash -c "cd '$WORK' && '$PY' -m pytest -q -rfEs --durations=10 -p no:cacheprovider ${tests[*]}"
 
-# 3. Benchmark (--quick --sweep): Triton end to end first, then ops at a few layers, then the ops
+# 3. Benchmark (--quick --sweep): Triton and CUDA end to end first, then ops at a few layers, then the ops
 #    under other tile sizes, then the torch backend's whole runs; it stops starting new rows when
 #    its budget is spent and rewrites its tables after every row (the same two files: what comes
 #    back from a device machine is limited to 8 files).
