@@ -83,3 +83,46 @@ def test_run_prints_the_backend_in_its_summary(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "aggregated 6 images in " in out and " s with the cpu backend: SummitResult(" in out
+
+
+def test_auto_chooses_per_op_from_the_recorded_order(net, batches, monkeypatch, caplog):
+    """When the recorded measurements favour different backends per op, auto runs each op on
+    its own backend; the counts are those of either backend alone."""
+    from summit_fast import backends
+
+    monkeypatch.setitem(backends._AUTO_ORDER, "cpu", {"activation": ["torch"], "influence": ["cpu", "torch"]})
+    engine = summit_fast.get_backend("auto", "cpu")
+    assert isinstance(engine, backends.PerOpBackend)
+    assert (engine.by_op["activation"].name, engine.by_op["influence"].name, engine.name) == ("torch", "cpu", "cpu+torch")
+    name, why = choose_backend("auto", "cpu")
+    assert name == "cpu+torch"
+    assert why.startswith("backend auto -> activation: torch, influence: cpu: the fastest available per op")
+    with caplog.at_level(logging.INFO, logger="summit_fast"):
+        mixed = summit_fast.aggregate(net, batches, progress=False)
+    assert mixed.params["backend"] == "cpu+torch"
+    assert choices(caplog) == [why]
+    alone = summit_fast.aggregate(net, batches, backend="torch", progress=False)
+    for layer in alone.activation:
+        assert torch.equal(mixed.activation[layer], alone.activation[layer])
+    for edge in alone.influence:
+        assert torch.equal(mixed.influence[edge], alone.influence[edge])
+
+
+def test_the_cuda_backend_says_why_it_cannot_run_on_cpu_tensors():
+    reason = summit_fast.unavailable_reason("cuda", "cpu")
+    assert reason == "the cuda backend runs on CUDA tensors; got cpu"
+    with pytest.raises(summit_fast.BackendUnavailable, match="backend 'cuda' cannot run on cpu: the cuda backend runs on CUDA"):
+        summit_fast.get_backend("cuda", "cpu")
+    if not torch.cuda.is_available():
+        assert "cuda: the cuda backend runs on CUDA tensors" in choose_backend("auto", "cpu")[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reason given where no GPU is usable")
+def test_the_cuda_backend_says_why_it_cannot_run_without_a_gpu():
+    from summit_fast._native import native
+
+    reason = summit_fast.unavailable_reason("cuda", "cuda")
+    if native.with_cuda:
+        assert reason == native.cuda_status() and "built with CUDA, but no" in reason
+    else:
+        assert reason.startswith("summit_fast._C was built without CUDA")

@@ -193,9 +193,9 @@ class Aggregator:
             raise ValueError(f"num_classes must be an int >= 1 (or None: the size of the model's output), "
                              f"got {num_classes!r}")
         self.device = resolve_device(device) if device is not None else _model_device(model)
-        chosen, why = choose_backend(backend, self.device)
+        _, why = choose_backend(backend, self.device)
         log.info(why)  # once per aggregation: which backend counts, and why that one
-        self.engine: Backend = get_backend(chosen, self.device)
+        self.engine: Backend = get_backend(backend, self.device)
         self.rule = selection
         self.params = {"selection": selection.to_json(), "influence": bool(influence), "influence_k": int(influence_k),
                        "spatial_stride": int(spatial_stride), "label_source": label_source,
