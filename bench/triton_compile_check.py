@@ -98,6 +98,7 @@ class Variants:
         self.rows[key] = {"kernel": fn.fn.__name__, "variant": " ".join(constexprs), "float args": ",".join(tensors),
                           "warps": kernel.metadata.num_warps, "shared B": kernel.metadata.shared,
                           **resource_usage(kernel.asm["cubin"]), "global loads": global_loads(kernel.asm["ptx"]),
+                          **hot_loop_cost(kernel.asm["cubin"], bound.arguments, kernel.metadata.num_warps),
                           "compile s": round(seconds, 2),
                           "first case": self.case}
 
@@ -127,6 +128,42 @@ def global_loads(ptx: str) -> str:
     bits per thread (vectorised), b16/b32 one element (scalar)."""
     kinds = Counter(re.findall(r"ld\.global((?:\.cg)?(?:\.v\d)?\.b\d+)", ptx))
     return ", ".join(f"{n} {kind.lstrip('.')}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_PRODUCTS = ("HMMA", "HGMMA", "FFMA")
+
+
+def hot_loop_cost(cubin: bytes, arguments: dict, num_warps: int) -> dict:
+    """Static cost of the loop that computes products (SASS, read by cuobjdump): its instructions
+    per iteration and per useful max step. The hot loop is the innermost loop (a backward branch
+    enclosing no other) with the most product instructions (HMMA, HGMMA, FFMA). A kernel that
+    takes BLOCK_J and BLOCK_P (the kxk kernel) handles one BLOCK_J x BLOCK_P tile of
+    contributions M per iteration, so each thread makes BLOCK_J * BLOCK_P / threads useful max
+    steps per iteration; other kernels get only the loop's size."""
+    from triton.backends.nvidia import compiler as nvidia
+
+    tool = Path(nvidia.__file__).parent / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True).stdout
+    code = [(int(m[1], 16), m[3], m[4]) for m in _SASS_LINE.finditer(sass)]
+    loops = []
+    for addr, op, operands in code:
+        target = re.match(r"\s*(?:`\()?(0x[0-9a-f]+)", operands) if op == "BRA" else None
+        if target and int(target[1], 16) <= addr:
+            loops.append((int(target[1], 16), addr))
+    innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
+    body = max(([op for addr, op, _ in code if a <= addr <= b] for a, b in innermost),
+                key=lambda ops: sum(op.split(".")[0] in _PRODUCTS for op in ops), default=[])
+    if not any(op.split(".")[0] in _PRODUCTS for op in body):
+        return {"loop instr": "", "max steps": "", "instr/max": ""}
+    useful = ""
+    if "BLOCK_J" in arguments and "BLOCK_P" in arguments:
+        useful = arguments["BLOCK_J"] * arguments["BLOCK_P"] // (32 * num_warps)
+    return {"loop instr": len(body), "max steps": useful,
+            "instr/max": round(len(body) / useful, 1) if useful else ""}
 
 
 def op_cases(quick: bool):
@@ -172,6 +209,20 @@ def op_cases(quick: bool):
         ("3x3 depthwise bf16 nhwc", influence(bf16, bf16, 32, 32, 3, groups=32, padding=1, channels_last=True)),
         ("3x3 groups 4 (8 targets each) fp32", influence(f32, f32, 32, 32, 3, groups=4, padding=1)),
     ]
+    # InceptionV1 mixed4d's kxk edges at their real sizes (inputs pre-padded by the model): the
+    # rows whose "instr/max" the kxk kernel's design is judged by.
+    for kernel, c_in, c_out in ((3, 144, 288), (5, 32, 64)):
+        for name, x_dtype, w_dtype, channels_last in (("bf16 nhwc", bf16, bf16, True), ("fp32 nchw", f32, f32, False),
+                                                      ("bf16, fp32 W nhwc", bf16, f32, True)):
+            def run(kernel=kernel, c_in=c_in, c_out=c_out, x_dtype=x_dtype, w_dtype=w_dtype, cl=channels_last):
+                size = 14 + kernel - 1
+                x = torch.randn(2, c_in, size, size).to(x_dtype)
+                x = x.contiguous(memory_format=torch.channels_last) if cl else x
+                weight = torch.randn(c_out, c_in, kernel, kernel).to(w_dtype)
+                counts = torch.zeros(3, c_out, c_in, dtype=torch.int32)
+                influence_update(x, weight, ConvSpec(), labels, counts, 5, 1)
+
+            cases.append((f"mixed4d {kernel}x{kernel} {name}", run))
     return cases
 
 
