@@ -66,54 +66,140 @@ def _pointwise_kernel(ext_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g
     count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * cin_g)
 
 
-@triton.jit(do_not_specialize=["C_out", "cin_g", "cout_g", "H", "W", "n_pos", "n_w", "pad_t", "pad_l", "n_take"])
-def _conv_kernel(x_ptr, w_ptr, labels_ptr, counts_ptr, C_out, cin_g, cout_g,
-                 H, W, n_pos, n_w, s_b, s_c, s_h, s_w, step_h, step_w, pad_t, pad_l, dil_h, dil_w,
-                 s_wo, s_wi, s_wh, s_ww, KW, KK, n_take,
-                 DOT_DTYPE: tl.constexpr, SPLIT_W: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_P: tl.constexpr,
-                 BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_S: tl.constexpr):
-    """kxk convs: BLOCK_J targets of one group against all of the group's sources."""
-    n_jblk = tl.cdiv(cout_g, BLOCK_J)
-    g = tl.program_id(0) // n_jblk
+@triton.jit(do_not_specialize=["C_out", "cin_g", "cout_g", "n_pos_pad", "n_blocks"])
+def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out, cin_g, cout_g, n_pos_pad,
+                 n_blocks, s_b, s_c, tap_h, tap_w, KW: tl.constexpr, T: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                 USE_DOT: tl.constexpr, SCALED: tl.constexpr, PRUNE: tl.constexpr, BLOCK_P: tl.constexpr,
+                 BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr):
+    """kxk convs: scores[b, j, s] = max over positions of M (SPEC.md B) for BLOCK_J targets j of
+    one group (the MMA rows) and every source s of the group (if PRUNE: those need[b, block, s]
+    marks). Sources outer, position tiles (the MMA columns) inner, with a running max.
+
+    No load is masked: every tap of a real output position reads a real element of x (zero
+    padding was applied in torch). pos[p] is the offset of output position p's
+    first tap (positions past the last repeat it: a max ignores repeats); the tap offsets are
+    computed once. Weights come as prepared by :func:`_weight_operand`: (C_out, cin_g, BLOCK_K),
+    row r of the K axis is tap r % T (rows past the pieces are zero)."""
+    blk = tl.program_id(0)
     b = tl.program_id(1)
-    local_j = (tl.program_id(0) % n_jblk) * BLOCK_J + tl.arange(0, BLOCK_J)
+    n_jblk = tl.cdiv(cout_g, BLOCK_J)
+    g = blk // n_jblk
+    local_j = (blk % n_jblk) * BLOCK_J + tl.arange(0, BLOCK_J)
     mask_j = local_j < cout_g
     offs_j = g * cout_g + local_j
-    offs_t = tl.arange(0, BLOCK_K)  # kernel taps (u, v), padded to BLOCK_K
-    mask_t = offs_t < KK
-    tap_u = offs_t // KW
-    tap_v = offs_t % KW
-    w_taps = w_ptr + tap_u[:, None] * s_wh + tap_v[:, None] * s_ww + offs_j[None, :] * s_wo
-    w_mask = mask_t[:, None] & mask_j[None, :]
     x_b = x_ptr + b.to(tl.int64) * s_b + (g * cin_g).to(tl.int64) * s_c
-    offs_s = tl.arange(0, BLOCK_S)
-    scores = tl.full([BLOCK_J, BLOCK_S], float("-inf"), tl.float32)
+    w_rows = w_ptr + offs_j.to(tl.int64) * cin_g * BLOCK_K
+    offs_k = tl.arange(0, BLOCK_K)
+    tap = offs_k % T
+    tap_off = (tap // KW) * tap_h + (tap % KW) * tap_w  # once: the source loop only adds a base
+    offs_p = tl.arange(0, BLOCK_P)
+    out = scores_ptr + (b.to(tl.int64) * C_out + offs_j) * cin_g
+    need = need_ptr + (b.to(tl.int64) * n_blocks + blk) * cin_g
     for s in range(0, cin_g):
-        wt = tl.load(w_taps + s * s_wi, mask=w_mask, other=0.0)  # (K, targets)
-        w_hi = wt.to(DOT_DTYPE)
-        if SPLIT_W:  # the remainders are exact in fp32; hi + mid + lo carries all 24 bits
-            rest = wt.to(tl.float32) - w_hi.to(tl.float32)
-            w_mid = rest.to(DOT_DTYPE)
-            w_lo = (rest - w_mid.to(tl.float32)).to(DOT_DTYPE)
-        run = tl.full([BLOCK_P, BLOCK_J], float("-inf"), tl.float32)
-        for p0 in range(0, n_pos, BLOCK_P):
-            p = p0 + tl.arange(0, BLOCK_P)
-            mask_p = p < n_pos
-            yy = ((p // n_w) * step_h - pad_t)[:, None] + (tap_u * dil_h)[None, :]
-            xx = ((p % n_w) * step_w - pad_l)[:, None] + (tap_v * dil_w)[None, :]
-            inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)  # else: zero padding
-            patches = tl.load(x_b + s * s_c + yy * s_h + xx * s_w,
-                              mask=mask_p[:, None] & mask_t[None, :] & inside, other=0.0).to(DOT_DTYPE)
+        todo = True
+        if PRUNE:
+            todo = tl.load(need + s) != 0
+        if todo:
+            x_s = x_b + s * s_c
+            run = tl.full([BLOCK_J, BLOCK_P], float("-inf"), tl.float32)
             if USE_DOT:
-                # "ieee": fp32 products must not go through TF32, or scores drift from the reference.
-                m = tl.dot(patches, w_hi, input_precision="ieee")
-                if SPLIT_W:
-                    m = tl.dot(patches, w_mid, acc=m, input_precision="ieee")
-                    m = tl.dot(patches, w_lo, acc=m, input_precision="ieee")
-            else:  # fewer than 16 targets (e.g. depthwise): tl.dot needs all dims >= 16
-                m = tl.sum(patches.to(tl.float32)[:, :, None] * wt.to(tl.float32)[None, :, :], axis=1)
-            run = tl.maximum(run, tl.where(mask_p[:, None], m, float("-inf")))
-        scores = tl.where(offs_s[None, :] == s, tl.max(run, axis=0)[:, None], scores)
+                wt = tl.load(w_rows[:, None] + s * BLOCK_K + offs_k[None, :], mask=mask_j[:, None], other=0.0)
+                for p0 in range(0, n_pos_pad, BLOCK_P):
+                    pos = tl.load(pos_ptr + p0 + offs_p)
+                    patch = tl.load(x_s + tap_off[:, None] + pos[None, :]).to(DOT_DTYPE)
+                    # One product for all the weight's pieces (stacked on K): one wait per tile.
+                    # "ieee": fp32 products must not go through TF32.
+                    run = tl.maximum(run, tl.dot(wt, patch, input_precision="ieee"))
+            else:  # few targets (depthwise) or fp32 weights: one rank-1 update per tap
+                for p0 in range(0, n_pos_pad, BLOCK_P):
+                    pos = tl.load(pos_ptr + p0 + offs_p)
+                    m = tl.zeros([BLOCK_J, BLOCK_P], tl.float32)
+                    for t in tl.static_range(T):
+                        wv = tl.load(w_rows + s * BLOCK_K + t, mask=mask_j, other=0.0).to(tl.float32)
+                        xv = tl.load(x_s + ((t // KW) * tap_h + (t % KW) * tap_w) + pos).to(tl.float32)
+                        m += wv[:, None] * xv[None, :]
+                    run = tl.maximum(run, m)
+            best = tl.max(run, axis=1)
+            if SCALED:  # the weights were scaled by a power of two per (target, source): exact
+                best = best * tl.load(unscale_ptr + offs_j * cin_g + s, mask=mask_j, other=1.0)
+            tl.store(out + s, best, mask=mask_j)
+
+
+@triton.jit(do_not_specialize=["C_in", "C_out", "cin_g", "cout_g", "n_blocks", "n_take"])
+def _select_kernel(ext_ptr, coef_ptr, scores_ptr, done_ptr, need_ptr, C_in, C_out, cin_g, cout_g, n_blocks,
+                   n_take, ROUND: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_R: tl.constexpr,
+                   BLOCK_S: tl.constexpr):
+    """Which sources _conv_kernel's block (BLOCK_J targets) must score for image b (bound pruning).
+
+    Bound: every value a tap reads lies in [lo_s, hi_s] (the extrema of the region the grid
+    reads), so M <= hi * Pos + lo * Neg, Pos (Neg) the sum of W[j, s]'s positive (negative)
+    taps; coef also holds the margin terms of :func:`_bound_coefficients`, which cover every
+    rounding of the computed scores and of this bound; a bound that could overflow is +inf.
+    Round 1 marks each target's n_take best sources by bound. Round 2 marks, for each target,
+    every source not yet scored whose bound is not below the target's n_take-th best score (a
+    tie may still win on a lower index). A source is needed if any target of the block needs it.
+    Unscored sources then score below n_take scored ones: the top n_take are unchanged."""
+    blk = tl.program_id(0)
+    b = tl.program_id(1)
+    n_jblk = tl.cdiv(cout_g, BLOCK_J)
+    g = blk // n_jblk
+    offs_s = tl.arange(0, BLOCK_S)
+    mask_s = offs_s < cin_g
+    ext = ext_ptr + b.to(tl.int64) * 2 * C_in + g * cin_g + offs_s
+    hi = tl.load(ext, mask=mask_s, other=0.0)
+    lo = tl.load(ext + C_in, mask=mask_s, other=0.0)
+    amax = tl.maximum(tl.abs(hi), tl.abs(lo))
+    row = (b.to(tl.int64) * n_blocks + blk) * cin_g
+    if ROUND == 2:
+        done = tl.load(done_ptr + row + offs_s, mask=mask_s, other=1) != 0
+    needed = tl.zeros([BLOCK_S], tl.int32)
+    for r0 in range(0, BLOCK_J, BLOCK_R):
+        local_j = (blk % n_jblk) * BLOCK_J + r0 + tl.arange(0, BLOCK_R)
+        offs_j = g * cout_g + local_j
+        m = (local_j < cout_g)[:, None] & mask_s[None, :]
+        coef = coef_ptr + offs_j[:, None] * cin_g + offs_s[None, :]
+        pos = tl.load(coef, mask=m, other=0.0)
+        neg = tl.load(coef + C_out * cin_g, mask=m, other=0.0)
+        rel = tl.load(coef + 2 * C_out * cin_g, mask=m, other=0.0)
+        eta = tl.load(coef + 3 * C_out * cin_g, mask=m, other=0.0)
+        margin = rel * amax[None, :]
+        bound = hi[None, :] * pos + lo[None, :] * neg + (margin + eta)
+        # margin = rel * A with rel > 1e-7: margin < 3e31 keeps A below max(float32) / 4, so that
+        # neither this bound nor a score overflows. Beyond (huge weights or extrema, inf, NaN): +inf.
+        bound = tl.where(margin < 3.0e31, bound, float("inf"))
+        avail = m
+        if ROUND == 1:
+            key = bound
+        else:
+            key = tl.load(scores_ptr + (b.to(tl.int64) * C_out + offs_j[:, None]) * cin_g + offs_s[None, :],
+                          mask=m, other=float("-inf"))
+            nan_row = tl.max(tl.where(m & (key != key), 1, 0), axis=1) > 0
+            key = tl.where(key != key, float("-inf"), key)
+        take = tl.zeros([BLOCK_R, BLOCK_S], tl.int1)
+        kth = tl.full([BLOCK_R], float("inf"), tl.float32)
+        for _ in range(n_take):  # the n_take best of each row, ties by lower source
+            kth = tl.max(tl.where(avail, key, float("-inf")), axis=1)
+            pick = tl.min(tl.where(avail & (key == kth[:, None]), offs_s[None, :], BLOCK_S), axis=1)
+            take = take | (offs_s[None, :] == pick[:, None])
+            avail = avail & (offs_s[None, :] != pick[:, None])
+        if ROUND == 2:
+            kth = tl.where(nan_row, float("-inf"), kth)  # NaN scores: score every source
+            take = m & (bound >= kth[:, None]) & ~done[None, :]
+        needed = tl.maximum(needed, tl.max(take.to(tl.int32), axis=0))
+    tl.store(need_ptr + row + offs_s, needed, mask=mask_s)
+
+
+@triton.jit(do_not_specialize=["C_out", "cin_g", "n_take"])
+def _count_kernel(scores_ptr, labels_ptr, counts_ptr, C_out, cin_g, n_take, BLOCK_J: tl.constexpr,
+                  BLOCK_S: tl.constexpr):
+    """counts[labels[b], j, s] += 1 for the top n_take of scores[b, j, :] (unscored: -inf)."""
+    b = tl.program_id(1)
+    offs_j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
+    mask_j = offs_j < C_out
+    offs_s = tl.arange(0, BLOCK_S)
+    m = mask_j[:, None] & (offs_s < cin_g)[None, :]
+    scores = tl.load(scores_ptr + (b.to(tl.int64) * C_out + offs_j[:, None]) * cin_g + offs_s[None, :],
+                     mask=m, other=float("-inf"))
     label = tl.load(labels_ptr + b).to(tl.int64)
     count_top(scores, mask_j, offs_s, cin_g, n_take, counts_ptr + (label * C_out + offs_j) * cin_g)
 
@@ -126,21 +212,110 @@ def _in_bounds(n_out: int, step: int, pad: int, size: int) -> tuple[int, int]:
     return (first * step - pad if count else 0), count
 
 
-def _dot_operands(x: torch.Tensor, weight: torch.Tensor):
-    """(tl.dot operand type, whether to split the weights): half inputs stay half, with the
-    weights split into three half parts unless they have the inputs' type; else fp32."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return (tl.float16 if x.dtype == torch.float16 else tl.bfloat16), weight.dtype != x.dtype
-    return tl.float32, False
+_HALF = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+def split_weights(w: torch.Tensor, dtype: torch.dtype):
+    """Weights w (..., T) as three pieces of ``dtype`` (float16 or bfloat16) whose sum is exactly
+    w * 2**e, with one power of two per row of T taps: (pieces (3, ..., T), unscale 2**-e (...)
+    float32), or None where that is impossible (non-finite weights; taps too small beside the
+    row's largest for fp16, whose pieces end at 2**-24).
+
+    For fp16 the scale puts each row's largest tap in [2**14, 2**15): without it the small
+    pieces of ordinary weights (N(0, 0.02)) fall below fp16's subnormals and lose bits. bf16 has
+    float32's range: e = 0. Half inputs times the pieces are exact in float32, so tensor cores
+    then compute fp32 sums of exact products, as fp32 would from the exact weights."""
+    w64 = w.double()
+    if dtype == torch.float16:
+        _, exponent = torch.frexp(w64.abs().amax(-1, keepdim=True))  # max = m * 2**exponent, m in [0.5, 1)
+        scale = torch.ldexp(torch.ones_like(w64[..., :1]), 15 - exponent)
+    else:
+        scale = torch.ones_like(w64[..., :1])
+    scaled = w64 * scale
+    hi = scaled.to(dtype)
+    rest = scaled - hi.double()
+    mid = rest.to(dtype)
+    lo = (rest - mid.double()).to(dtype)
+    pieces = torch.stack([hi, mid, lo])
+    unscale = (1.0 / scale).squeeze(-1).float()
+    exact = torch.equal(pieces.double().sum(0), scaled) and torch.equal(unscale.double() * scale.squeeze(-1),
+                                                                        torch.ones_like(unscale, dtype=torch.float64))
+    return (pieces, unscale) if exact and bool(torch.isfinite(scaled).all()) else None
+
+
+def _weight_operand(x: torch.Tensor, weight: torch.Tensor, dot: bool):
+    """_conv_kernel's weights: (operand (C_out, C_in/groups, BLOCK_K), unscale or None, tl.dot
+    operand type or None for the rank-1 path, products per tap).
+
+    Half inputs go to tensor cores (if ``dot``) with weights of their type, exact pieces of
+    :func:`split_weights` stacked on K otherwise; when no exact split exists, and for float32
+    inputs, the rank-1 path computes in float32 (FMA)."""
+    c_out, cin_g, kh, kw = weight.shape
+    taps = weight.reshape(c_out, cin_g, kh * kw)
+    operand, unscale, dot_dtype = taps.float(), None, None
+    if dot and x.dtype in _HALF:
+        if weight.dtype == x.dtype:
+            operand, dot_dtype = taps, _HALF[x.dtype]
+        elif (split := split_weights(taps, x.dtype)) is not None:
+            pieces, unscale = split
+            operand, dot_dtype = torch.cat(tuple(pieces), dim=2), _HALF[x.dtype]
+            unscale = None if bool((unscale == 1).all()) else unscale.contiguous()
+    block_k = triton.next_power_of_2(operand.shape[2])
+    if dot_dtype is not None:
+        block_k = max(16, block_k)
+    padded = torch.zeros((c_out, cin_g, block_k), dtype=operand.dtype, device=weight.device)
+    padded[:, :, :operand.shape[2]] = operand
+    return padded, unscale, dot_dtype, operand.shape[2] // (kh * kw)
+
+
+def _bound_coefficients(weight: torch.Tensor, products: int, unscale) -> torch.Tensor:
+    """(4, C_out, C_in/groups) float32 for _select_kernel: per (target, source) the sums of the
+    positive and of the negative taps, rel * A's coefficient and eta, where the margin
+    rel * A + eta, A = sum |w| * max(|hi|, |lo|), exceeds every rounding error.
+
+    A computed score is a float32 sum of n = taps * products exact or once-rounded products,
+    so it is within gamma_n A + n eta of the real sum (u = 2**-24, eta = 2**-126: tensor cores
+    and FTZ may flush subnormals; the split's unscaling multiplies that by 2**-e); the bound's
+    own float32 arithmetic adds below 8 u A. 4 (n + 3) (u A + eta) covers both with room, even
+    if tensor cores round each addition twice as coarsely (as in the CPU backend's pruning)."""
+    w = weight.double().flatten(2)
+    n = 4.0 * (w.shape[2] * products + 3)
+    eta = n * 2.0 ** -126 * (1.0 if unscale is None else unscale.double().clamp(min=1.0))
+    coef = torch.stack([w.clamp(min=0).sum(2), w.clamp(max=0).sum(2), n * 2.0 ** -24 * w.abs().sum(2),
+                        torch.broadcast_to(torch.as_tensor(eta, dtype=torch.float64, device=w.device), w.shape[:2])])
+    return coef.float().contiguous()
+
+
+def _positions(n_h: int, n_w: int, step_h: int, step_w: int, s_h: int, s_w: int, block_p: int, device):
+    """Offsets of the output positions' first taps, row-major, padded to a multiple of block_p by
+    repeating the last position (a real one: its M is a real value, so a max ignores it)."""
+    rows = torch.arange(n_h, device=device) * (step_h * s_h)
+    cols = torch.arange(n_w, device=device) * (step_w * s_w)
+    offsets = (rows[:, None] + cols[None, :]).flatten()
+    n_pad = triton.cdiv(offsets.numel(), block_p) * block_p
+    return torch.cat([offsets, offsets[-1:].expand(n_pad - offsets.numel())]).to(torch.int32)
+
+
+def _extrema(view: torch.Tensor, pad_sampled: bool) -> torch.Tensor:
+    """(B, 2, C) float32: per image and channel of view, its max and min over the positions
+    (with 0 if pad_sampled: the positions include zero padding)."""
+    reduction = reduction_args(view)
+    ext = torch.empty((view.shape[0], 2, view.shape[1]), dtype=torch.float32, device=view.device)
+    _extrema_kernel[(triton.cdiv(view.shape[1], reduction["BLOCK_C"]), view.shape[0])](
+        view, ext, PAD_SAMPLED=pad_sampled, num_warps=common.TILES.num_warps, **reduction)
+    return ext
 
 
 def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.Tensor,
-                     counts: torch.Tensor, k: int, spatial_stride: int) -> None:
+                     counts: torch.Tensor, k: int, spatial_stride: int, prune: bool = True,
+                     stats: bool = False):
     """counts[labels[b], j, s] += 1 for the top-k sources s of every target j (SPEC.md B); s
     indexes j's group (source channel group(j) * C_in/groups + s).
 
     x (B, C_in, H, W) and weight (C_out, C_in/groups, kh, kw) in any strides; conv a
-    ``summit_fast.ConvSpec``; counts (K, C_out, C_in/groups) int32, contiguous."""
+    ``summit_fast.ConvSpec``; counts (K, C_out, C_in/groups) int32, contiguous. kxk convs
+    score only the sources whose bound can reach the top k if ``prune`` (the counts are the
+    same). With ``stats``, returns (scores computed, scores in all), which waits for the GPU."""
     b, c_in, h, w = x.shape
     c_out, cin_g, kh, kw = weight.shape
     g = conv.groups
@@ -161,28 +336,63 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         r0, n_rows = _in_bounds(n_h, step_h, top, h)
         c0, n_cols = _in_bounds(n_w, step_w, left, w)
         view = x[:, :, r0::step_h, c0::step_w][:, :, :n_rows, :n_cols]  # the in-bounds sampled grid
-        reduction = reduction_args(view)
-        ext = torch.empty((b, 2, c_in), dtype=torch.float32, device=x.device)
-        _extrema_kernel[(triton.cdiv(c_in, reduction["BLOCK_C"]), b)](
-            view, ext, PAD_SAMPLED=n_rows < n_h or n_cols < n_w, num_warps=tiles.num_warps, **reduction)
+        ext = _extrema(view, pad_sampled=n_rows < n_h or n_cols < n_w)
         block_j = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // n_s))
         _pointwise_kernel[(triton.cdiv(c_out, block_j), b)](
             ext, weight, labels, counts, c_in, c_out, cin_g, cout_g, weight.stride(0), weight.stride(1),
             n_take, BLOCK_J=block_j, BLOCK_S=n_s, num_warps=tiles.num_warps)
-        return
+        return (b * c_out * cin_g,) * 2 if stats else None
 
+    if conv.padding_mode == "zeros" and any(conv.pad):
+        # Once, input-sized: the kernels then read no padding, and need no masks for it.
+        x = F.pad(x, conv.pad)
+    use_dot = cout_g > 8  # tl.dot needs 16 rows; fewer targets (depthwise) take the rank-1 path
+    operand, unscale, dot_dtype, products = _weight_operand(x, weight, use_dot)
+    use_dot = dot_dtype is not None
     n_pos = n_h * n_w
-    block_k = max(16, triton.next_power_of_2(kh * kw))
-    use_dot = cout_g > 8
     if use_dot:
-        block_j = max(16, min(tiles.dot_targets, triton.next_power_of_2(cout_g), tiles.score_tile // n_s))
+        block_j = max(16, min(tiles.dot_targets, triton.next_power_of_2(cout_g)))
         block_p = max(16, min(tiles.dot_positions, triton.next_power_of_2(n_pos)))
     else:
-        block_j = triton.next_power_of_2(cout_g)
-        block_p = max(1, min(triton.next_power_of_2(n_pos), tiles.product_tile // (block_k * block_j)))
-    dot_dtype, split_w = _dot_operands(x, weight)
-    _conv_kernel[(g * triton.cdiv(cout_g, block_j), b)](
-        x, weight, labels, counts, c_out, cin_g, cout_g, h, w, n_pos, n_w, *x.stride(),
-        step_h, step_w, top, left, *conv.dilation, *weight.stride(), kw, kh * kw, n_take,
-        DOT_DTYPE=dot_dtype, SPLIT_W=split_w, USE_DOT=use_dot, BLOCK_P=block_p, BLOCK_K=block_k,
-        BLOCK_J=block_j, BLOCK_S=n_s, num_warps=tiles.num_warps)
+        block_j = min(triton.next_power_of_2(cout_g), tiles.dot_targets)
+        block_p = max(1, min(triton.next_power_of_2(n_pos), tiles.product_tile // block_j))
+    _, _, s_h, s_w = x.stride()
+    positions = _positions(n_h, n_w, step_h, step_w, s_h, s_w, block_p, x.device)
+    n_blocks = g * triton.cdiv(cout_g, block_j)
+    scores = torch.full((b, c_out, cin_g), float("-inf"), dtype=torch.float32, device=x.device)
+    prune = prune and n_take < cin_g
+
+    def conv_kernel(need):
+        _conv_kernel[(n_blocks, b)](
+            x, operand, scores if unscale is None else unscale, positions, scores if need is None else need, scores,
+            c_out, cin_g, cout_g, positions.numel(), n_blocks, x.stride(0), x.stride(1),
+            conv.dilation[0] * s_h, conv.dilation[1] * s_w, KW=kw, T=kh * kw, DOT_DTYPE=dot_dtype or tl.float32,
+            USE_DOT=use_dot, SCALED=unscale is not None, PRUNE=need is not None, BLOCK_P=block_p,
+            BLOCK_K=operand.shape[2], BLOCK_J=block_j, num_warps=tiles.num_warps)
+
+    if prune:
+        used_h = (n_h - 1) * step_h + (kh - 1) * conv.dilation[0] + 1
+        used_w = (n_w - 1) * step_w + (kw - 1) * conv.dilation[1] + 1
+        ext = _extrema(x[:, :, :used_h, :used_w], pad_sampled=False)  # every value a tap reads
+        coef = _bound_coefficients(weight, products, unscale)
+        block_r = max(1, min(block_j, tiles.score_tile // n_s))
+        need = [torch.zeros((b, n_blocks, cin_g), dtype=torch.int32, device=x.device) for _ in range(2)]
+        for round_, (done, todo) in enumerate(((need[0], need[0]), (need[0], need[1])), start=1):
+            _select_kernel[(n_blocks, b)](
+                ext, coef, scores, done, todo, c_in, c_out, cin_g, cout_g, n_blocks, n_take, ROUND=round_,
+                BLOCK_J=block_j, BLOCK_R=block_r, BLOCK_S=n_s, num_warps=tiles.num_warps)
+            conv_kernel(todo)
+    else:
+        conv_kernel(None)
+    block_c = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // n_s))
+    _count_kernel[(triton.cdiv(c_out, block_c), b)](
+        scores, labels, counts, c_out, cin_g, n_take, BLOCK_J=block_c, BLOCK_S=n_s, num_warps=tiles.num_warps)
+    if not stats:
+        return None
+    total = b * c_out * cin_g
+    if not prune:
+        return total, total
+    # Each needed (image, block, source) scored the block's real targets.
+    targets = torch.full((n_blocks,), block_j, device=x.device).view(g, -1)
+    targets[:, -1] = cout_g - block_j * (targets.shape[1] - 1)
+    return int(((need[0] + need[1]) * targets.view(1, -1, 1)).sum()), total
