@@ -140,7 +140,8 @@ def hot_loop_cost(cubin: bytes, arguments: dict, num_warps: int) -> dict:
     enclosing no other) with the most product instructions (HMMA, HGMMA, FFMA). A kernel that
     takes BLOCK_J and BLOCK_P (the kxk kernel) handles one BLOCK_J x BLOCK_P tile of
     contributions M per iteration, so each thread makes BLOCK_J * BLOCK_P / threads useful max
-    steps per iteration; other kernels get only the loop's size."""
+    steps per iteration; other kernels get only the loop's size. Static counts: a branch in the
+    loop counts whole."""
     from triton.backends.nvidia import compiler as nvidia
 
     tool = Path(nvidia.__file__).parent / "bin" / "cuobjdump"
@@ -158,12 +159,16 @@ def hot_loop_cost(cubin: bytes, arguments: dict, num_warps: int) -> dict:
     body = max(([op for addr, op, _ in code if a <= addr <= b] for a, b in innermost),
                 key=lambda ops: sum(op.split(".")[0] in _PRODUCTS for op in ops), default=[])
     if not any(op.split(".")[0] in _PRODUCTS for op in body):
-        return {"loop instr": "", "max steps": "", "instr/max": ""}
+        return {"loop instr": "", "max steps": "", "instr/max": "", "MMAs/waits": ""}
     useful = ""
     if "BLOCK_J" in arguments and "BLOCK_P" in arguments:
         useful = arguments["BLOCK_J"] * arguments["BLOCK_P"] // (32 * num_warps)
+    # Tensor-core products per iteration and the waits for them (wgmma's WARPGROUP.DEPBAR; HMMA
+    # has no separate wait): split weights should issue all their products before one wait.
+    mmas = sum(op.split(".")[0] in ("HMMA", "HGMMA") for op in body)
+    waits = sum(op.startswith("WARPGROUP.DEPBAR") for op in body)
     return {"loop instr": len(body), "max steps": useful,
-            "instr/max": round(len(body) / useful, 1) if useful else ""}
+            "instr/max": round(len(body) / useful, 1) if useful else "", "MMAs/waits": f"{mmas}/{waits}"}
 
 
 def op_cases(quick: bool):

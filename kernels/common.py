@@ -27,7 +27,7 @@ class Tiles:
     num_warps: int = 8
     reduce_tile: int = 4096  # elements of a (channels x positions) reduction tile
     score_tile: int = 8192  # elements of a (targets x sources) score block
-    product_tile: int = 8192  # elements of a kxk (positions x taps x targets) product without tl.dot
+    product_tile: int = 4096  # elements of a kxk (targets x positions) tile without tl.dot
     dot_positions: int = 64  # positions per tl.dot tile (16 at the least)
     dot_targets: int = 64  # targets per tl.dot tile, at the most (16 at the least)
 

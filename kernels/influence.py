@@ -69,8 +69,8 @@ def _pointwise_kernel(ext_ptr, w_ptr, labels_ptr, counts_ptr, C_in, C_out, cin_g
 @triton.jit(do_not_specialize=["C_out", "cin_g", "cout_g", "n_pos_pad", "n_blocks"])
 def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out, cin_g, cout_g, n_pos_pad,
                  n_blocks, s_b, s_c, tap_h, tap_w, KW: tl.constexpr, T: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                 USE_DOT: tl.constexpr, SCALED: tl.constexpr, PRUNE: tl.constexpr, BLOCK_P: tl.constexpr,
-                 BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr):
+                 USE_DOT: tl.constexpr, SEPARATE: tl.constexpr, SCALED: tl.constexpr, PRUNE: tl.constexpr,
+                 BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr):
     """kxk convs: scores[b, j, s] = max over positions of M (SPEC.md B) for BLOCK_J targets j of
     one group (the MMA rows) and every source s of the group (if PRUNE: those need[b, block, s]
     marks). Sources outer, position tiles (the MMA columns) inner, with a running max.
@@ -78,8 +78,9 @@ def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out
     No load is masked: every tap of a real output position reads a real element of x (zero
     padding was applied in torch). pos[p] is the offset of output position p's
     first tap (positions past the last repeat it: a max ignores repeats); the tap offsets are
-    computed once. Weights come as prepared by :func:`_weight_operand`: (C_out, cin_g, BLOCK_K),
-    row r of the K axis is tap r % T (rows past the pieces are zero)."""
+    computed once. Weights come as prepared by :func:`_weight_operand`: (C_out, cin_g, SEPARATE,
+    BLOCK_K), row r of the K axis is tap r % T (rows past the pieces are zero); SEPARATE = 3
+    pieces are three products accumulated in turn, on the same patch."""
     blk = tl.program_id(0)
     b = tl.program_id(1)
     n_jblk = tl.cdiv(cout_g, BLOCK_J)
@@ -88,7 +89,7 @@ def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out
     mask_j = local_j < cout_g
     offs_j = g * cout_g + local_j
     x_b = x_ptr + b.to(tl.int64) * s_b + (g * cin_g).to(tl.int64) * s_c
-    w_rows = w_ptr + offs_j.to(tl.int64) * cin_g * BLOCK_K
+    w_rows = w_ptr + offs_j.to(tl.int64) * cin_g * (SEPARATE * BLOCK_K)
     offs_k = tl.arange(0, BLOCK_K)
     tap = offs_k % T
     tap_off = (tap // KW) * tap_h + (tap % KW) * tap_w  # once: the source loop only adds a base
@@ -103,19 +104,27 @@ def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out
             x_s = x_b + s * s_c
             run = tl.full([BLOCK_J, BLOCK_P], float("-inf"), tl.float32)
             if USE_DOT:
-                wt = tl.load(w_rows[:, None] + s * BLOCK_K + offs_k[None, :], mask=mask_j[:, None], other=0.0)
+                w_s = w_rows[:, None] + s * (SEPARATE * BLOCK_K) + offs_k[None, :]
+                w0 = tl.load(w_s, mask=mask_j[:, None], other=0.0)
+                if SEPARATE == 3:
+                    w1 = tl.load(w_s + BLOCK_K, mask=mask_j[:, None], other=0.0)
+                    w2 = tl.load(w_s + 2 * BLOCK_K, mask=mask_j[:, None], other=0.0)
                 for p0 in range(0, n_pos_pad, BLOCK_P):
                     pos = tl.load(pos_ptr + p0 + offs_p)
                     patch = tl.load(x_s + tap_off[:, None] + pos[None, :]).to(DOT_DTYPE)
-                    # One product for all the weight's pieces (stacked on K): one wait per tile.
-                    # "ieee": fp32 products must not go through TF32.
-                    run = tl.maximum(run, tl.dot(wt, patch, input_precision="ieee"))
+                    # The weight's pieces are stacked on K (one product) or accumulated in turn
+                    # into one accumulator: issued together, read once.
+                    m = tl.dot(w0, patch, input_precision="ieee")  # fp32: no TF32
+                    if SEPARATE == 3:
+                        m = tl.dot(w1, patch, acc=m)
+                        m = tl.dot(w2, patch, acc=m)
+                    run = tl.maximum(run, m)
             else:  # few targets (depthwise) or fp32 weights: one rank-1 update per tap
                 for p0 in range(0, n_pos_pad, BLOCK_P):
                     pos = tl.load(pos_ptr + p0 + offs_p)
                     m = tl.zeros([BLOCK_J, BLOCK_P], tl.float32)
                     for t in tl.static_range(T):
-                        wv = tl.load(w_rows + s * BLOCK_K + t, mask=mask_j, other=0.0).to(tl.float32)
+                        wv = tl.load(w_rows + s * BLOCK_K + t, mask=mask_j, other=0.0)
                         xv = tl.load(x_s + ((t // KW) * tap_h + (t % KW) * tap_w) + pos).to(tl.float32)
                         m += wv[:, None] * xv[None, :]
                     run = tl.maximum(run, m)
@@ -123,6 +132,36 @@ def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out
             if SCALED:  # the weights were scaled by a power of two per (target, source): exact
                 best = best * tl.load(unscale_ptr + offs_j * cin_g + s, mask=mask_j, other=1.0)
             tl.store(out + s, best, mask=mask_j)
+
+
+@triton.jit(do_not_specialize=["C_out", "cin_g", "cout_g", "n_pos_pad", "n_blocks"])
+def _exact_rows_kernel(x_ptr, w_ptr, pairs_ptr, pos_ptr, need_ptr, scores_ptr, C_out, cin_g, cout_g, n_pos_pad,
+                       n_blocks, s_b, s_c, tap_h, tap_w, KW: tl.constexpr, T: tl.constexpr, PRUNE: tl.constexpr,
+                       BLOCK_J: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr):
+    """scores[b, j, s] in float32 for the (target j, source s) pairs whose weights have no exact
+    half split (see :func:`split_weights`), replacing what _conv_kernel stored for them; the
+    arguments are _conv_kernel's, BLOCK_J its block of targets. w: the pairs' taps (n, T)."""
+    pair = tl.program_id(0)
+    b = tl.program_id(1)
+    j = tl.load(pairs_ptr + 2 * pair)
+    s = tl.load(pairs_ptr + 2 * pair + 1)
+    g = j // cout_g
+    todo = True
+    if PRUNE:
+        blk = g * tl.cdiv(cout_g, BLOCK_J) + (j % cout_g) // BLOCK_J
+        todo = tl.load(need_ptr + (b.to(tl.int64) * n_blocks + blk) * cin_g + s) != 0
+    if todo:
+        offs_t = tl.arange(0, BLOCK_T)
+        mask_t = offs_t < T
+        tap_off = (offs_t // KW) * tap_h + (offs_t % KW) * tap_w
+        w = tl.load(w_ptr + pair * T + offs_t, mask=mask_t, other=0.0)
+        x_s = x_ptr + b.to(tl.int64) * s_b + (g * cin_g + s).to(tl.int64) * s_c
+        run = tl.full([BLOCK_P], float("-inf"), tl.float32)
+        for p0 in range(0, n_pos_pad, BLOCK_P):
+            pos = tl.load(pos_ptr + p0 + tl.arange(0, BLOCK_P))
+            patch = tl.load(x_s + tap_off[:, None] + pos[None, :], mask=mask_t[:, None], other=0.0).to(tl.float32)
+            run = tl.maximum(run, tl.sum(w[:, None] * patch, axis=0))
+        tl.store(scores_ptr + (b.to(tl.int64) * C_out + j) * cin_g + s, tl.max(run, axis=0))
 
 
 @triton.jit(do_not_specialize=["C_in", "C_out", "cin_g", "cout_g", "n_blocks", "n_take"])
@@ -216,15 +255,16 @@ _HALF = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
 def split_weights(w: torch.Tensor, dtype: torch.dtype):
-    """Weights w (..., T) as three pieces of ``dtype`` (float16 or bfloat16) whose sum is exactly
+    """Weights w (..., T) as three pieces of ``dtype`` (float16 or bfloat16) whose sum is
     w * 2**e, with one power of two per row of T taps: (pieces (3, ..., T), unscale 2**-e (...)
-    float32), or None where that is impossible (non-finite weights; taps too small beside the
-    row's largest for fp16, whose pieces end at 2**-24).
+    float32, exact (...) bool). A row is exact if its pieces sum to w * 2**e exactly and 2**-e
+    is a float32; the others (fp16: taps below 2**-15 of the row's largest, whose last bits lie
+    below fp16's smallest subnormal 2**-24; non-finite weights) must be computed otherwise.
 
-    For fp16 the scale puts each row's largest tap in [2**14, 2**15): without it the small
-    pieces of ordinary weights (N(0, 0.02)) fall below fp16's subnormals and lose bits. bf16 has
+    For fp16 the scale puts each row's largest tap in [2**14, 2**15): unscaled, the small pieces
+    of ordinary weights (N(0, 0.02)) fall below fp16's subnormals and lose bits. bf16 has
     float32's range: e = 0. Half inputs times the pieces are exact in float32, so tensor cores
-    then compute fp32 sums of exact products, as fp32 would from the exact weights."""
+    then compute float32 sums of exact products, as float32 would from the exact weights."""
     w64 = w.double()
     if dtype == torch.float16:
         _, exponent = torch.frexp(w64.abs().amax(-1, keepdim=True))  # max = m * 2**exponent, m in [0.5, 1)
@@ -238,34 +278,44 @@ def split_weights(w: torch.Tensor, dtype: torch.dtype):
     lo = (rest - mid.double()).to(dtype)
     pieces = torch.stack([hi, mid, lo])
     unscale = (1.0 / scale).squeeze(-1).float()
-    exact = torch.equal(pieces.double().sum(0), scaled) and torch.equal(unscale.double() * scale.squeeze(-1),
-                                                                        torch.ones_like(unscale, dtype=torch.float64))
-    return (pieces, unscale) if exact and bool(torch.isfinite(scaled).all()) else None
+    exact = ((pieces.double().sum(0) == scaled).all(-1) & torch.isfinite(scaled).all(-1)
+             & (unscale.double() * scale.squeeze(-1) == 1))
+    return pieces, unscale, exact
 
 
 def _weight_operand(x: torch.Tensor, weight: torch.Tensor, dot: bool):
-    """_conv_kernel's weights: (operand (C_out, C_in/groups, BLOCK_K), unscale or None, tl.dot
-    operand type or None for the rank-1 path, products per tap).
+    """_conv_kernel's weights: (operand (C_out, C_in/groups, SEPARATE * BLOCK_K), unscale or
+    None, tl.dot operand type or None for the rank-1 path, products per tap, SEPARATE, the
+    (target, source) pairs the split leaves inexact as (pairs (n, 2) int32, their taps (n, T)
+    float32) or None).
 
-    Half inputs go to tensor cores (if ``dot``) with weights of their type, exact pieces of
-    :func:`split_weights` stacked on K otherwise; when no exact split exists, and for float32
-    inputs, the rank-1 path computes in float32 (FMA)."""
+    With ``dot``, half inputs go to tensor cores with weights of their type, else as the pieces
+    of :func:`split_weights`: stacked on K (3x3: 27 rows in 32) or, where that would pad K more
+    (5x5: 75 rows in 128), as SEPARATE = 3 blocks of K rows; float32 inputs as float32 (FMA).
+    Without ``dot`` (few targets), the rank-1 path computes in float32."""
     c_out, cin_g, kh, kw = weight.shape
-    taps = weight.reshape(c_out, cin_g, kh * kw)
-    operand, unscale, dot_dtype = taps.float(), None, None
-    if dot and x.dtype in _HALF:
-        if weight.dtype == x.dtype:
-            operand, dot_dtype = taps, _HALF[x.dtype]
-        elif (split := split_weights(taps, x.dtype)) is not None:
-            pieces, unscale = split
-            operand, dot_dtype = torch.cat(tuple(pieces), dim=2), _HALF[x.dtype]
-            unscale = None if bool((unscale == 1).all()) else unscale.contiguous()
-    block_k = triton.next_power_of_2(operand.shape[2])
+    taps = weight.reshape(c_out, cin_g, 1, kh * kw)
+    operand, unscale, dot_dtype, inexact = taps.float(), None, None, None
+    if dot and x.dtype == torch.float32:
+        dot_dtype = tl.float32  # in IEEE fp32 (FMA), as the reference needs
+    elif dot and weight.dtype == x.dtype:
+        operand, dot_dtype = taps, _HALF[x.dtype]
+    elif dot and x.dtype in _HALF:
+        pieces, unscale, exact = split_weights(taps, x.dtype)
+        operand, dot_dtype = torch.cat(tuple(pieces), dim=2), _HALF[x.dtype]
+        if triton.next_power_of_2(3 * kh * kw) <= 3 * triton.next_power_of_2(kh * kw):
+            operand = operand.reshape(c_out, cin_g, 1, 3 * kh * kw)
+        unscale = None if bool((unscale == 1).all()) else unscale.reshape(c_out, cin_g).contiguous()
+        if not bool(exact.all()):
+            pairs = (~exact.reshape(c_out, cin_g)).nonzero()
+            inexact = pairs.to(torch.int32).contiguous(), taps.float()[pairs[:, 0], pairs[:, 1], 0].contiguous()
+    separate, rows = operand.shape[2:]
+    block_k = triton.next_power_of_2(rows)
     if dot_dtype is not None:
         block_k = max(16, block_k)
-    padded = torch.zeros((c_out, cin_g, block_k), dtype=operand.dtype, device=weight.device)
-    padded[:, :, :operand.shape[2]] = operand
-    return padded, unscale, dot_dtype, operand.shape[2] // (kh * kw)
+    padded = torch.zeros((c_out, cin_g, separate, block_k), dtype=operand.dtype, device=weight.device)
+    padded[..., :rows] = operand
+    return padded.view(c_out, cin_g, -1), unscale, dot_dtype, separate * rows // (kh * kw), separate, inexact
 
 
 def _bound_coefficients(weight: torch.Tensor, products: int, unscale) -> torch.Tensor:
@@ -347,11 +397,13 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         # Once, input-sized: the kernels then read no padding, and need no masks for it.
         x = F.pad(x, conv.pad)
     use_dot = cout_g > 8  # tl.dot needs 16 rows; fewer targets (depthwise) take the rank-1 path
-    operand, unscale, dot_dtype, products = _weight_operand(x, weight, use_dot)
+    operand, unscale, dot_dtype, products, separate, inexact = _weight_operand(x, weight, use_dot)
     use_dot = dot_dtype is not None
     n_pos = n_h * n_w
     if use_dot:
         block_j = max(16, min(tiles.dot_targets, triton.next_power_of_2(cout_g)))
+        if dot_dtype == tl.float32:  # the FMA product keeps BLOCK_J x BLOCK_K weights per thread group
+            block_j = max(16, min(block_j, 1024 // operand.shape[2]))
         block_p = max(16, min(tiles.dot_positions, triton.next_power_of_2(n_pos)))
     else:
         block_j = min(triton.next_power_of_2(cout_g), tiles.dot_targets)
@@ -367,8 +419,15 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
             x, operand, scores if unscale is None else unscale, positions, scores if need is None else need, scores,
             c_out, cin_g, cout_g, positions.numel(), n_blocks, x.stride(0), x.stride(1),
             conv.dilation[0] * s_h, conv.dilation[1] * s_w, KW=kw, T=kh * kw, DOT_DTYPE=dot_dtype or tl.float32,
-            USE_DOT=use_dot, SCALED=unscale is not None, PRUNE=need is not None, BLOCK_P=block_p,
-            BLOCK_K=operand.shape[2], BLOCK_J=block_j, num_warps=tiles.num_warps)
+            USE_DOT=use_dot, SEPARATE=separate, SCALED=unscale is not None, PRUNE=need is not None,
+            BLOCK_P=block_p, BLOCK_K=operand.shape[2] // separate, BLOCK_J=block_j, num_warps=tiles.num_warps)
+        if inexact is not None:
+            pairs, pair_taps = inexact
+            _exact_rows_kernel[(pairs.shape[0], b)](
+                x, pair_taps, pairs, positions, scores if need is None else need, scores, c_out, cin_g, cout_g,
+                positions.numel(), n_blocks, x.stride(0), x.stride(1), conv.dilation[0] * s_h,
+                conv.dilation[1] * s_w, KW=kw, T=kh * kw, PRUNE=need is not None, BLOCK_J=block_j, BLOCK_P=block_p,
+                BLOCK_T=triton.next_power_of_2(kh * kw), num_warps=tiles.num_warps)
 
     if prune:
         used_h = (n_h - 1) * step_h + (kh - 1) * conv.dilation[0] + 1
