@@ -324,3 +324,144 @@ def test_influence_large_on_gpu(triton_backend, dtypes, channels_last, case):
     weight = _dyadic((c_out, c_in // conv.groups, kh, kw), 128, g).to(DEVICE, dtypes[1])
     labels = torch.randint(0, K, (b,), generator=g)
     _check_influence(triton_backend, x, weight, conv, labels.to(DEVICE), k, r)
+
+
+# ------------------------------------------------------------------------------ kxk: bound pruning, padding
+def _kxk_counts(x, weight, conv, labels, k, spatial_stride=1, prune=True):
+    """Counts of the Triton kxk kernels called directly, and their (scores computed, in all)."""
+    from summit_fast.kernels.influence import influence_update
+
+    c_out, cin_g = weight.shape[:2]
+    counts = torch.zeros(K, c_out, cin_g, dtype=torch.int32, device=DEVICE)
+    stats = influence_update(x.to(DEVICE), weight.to(DEVICE), conv, labels.to(DEVICE), counts, k, spatial_stride,
+                             prune=prune, stats=True)
+    return counts.cpu(), stats
+
+
+def _check_pruned(x, weight, conv, k, spatial_stride=1, labels=None):
+    """Pruned counts == unpruned counts == the float64 reference's; returns the pruned stats."""
+    labels = torch.arange(x.shape[0]) % K if labels is None else labels
+    c_out, cin_g = weight.shape[:2]
+    want = torch.zeros(K, c_out, cin_g, dtype=torch.int32)
+    REF.influence_update(x, weight, conv, labels, want, k, spatial_stride)
+    unpruned, (computed, total) = _kxk_counts(x, weight, conv, labels, k, spatial_stride, prune=False)
+    assert computed == total == x.shape[0] * c_out * cin_g
+    pruned, stats = _kxk_counts(x, weight, conv, labels, k, spatial_stride)
+    assert torch.equal(unpruned, want), f"unpruned: {(unpruned - want).abs().sum()} counts differ"
+    assert torch.equal(pruned, want), f"pruned: {(pruned - want).abs().sum()} counts differ"
+    return stats
+
+
+# (batch, C_in, C_out, H, W, (kh, kw), ConvSpec, k, spatial_stride): zero padding on every side
+# and asymmetric, larger than the kernel's reach, with stride, dilation, spatial_stride and groups.
+PADDING_CASES = [
+    (2, 6, 20, 5, 7, (3, 3), ConvSpec(pad=(3, 0, 0, 4)), 2, 1),
+    (1, 5, 18, 4, 4, (3, 3), ConvSpec(pad=(4, 4, 4, 4)), 3, 1),  # many positions see only padding
+    (2, 4, 17, 6, 5, (5, 5), ConvSpec(stride=(2, 3), pad=(2, 1, 0, 3)), 2, 1),
+    (1, 6, 16, 8, 9, (3, 3), ConvSpec(pad=(2, 2, 2, 2), dilation=(2, 3)), 3, 2),
+    (2, 8, 24, 7, 6, (3, 3), ConvSpec(stride=(2, 2), pad=(1, 2, 2, 1), groups=2), 2, 3),
+    (2, 6, 6, 6, 5, (3, 3), ConvSpec(pad=(1, 1, 1, 1), groups=3), 1, 1),  # 2 targets per group: rank-1 path
+]
+
+
+@pytest.mark.parametrize("case", INFLUENCE_CASES + PADDING_CASES, ids=_influence_id)
+def test_kxk_pruned_equals_unpruned(case):
+    b, c_in, c_out, h, w, (kh, kw), conv, k, r = case
+    if kh * kw == 1:
+        pytest.skip("1x1 convs use the extrema shortcut")
+    g = torch.Generator().manual_seed(c_in * 31 + c_out)
+    x = torch.randn(b, c_in, h, w, generator=g)
+    x[:, ::2] = x[:, ::2].clamp(min=0)  # ReLU-like planes, with exact zeros
+    _check_pruned(x, torch.randn(c_out, c_in // conv.groups, kh, kw, generator=g), conv, k, r)
+
+
+def test_kxk_pruning_skips_weak_sources():
+    # Two strong sources, the others 100x weaker: few scores can reach the top 2.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 12, 6, 6, generator=g) * 0.01
+    x[:, 3] *= 100
+    x[:, 8] *= 100
+    computed, total = _check_pruned(x, torch.rand(20, 12, 3, 3, generator=g), ConvSpec(pad=(1, 1, 1, 1)), 2)
+    assert total == 2 * 20 * 12 and computed < total / 2, (computed, total)
+
+
+def _adversarial_cases():
+    g = torch.Generator().manual_seed(4)
+    conv = ConvSpec(pad=(1, 1, 1, 1))
+    cases = {"all equal": (torch.ones(2, 9, 5, 5), torch.ones(18, 9, 3, 3), 3)}
+    planes = torch.arange(9.0).repeat(2, 1) % 4  # constant planes, repeated values: ties in scores and bounds
+    cases["constant planes"] = (planes[:, :, None, None].expand(2, 9, 5, 5).contiguous(),
+                                torch.randint(-2, 3, (18, 9, 3, 3), generator=g).float(), 3)
+    cases["negative weights only"] = (torch.randint(-3, 4, (2, 9, 5, 5), generator=g).float(),
+                                      -torch.randint(1, 4, (18, 9, 3, 3), generator=g).float(), 3)
+    cases["k >= sources"] = (torch.randn(2, 4, 5, 5, generator=g), torch.randn(18, 4, 3, 3, generator=g), 4)
+    cases["k = sources - 1"] = (torch.randn(2, 4, 5, 5, generator=g), torch.randn(18, 4, 3, 3, generator=g), 3)
+    # A bound equal to the k-th score: source 0's plane is constant, so its bound (without the
+    # margin) is its score, 8 (8 taps of 1). Spikes 1-5 score 8 too, with bounds 72: round 1
+    # scores them, the 5th best is 8, and source 0 must still be scored (>=, not >): the top 5
+    # is 0-4. Spikes 6-11 score 4 (bounds 36).
+    x = torch.zeros(2, 12, 5, 5)
+    x[:, 0] = 1.0
+    x[:, 1:6, 2, 2] = 8.0
+    x[:, 6:, 1, 3] = 4.0
+    weight = torch.ones(6, 12, 3, 3)
+    weight[:, 0, 0, 0] = 0.0
+    cases["bound ties score"] = (x, weight, 5)
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_adversarial_cases()))
+def test_kxk_pruning_adversarial(name):
+    x, weight, k = _adversarial_cases()[name]
+    computed, total = _check_pruned(x, weight, ConvSpec(pad=(1, 1, 1, 1)), k)
+    if k >= weight.shape[1]:
+        assert computed == total  # nothing to prune: every source is kept
+
+
+# ------------------------------------------------------------------------------ kxk: the fp16 weight split
+def _old_split(w, dtype):
+    """The split before the scale (hi + mid + lo of the weights themselves), for contrast."""
+    hi = w.to(dtype)
+    rest = w - hi.float()
+    mid = rest.to(dtype)
+    return hi.double() + mid.double() + (rest - mid.float()).to(dtype).double()
+
+
+def test_fp16_split_is_exact_for_ordinary_weights():
+    """The pieces of N(0, 0.02) weights sum exactly to w * 2**e (float64 sums of fp16 values are
+    exact); without the scale most do not (the small pieces fall below fp16's subnormals). Fails
+    if a piece loses a bit, if a piece is not an fp16 value, or if a row is wrongly marked exact."""
+    from summit_fast.kernels.influence import split_weights
+
+    w = torch.randn(64, 32, 9, generator=torch.Generator().manual_seed(0)) * 0.02
+    assert (_old_split(w, torch.float16) != w.double()).float().mean() > 0.9
+    pieces, unscale, exact = split_weights(w, torch.float16)
+    assert pieces.dtype == torch.float16 and pieces.shape == (3, 64, 32, 9)
+    rebuilt = pieces.double().sum(0) * unscale.double()[..., None]
+    assert torch.equal(rebuilt[exact], w.double()[exact])
+    assert exact.float().mean() > 0.99  # only rows with a tap below 2**-15 of their largest miss
+    assert not torch.equal(rebuilt[~exact], w.double()[~exact]) if (~exact).any() else True
+    # A row with taps 2**30 apart cannot be exact in fp16 pieces, and says so; in bf16 it is.
+    w[0, 0, :2] = torch.tensor([1.0, 1.0 + 2.0 ** -23]) * torch.tensor([1.0, 2.0 ** -30])
+    assert not split_weights(w, torch.float16)[2][0, 0]
+    bf16_pieces, bf16_unscale, bf16_exact = split_weights(w, torch.bfloat16)
+    assert bool(bf16_exact.all()) and torch.equal(bf16_pieces.double().sum(0), w.double())
+
+
+@pytest.mark.parametrize("wide_row", [False, True], ids=["scaled-split", "exact-rows-kernel"])
+def test_fp16_inputs_fp32_weights_one_ulp_apart(triton_backend, wide_row):
+    """Two sources with the same plane; source 1's centre tap is one float32 ulp above source 0's
+    (0.02). Exact products rank source 1 first; the unscaled fp16 split lost that last bit and
+    tied them (source 0 won). With wide_row, each row also has a tap 2**-30 of its largest: no
+    exact fp16 split exists, and those rows are scored in float32."""
+    x = torch.ones(1, 2, 5, 5, dtype=torch.float16)
+    weight = torch.zeros(18, 2, 3, 3)
+    weight[:, 0, 1, 1] = 0.02
+    weight[:, 1, 1, 1] = torch.nextafter(torch.tensor(0.02), torch.tensor(1.0))
+    if wide_row:
+        weight[:, :, 0, 0] = 0.02 * 2.0 ** -30
+    labels = torch.zeros(1, dtype=torch.int64, device=DEVICE)
+    got = torch.zeros(K, 18, 2, dtype=torch.int32, device=DEVICE)
+    triton_backend.influence_update(x.to(DEVICE), weight.to(DEVICE), ConvSpec(), labels, got, 1, 1)
+    assert got[0, :, 1].eq(1).all() and got.sum() == 18, got[0]
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), ConvSpec(), labels, 1, 1)
