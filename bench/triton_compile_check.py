@@ -18,7 +18,8 @@ Exit status 1 if any case failed to compile.
 
     python bench/triton_compile_check.py [--arch 90] [--quick] [--tiles num_warps=4,...] [--out DIR]
 
-``--quick`` compiles the op variants at small shapes only (15 variants, about 5 s here).
+``--quick`` compiles the op variants (small shapes, and InceptionV1 mixed4d's kxk edges at their real
+sizes: about 45 variants, a minute here).
 """
 
 from __future__ import annotations
@@ -188,11 +189,14 @@ def op_cases(quick: bool):
         excluded = rule.pop("excluded", None)
         return lambda: activation_update(x, labels, torch.zeros(3, c, dtype=torch.int32), excluded=excluded, **rule)
 
-    def influence(dtype, w_dtype, c_in, c_out, kernel, groups=1, padding=0, stride=1, channels_last=False):
+    def influence(dtype, w_dtype, c_in, c_out, kernel, groups=1, padding=0, stride=1, channels_last=False,
+                  wide_rows=False):
         x = torch.randn(2, c_in, size, size).to(dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         weight = torch.randn(c_out, c_in // groups, kernel, kernel).to(w_dtype)
+        if wide_rows:  # taps 2**-30 of their row's largest: no exact fp16 split, _exact_rows_kernel
+            weight[:, :, 0, 0] *= 2.0 ** -30
         conv = ConvSpec(stride=(stride, stride), pad=(padding,) * 4, groups=groups)
         counts = torch.zeros(3, c_out, c_in // groups, dtype=torch.int32)
         return lambda: influence_update(x, weight, conv, labels, counts, 5, 1)
@@ -213,17 +217,19 @@ def op_cases(quick: bool):
         ("3x3 depthwise fp32 nchw", influence(f32, f32, 32, 32, 3, groups=32, padding=1)),
         ("3x3 depthwise bf16 nhwc", influence(bf16, bf16, 32, 32, 3, groups=32, padding=1, channels_last=True)),
         ("3x3 groups 4 (8 targets each) fp32", influence(f32, f32, 32, 32, 3, groups=4, padding=1)),
+        ("3x3 fp16, fp32 W, rows without an exact split", influence(f16, f32, 16, 32, 3, padding=1, wide_rows=True)),
     ]
     # InceptionV1 mixed4d's kxk edges at their real sizes (inputs pre-padded by the model): the
     # rows whose "instr/max" the kxk kernel's design is judged by.
     for kernel, c_in, c_out in ((3, 144, 288), (5, 32, 64)):
         for name, x_dtype, w_dtype, channels_last in (("bf16 nhwc", bf16, bf16, True), ("fp32 nchw", f32, f32, False),
-                                                      ("bf16, fp32 W nhwc", bf16, f32, True)):
+                                                      ("bf16, fp32 W nhwc", bf16, f32, True),
+                                                      ("fp16, fp32 W nchw", f16, f32, False)):
             def run(kernel=kernel, c_in=c_in, c_out=c_out, x_dtype=x_dtype, w_dtype=w_dtype, cl=channels_last):
                 size = 14 + kernel - 1
                 x = torch.randn(2, c_in, size, size).to(x_dtype)
                 x = x.contiguous(memory_format=torch.channels_last) if cl else x
-                weight = torch.randn(c_out, c_in, kernel, kernel).to(w_dtype)
+                weight = (torch.randn(c_out, c_in, kernel, kernel) * 0.02).to(w_dtype)  # as trained weights
                 counts = torch.zeros(3, c_out, c_in, dtype=torch.int32)
                 influence_update(x, weight, ConvSpec(), labels, counts, 5, 1)
 

@@ -434,7 +434,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         used_w = (n_w - 1) * step_w + (kw - 1) * conv.dilation[1] + 1
         ext = _extrema(x[:, :, :used_h, :used_w], pad_sampled=False)  # every value a tap reads
         coef = _bound_coefficients(weight, products, unscale)
-        block_r = max(1, min(block_j, tiles.score_tile // n_s))
+        block_r = max(1, min(block_j, tiles.score_tile // (4 * n_s)))  # eight (targets x sources) tensors live
         need = [torch.zeros((b, n_blocks, cin_g), dtype=torch.int32, device=x.device) for _ in range(2)]
         for round_, (done, todo) in enumerate(((need[0], need[0]), (need[0], need[1])), start=1):
             _select_kernel[(n_blocks, b)](
@@ -443,7 +443,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
             conv_kernel(todo)
     else:
         conv_kernel(None)
-    block_c = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // n_s))
+    block_c = max(1, min(triton.next_power_of_2(c_out), tiles.score_tile // (4 * n_s)))
     _count_kernel[(triton.cdiv(c_out, block_c), b)](
         scores, labels, counts, c_out, cin_g, n_take, BLOCK_J=block_c, BLOCK_S=n_s, num_warps=tiles.num_warps)
     if not stats:

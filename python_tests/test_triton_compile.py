@@ -4,8 +4,8 @@ The interpreter tests check what the kernels compute; they cannot see the compil
 rules (``tl.dot`` operand types and shapes, layouts, register limits). ``bench/
 triton_compile_check.py --quick`` compiles each kernel's variants -- both selection rules,
 excluded channels, fp32/fp16/bf16 inputs, fp32 weights under half inputs, NCHW and
-channels_last, 1x1 and kxk, with and without ``tl.dot`` -- to a cubin, and checks that the
-activation pass's loads are vectorised. It runs in a child
+channels_last, 1x1 and kxk, with and without ``tl.dot`` -- to a cubin, checks that the
+activation pass's loads are vectorised and reads the kxk kernel's hot loop at InceptionV1 sizes. It runs in a child
 process because this one interprets the kernels (TRITON_INTERPRET=1, conftest.py).
 """
 
@@ -19,7 +19,8 @@ import pytest
 pytest.importorskip("triton")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "triton_compile_check.py"
-KERNELS = ("_activation_kernel", "_extrema_kernel", "_pointwise_kernel", "_conv_kernel")
+KERNELS = ("_activation_kernel", "_extrema_kernel", "_pointwise_kernel", "_conv_kernel", "_exact_rows_kernel",
+           "_select_kernel", "_count_kernel")
 
 
 def test_every_kernel_variant_compiles_for_sm90(tmp_path):
@@ -33,7 +34,20 @@ def test_every_kernel_variant_compiles_for_sm90(tmp_path):
     assert {row["kernel"] for row in rows} == set(KERNELS)
     # Every variant produced machine code that ptxas accepted: registers were read from the cubin.
     assert rows and all(int(row["regs"]) > 0 for row in rows)
-    assert "DOT_DTYPE=bf16 SPLIT_W=True" in report and "DOT_DTYPE=fp32 SPLIT_W=False USE_DOT=True" in report
+    assert "DOT_DTYPE=bf16 USE_DOT=True SEPARATE=3" in report and "DOT_DTYPE=fp32 USE_DOT=True" in report
+    assert "DOT_DTYPE=fp16 USE_DOT=True SEPARATE=1 SCALED=True" in report
+    # No variant needs more than 128 registers (2 blocks of 8 warps per SM on sm_90).
+    assert all(int(row["regs"]) <= 128 for row in rows), [(r["kernel"], r["variant"], r["regs"]) for r in rows]
+    # The kxk kernel on tensor cores at InceptionV1's sizes (64-target blocks: mixed4d's 3x3
+    # and 5x5 edges): at most 7.4 instructions per useful max step in the hot loop (the kernel
+    # before the restructuring took 26-32, SASS of Triton 3.9 for sm_90); stacked pieces (3x3
+    # split) issue their products before a single wait.
+    kxk = [row for row in rows if row["kernel"] == "_conv_kernel" and "USE_DOT=True" in row["variant"]
+           and "DOT_DTYPE=fp32" not in row["variant"] and "BLOCK_J=64" in row["variant"]]
+    assert len(kxk) >= 5 and all(float(row["instr/max"]) <= 7.4 for row in kxk), [
+        (row["variant"], row["instr/max"]) for row in kxk]
+    stacked = [row for row in kxk if "T=9" in row["variant"] and "BLOCK_K=32" in row["variant"]]
+    assert stacked and all(row["MMAs/waits"].endswith("/1") for row in stacked), stacked
     # The activation pass is memory-bound: at 14 x 14 (InceptionV1's mixed4 layers) its loads move
     # 128 bits per thread in both layouts, not one element.
     loads = {row["first case"]: row["global loads"] for row in rows if row["kernel"] == "_activation_kernel"}
