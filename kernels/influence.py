@@ -5,16 +5,25 @@ Nothing of size B*C_out*C_in*H*W exists at any point:
 - 1x1 convs use the exact shortcut. One kernel reduces the per-channel max and min over the
   sampled input positions (B*2*C_in floats); a second scores each target's sources as
   ``W * max`` (W >= 0) or ``W * min`` and counts the top k.
-- kxk convs: one program per (image, block of targets of one group) walks the group's source
-  channels; per source, ``M = patches (positions x K) @ W (K x targets)`` with K = kh*kw
-  padded (``tl.dot``) over tiles of positions, keeping a running max. The per-source maxima of
-  the block (targets x sources) stay in registers, then the top k are counted.
-  Products run on tensor cores only where that is exact enough to reproduce the reference: half
-  inputs with half weights (exact products, fp32 sums); half inputs with fp32 weights (autocast)
-  as three half products, weights split as hi + mid + lo; fp32 inputs in IEEE fp32 (no TF32).
+- kxk convs (``_conv_kernel``): one program per (image, block of targets of one group) walks
+  the group's source channels; per source, ``M = W (targets x K) @ patches (K x positions)``
+  over tiles of positions (targets on the MMA rows), keeping a running max; each source's
+  maxima go to a (B, C_out, C_in/groups) float32 buffer, and ``_count_kernel`` counts the top
+  k. K holds the taps (padded to 16 with zero weights); the patch's addresses are a position
+  table (built in torch: no division in the kernel) plus the tap offsets, computed once.
+  Zero padding is applied once in torch, and tiles past the last position repeat it, so no
+  load is masked. Products run on tensor cores only where they are exact: half inputs with
+  half weights; half inputs with fp32 weights (autocast) as exact half pieces of the weights
+  (:func:`split_weights`; fp16 rows scaled by a power of two; rows with no exact split are
+  scored in fp32 by ``_exact_rows_kernel``); fp32 inputs in IEEE fp32 (FMA, no TF32). Few
+  targets per group (depthwise) take a rank-1 update per tap instead of ``tl.dot``.
+- Exact bound pruning (kxk, ``prune=True``): ``_select_kernel`` bounds every score from the
+  per-channel extrema of the input region the taps read (``_extrema_kernel``), marks per block
+  the sources some target needs (round 1: each target's k best bounds; round 2: every source
+  whose bound reaches a target's k-th exact score), and ``_conv_kernel`` scores only those.
 
 Padding modes other than "zeros" are applied once in torch (an input-sized copy,
-B*C_in*H*W); the kernels then see an unpadded input.
+B*C_in*H*W), as is zero padding for kxk convs; the kernels then see an unpadded input.
 """
 
 import torch
