@@ -26,6 +26,8 @@ Padding modes other than "zeros" are applied once in torch (an input-sized copy,
 B*C_in*H*W), as is zero padding for kxk convs; the kernels then see an unpadded input.
 """
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -327,6 +329,25 @@ def _weight_operand(x: torch.Tensor, weight: torch.Tensor, dot: bool):
     return padded.view(c_out, cin_g, -1), unscale, dot_dtype, separate * rows // (kh * kw), separate, inexact
 
 
+_PREPARED: dict = {}  # id(weight) -> (weak reference to it, its version, {key: value})
+
+
+def _prepared(weight: torch.Tensor, key, make):
+    """make(), computed once per weight tensor, in-place version and key. A model's weights are
+    the same tensors batch after batch, and preparing them (the split and its checks, which
+    wait for the GPU) would otherwise run for every batch."""
+    entry = _PREPARED.get(id(weight))
+    if entry is None or entry[0]() is not weight or entry[1] != weight._version:
+        def forget(ref, i=id(weight)):
+            if _PREPARED.get(i, (None,))[0] is ref:
+                del _PREPARED[i]
+
+        entry = _PREPARED[id(weight)] = (weakref.ref(weight, forget), weight._version, {})
+    if key not in entry[2]:
+        entry[2][key] = make()
+    return entry[2][key]
+
+
 def _bound_coefficients(weight: torch.Tensor, products: int, unscale) -> torch.Tensor:
     """(4, C_out, C_in/groups) float32 for _select_kernel: per (target, source) the sums of the
     positive and of the negative taps, rel * A's coefficient and eta, where the margin
@@ -406,7 +427,8 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         # Once, input-sized: the kernels then read no padding, and need no masks for it.
         x = F.pad(x, conv.pad)
     use_dot = cout_g > 8  # tl.dot needs 16 rows; fewer targets (depthwise) take the rank-1 path
-    operand, unscale, dot_dtype, products, separate, inexact = _weight_operand(x, weight, use_dot)
+    operand, unscale, dot_dtype, products, separate, inexact = _prepared(
+        weight, ("operand", x.dtype, use_dot), lambda: _weight_operand(x, weight, use_dot))
     use_dot = dot_dtype is not None
     n_pos = n_h * n_w
     if use_dot:
@@ -442,7 +464,7 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
         used_h = (n_h - 1) * step_h + (kh - 1) * conv.dilation[0] + 1
         used_w = (n_w - 1) * step_w + (kw - 1) * conv.dilation[1] + 1
         ext = _extrema(x[:, :, :used_h, :used_w], pad_sampled=False)  # every value a tap reads
-        coef = _bound_coefficients(weight, products, unscale)
+        coef = _prepared(weight, ("bounds", x.dtype, use_dot), lambda: _bound_coefficients(weight, products, unscale))
         block_r = max(1, min(block_j, tiles.score_tile // (4 * n_s)))  # eight (targets x sources) tensors live
         need = [torch.zeros((b, n_blocks, cin_g), dtype=torch.int32, device=x.device) for _ in range(2)]
         for round_, (done, todo) in enumerate(((need[0], need[0]), (need[0], need[1])), start=1):

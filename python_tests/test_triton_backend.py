@@ -465,3 +465,26 @@ def test_fp16_inputs_fp32_weights_one_ulp_apart(triton_backend, wide_row):
     triton_backend.influence_update(x.to(DEVICE), weight.to(DEVICE), ConvSpec(), labels, got, 1, 1)
     assert got[0, :, 1].eq(1).all() and got.sum() == 18, got[0]
     _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), ConvSpec(), labels, 1, 1)
+
+
+def test_kxk_prepared_weights_follow_in_place_changes(triton_backend):
+    """The split weights and bound terms are prepared once per weight tensor; an in-place
+    change (a new version) prepares them again, and a new tensor gets its own."""
+    from summit_fast.kernels import influence
+
+    g = torch.Generator().manual_seed(5)
+    x = _dyadic((2, 6, 7, 7), 16, g).to(DEVICE, torch.float16)
+    weight = (torch.randn(20, 6, 3, 3, generator=g) * 0.02).to(DEVICE)
+    labels = torch.tensor([0, 1], device=DEVICE)
+    conv = ConvSpec(pad=(1, 1, 1, 1))
+    _check_influence(triton_backend, x, weight, conv, labels, 2, 1)
+    prepared = influence._PREPARED[id(weight)][2]
+    assert set(prepared) == {("operand", torch.float16, True), ("bounds", torch.float16, True)}
+    weight.mul_(-1)  # every top 2 changes
+    _check_influence(triton_backend, x, weight, conv, labels, 2, 1)
+    assert influence._PREPARED[id(weight)][2] is not prepared
+    del weight, prepared
+    import gc
+
+    gc.collect()
+    assert all(ref() is not None for ref, _, _ in influence._PREPARED.values())
