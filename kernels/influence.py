@@ -302,14 +302,12 @@ def _weight_operand(x: torch.Tensor, weight: torch.Tensor, dot: bool):
 
     With ``dot``, half inputs go to tensor cores with weights of their type, else as the pieces
     of :func:`split_weights`: stacked on K (3x3: 27 rows in 32) or, where that would pad K more
-    (5x5: 75 rows in 128), as SEPARATE = 3 blocks of K rows; float32 inputs as float32 (FMA).
+    (5x5: 75 rows in 128), as SEPARATE = 3 blocks of K rows; other inputs in float32 (FMA).
     Without ``dot`` (few targets), the rank-1 path computes in float32."""
     c_out, cin_g, kh, kw = weight.shape
     taps = weight.reshape(c_out, cin_g, 1, kh * kw)
     operand, unscale, dot_dtype, inexact = taps.float(), None, None, None
-    if dot and x.dtype == torch.float32:
-        dot_dtype = tl.float32  # in IEEE fp32 (FMA), as the reference needs
-    elif dot and weight.dtype == x.dtype:
+    if dot and x.dtype in _HALF and weight.dtype == x.dtype:
         operand, dot_dtype = taps, _HALF[x.dtype]
     elif dot and x.dtype in _HALF:
         pieces, unscale, exact = split_weights(taps, x.dtype)
@@ -320,6 +318,8 @@ def _weight_operand(x: torch.Tensor, weight: torch.Tensor, dot: bool):
         if not bool(exact.all()):
             pairs = (~exact.reshape(c_out, cin_g)).nonzero()
             inexact = pairs.to(torch.int32).contiguous(), taps.float()[pairs[:, 0], pairs[:, 1], 0].contiguous()
+    elif dot:
+        dot_dtype = tl.float32  # float32 (and wider) inputs in IEEE fp32 (FMA), as the reference needs
     separate, rows = operand.shape[2:]
     block_k = triton.next_power_of_2(rows)
     if dot_dtype is not None:

@@ -488,3 +488,12 @@ def test_kxk_prepared_weights_follow_in_place_changes(triton_backend):
 
     gc.collect()
     assert all(ref() is not None for ref, _, _ in influence._PREPARED.values())
+
+
+def test_kxk_float64_inputs_are_computed(triton_backend):
+    # Small integers: exact in the float32 the kernels compute in.
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(-3, 4, (2, 5, 6, 6), generator=g).double()
+    weight = torch.randint(-2, 3, (20, 5, 3, 3), generator=g).double()
+    labels = torch.tensor([1, 2])
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), ConvSpec(pad=(1, 1, 1, 1)), labels.to(DEVICE), 2, 1)
