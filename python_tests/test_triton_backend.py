@@ -448,18 +448,27 @@ def test_fp16_split_is_exact_for_ordinary_weights():
     assert bool(bf16_exact.all()) and torch.equal(bf16_pieces.double().sum(0), w.double())
 
 
-@pytest.mark.parametrize("wide_row", [False, True], ids=["scaled-split", "exact-rows-kernel"])
-def test_fp16_inputs_fp32_weights_one_ulp_apart(triton_backend, wide_row):
+@pytest.mark.parametrize("row", ["scaled-split", "exact-rows-kernel", "subnormal-piece"])
+def test_fp16_inputs_fp32_weights_one_ulp_apart(triton_backend, row):
     """Two sources with the same plane; source 1's centre tap is one float32 ulp above source 0's
     (0.02). Exact products rank source 1 first; the unscaled fp16 split lost that last bit and
-    tied them (source 0 won). With wide_row, each row also has a tap 2**-30 of its largest: no
-    exact fp16 split exists, and those rows are scored in float32."""
+    tied them (source 0 won). exact-rows-kernel: each row also has a tap 2**-30 of its largest,
+    so no exact fp16 split exists and those rows are scored in float32. subnormal-piece: a tap of
+    16 (over zeros) sets the scale to 2**10 and the centre taps are 2**-6 + 2**-29 and 2**-6 +
+    2**-28, whose scaled pieces are 16 and an fp16 subnormal (2**-19, 2**-18): the tensor cores
+    must multiply subnormals exactly (flushed, the two would tie)."""
     x = torch.ones(1, 2, 5, 5, dtype=torch.float16)
     weight = torch.zeros(18, 2, 3, 3)
     weight[:, 0, 1, 1] = 0.02
     weight[:, 1, 1, 1] = torch.nextafter(torch.tensor(0.02), torch.tensor(1.0))
-    if wide_row:
+    if row == "exact-rows-kernel":
         weight[:, :, 0, 0] = 0.02 * 2.0 ** -30
+    elif row == "subnormal-piece":
+        x = torch.zeros(1, 2, 3, 3, dtype=torch.float16)  # one output position, its centre pixel 1
+        x[:, :, 1, 1] = 1.0
+        weight[:, :, 0, 0] = 16.0
+        weight[:, 0, 1, 1] = 2.0 ** -6 + 2.0 ** -29
+        weight[:, 1, 1, 1] = 2.0 ** -6 + 2.0 ** -28
     labels = torch.zeros(1, dtype=torch.int64, device=DEVICE)
     got = torch.zeros(K, 18, 2, dtype=torch.int32, device=DEVICE)
     triton_backend.influence_update(x.to(DEVICE), weight.to(DEVICE), ConvSpec(), labels, got, 1, 1)
