@@ -338,13 +338,19 @@ class Aggregator:
         return self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
 
     def _discover(self, probe: torch.Tensor) -> tuple[ModelGraph, object]:
-        """The model graph, found on one image, and the model's output for it."""
-        with self._autocast():
-            if self.edges is not None:
-                graph = graph_from_edges(self.model, probe, self.layers, self.edges)
-            else:
-                graph = discover(self.model, probe, self.layers)
-            return graph, self.model(probe)
+        """The model graph, found on one image, and the model's output for it (kept from the
+        discovery's own forward pass: a second pass would cost a quarter of a small run)."""
+        outputs = []
+        handle = self.model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+        try:
+            with self._autocast():
+                if self.edges is not None:
+                    graph = graph_from_edges(self.model, probe, self.layers, self.edges)
+                else:
+                    graph = discover(self.model, probe, self.layers)
+        finally:
+            handle.remove()
+        return graph, outputs[-1]
 
     def _setup(self, probe: torch.Tensor) -> None:
         """Discover the model graph on one image and allocate zero counts."""
