@@ -245,12 +245,15 @@ def test_an_op_on_cupy_arrays_runs_inside_cupys_stream(fake_cupy):
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and HAS_CUPY), reason="needs a CUDA GPU and CuPy")
-def test_cupy_update_on_a_non_default_stream_gives_the_torch_counts():
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_cupy_update_on_a_non_default_stream_gives_the_torch_counts(backend):
     import cupy
 
+    if unavailable_reason(backend, "cuda") is not None:
+        pytest.skip(unavailable_reason(backend, "cuda"))
     acts, labels, x, weight = (t.cuda() for t in op_data())
     expected = torch.zeros(3, 7, dtype=torch.int32, device="cuda")
-    engine = get_backend("auto", "cuda")
+    engine = get_backend(backend, "cuda")
     engine.activation_update(acts, labels, expected, mass(0.3))
     streams = []
     original = engine._activation_update
@@ -263,12 +266,18 @@ def test_cupy_update_on_a_non_default_stream_gives_the_torch_counts():
         stream.synchronize()
     assert streams == [stream.ptr]
     assert torch.equal(torch.from_dlpack(counts), expected)
+
+    class CudaOnly:  # only the CUDA array interface (as Numba's arrays): shared too
+        __cuda_array_interface__ = counts.__cuda_array_interface__
+
+    assert as_tensor(CudaOnly(), "counts").data_ptr() == counts.data.ptr
     data = [(images.cuda(), labels.cuda()) for images, labels in batches()]
     net = model().cuda()
     with stream:
         on_cupy = summit_fast.aggregate(net, [(cupy.from_dlpack(i), cupy.from_dlpack(l)) for i, l in data],
-                                        progress=False)
-    assert on_cupy == summit_fast.aggregate(net, data, progress=False)
+                                        backend=backend, progress=False)
+        stream.synchronize()
+    assert on_cupy == summit_fast.aggregate(net, data, backend=backend, progress=False)
 
 
 # ------------------------------------------------------------------ packaging
