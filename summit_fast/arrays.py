@@ -15,6 +15,7 @@ import contextlib
 
 import torch
 
+
 def is_array(obj) -> bool:
     """Whether :func:`as_tensor` takes ``obj``: a torch tensor, or an object that exports
     DLPack or the CUDA array interface."""
