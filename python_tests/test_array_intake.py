@@ -251,7 +251,7 @@ def test_cupy_update_on_a_non_default_stream_gives_the_torch_counts(backend):
 
     if unavailable_reason(backend, "cuda") is not None:
         pytest.skip(unavailable_reason(backend, "cuda"))
-    acts, labels, x, weight = (t.cuda() for t in op_data())
+    acts, labels, _, _ = (t.cuda() for t in op_data())
     expected = torch.zeros(3, 7, dtype=torch.int32, device="cuda")
     engine = get_backend(backend, "cuda")
     engine.activation_update(acts, labels, expected, mass(0.3))
