@@ -1,6 +1,6 @@
 """The CUDA backend: the kernels of csrc/cuda, compiled by nvcc into ``summit_fast._C`` and
 launched on the caller's stream (torch's current stream for the tensors' device; inside
-:func:`summit_fast.arrays` intake of CuPy arrays, CuPy's), with raw device pointers as
+:func:`summit_fast.arrays.caller_stream`, for CuPy arrays, CuPy's), with raw device pointers as
 native_args.py describes.
 
 ``CudaBackend(emulate=True)`` runs the very same kernel sources on the CPU, on CPU tensors
