@@ -107,8 +107,10 @@ struct ReduceGrid {
 //  - spatial inner (NCHW): `lanes` consecutive lanes read one channel's positions, so a warp
 //    reads consecutive addresses of one plane (or of 32/lanes small planes); a butterfly of
 //    shuffles merges the lanes.
+// (4 blocks per SM in the bounds lets ptxas use up to 64 registers: left to itself, ptxas 13
+// held this kernel to 32-40 and spilled the float64 and strided variants.)
 template <class T, bool kPos, bool kRun, bool kChannelsInner>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
     channel_max_kernel(const T* __restrict__ x, ReduceGrid r, decltype(load_float(x))* __restrict__ zpart,
                        int32_t* __restrict__ pospart) {
   using V = decltype(load_float(x));
