@@ -60,10 +60,13 @@ class CudaBackend(Backend):
         return (native.cuda_activation_update, native.cuda_influence_update,
                 torch.cuda.current_stream(device).cuda_stream)
 
-    def _activation_update(self, acts, labels, counts, rule, excluded):
+    def _activation_update(self, acts, labels, counts, rule, excluded, maxima=None):
         activation, _, stream = self._ops(acts, counts)
-        _keep, args = activation_args(acts, labels, counts, rule, excluded, None)
+        _keep, args = activation_args(acts, labels, counts, rule, excluded, maxima)
         activation(*args, stream=stream)
+
+    def _activation_update_maxima(self, acts, labels, counts, rule, excluded, maxima):
+        self._activation_update(acts, labels, counts, rule, excluded, maxima)  # fused: one pass
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
         _, influence, stream = self._ops(x, weight, counts)
