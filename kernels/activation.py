@@ -60,6 +60,7 @@ def _key_value(key):
 
 @triton.jit
 def _sorted_keys(key):
+    """The keys in descending order: the one sort of both rules (the tests count its calls)."""
     return tl.sort(key, descending=True)
 
 
