@@ -16,6 +16,7 @@ from summit_fast._native import import_error, native
 from summit_fast.backends.cuda import CudaBackend
 from summit_fast.convspec import ConvSpec
 from test_cpu_backend import CONVS, DTYPES, REF, _labels, _random
+from test_cpu_backend import test_influence_counts_accumulate_and_float64_weight as accumulate_and_float64_weight
 
 pytestmark = pytest.mark.skipif(native is None, reason=f"summit_fast._C is not built: {import_error}")
 
@@ -137,16 +138,7 @@ def test_cuda_influence_ties_take_the_lower_source(kernel):
 
 
 def test_cuda_influence_counts_accumulate_and_float64_weight():
-    spec = ConvSpec(pad=(1, 1, 1, 1))
-    want = torch.zeros(3, 30, 50, dtype=torch.int32)
-    got = torch.zeros_like(want)
-    for seed in range(3):
-        x = _random((2, 50, 7, 7), torch.float32, "nchw", seed)
-        weight = torch.randn(30, 50, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        labels = _labels(2, 3, seed)
-        REF.influence_update(x, weight, spec, labels, want, 5, 1)
-        EMULATED.influence_update(x, weight, spec, labels, got, 5, 1)
-    assert torch.equal(got, want) and int(want.sum()) == 3 * 2 * 30 * 5
+    accumulate_and_float64_weight(EMULATED)  # test_cpu_backend's check, on the cuda backend
 
 
 def test_cuda_influence_too_large_a_receptive_field_is_one_clear_error():
