@@ -37,6 +37,12 @@ def _counts(backend, x, weight, spec, labels, num_classes, k, spatial_stride, dt
     return counts.cpu()
 
 
+def _on_gpu(t):
+    """The same values on the GPU in the same strides (a strided view included)."""
+    out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cuda")
+    return out.copy_(t)
+
+
 def _check(x, c_out, kh, kw, spec, num_classes=3, k=5, spatial_stride=1, seed=0, dtype=torch.int32, labels=None):
     """Emulated counts equal the reference's; returns the inputs for a GPU rerun."""
     weight = torch.randn(c_out, x.shape[1] // spec.groups, kh, kw, generator=torch.Generator().manual_seed(seed))
@@ -162,7 +168,7 @@ def test_cuda_influence_on_gpu_matches_reference_and_emulation(conv, size, spati
     name, c_out, kh, kw, spec = conv
     x = _random((2, 50, size, size), DTYPES[dtype], layout, seed=size + c_out + kh)
     weight, labels, emulated = _check(x, c_out, kh, kw, spec, spatial_stride=spatial_stride, seed=len(name))
-    gpu = _counts(CudaBackend(), x.cuda(), weight.cuda(), spec, labels, 3, 5, spatial_stride)
+    gpu = _counts(CudaBackend(), _on_gpu(x), weight.cuda(), spec, labels, 3, 5, spatial_stride)
     assert torch.equal(gpu, emulated)
 
 
@@ -174,5 +180,5 @@ def test_cuda_influence_on_gpu_k_and_count_types(k, count_dtype):
     for kernel in (1, 3):
         spec = ConvSpec(pad=(kernel // 2,) * 4, groups=2)
         weight, labels, emulated = _check(x, 30, kernel, kernel, spec, 1000, k=k, seed=k, dtype=count_dtype)
-        gpu = _counts(CudaBackend(), x.cuda(), weight.cuda(), spec, labels, 1000, k, 1, count_dtype)
+        gpu = _counts(CudaBackend(), _on_gpu(x), weight.cuda(), spec, labels, 1000, k, 1, count_dtype)
         assert torch.equal(gpu, emulated)

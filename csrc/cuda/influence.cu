@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) extrema_kernel(View4 x, ConvGeometry
   __shared__ V part_hi[kThreads], part_lo[kThreads];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int tile = channels_inner ? 32 : kWarps, parts = kThreads / tile;
-  const int64_t C = x.shape[1], b = blockIdx.y, c0 = static_cast<int64_t>(blockIdx.x) * tile;
+  const int64_t C = x.shape[1], b = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * tile;
   const int64_t c = c0 + (channels_inner ? lane : warp);
   const int part = channels_inner ? warp : lane, out_w = static_cast<int>(g.out_w);
   const int n_pos = static_cast<int>(g.out_h) * out_w;
@@ -304,7 +304,8 @@ void influence_1x1(const InfluenceArgs& a, Stream stream) {
   DeviceBuffer extrema(2 * B * c_in * sizeof(double), stream);
   double* hi = extrema.as<double>();
   double* lo = hi + B * c_in;
-  launch(extrema_kernel<T>, dim3(static_cast<unsigned>((c_in + tile - 1) / tile), static_cast<unsigned>(B)),
+  // Images on the grid's x (2^31 - 1 of them), channel tiles on y (65535 tiles).
+  launch(extrema_kernel<T>, dim3(static_cast<unsigned>(B), static_cast<unsigned>((c_in + tile - 1) / tile)),
          dim3(kThreads), stream, a.x, a.geo, channels_inner, hi, lo);
   const PointwiseScore<Acc> score{static_cast<const Acc*>(a.weight), hi, lo, c_in, c_in / a.groups, a.c_out / a.groups};
   launch_top_k<PointwiseScore<Acc>, N>(a, score, 0, B, stream);
