@@ -26,6 +26,7 @@ class CudaBackend(Backend):
     B * C_out * C_in/groups scores in all), as for the cpu backend."""
 
     name = "cuda"
+    influence_count_dtypes = (torch.int32, torch.int16)  # the influence kernels add to int16 counts in place
 
     def __init__(self, emulate: bool = False):
         self.emulate = bool(emulate)
