@@ -385,7 +385,7 @@ def _run(args, device: torch.device, progress: _Progress) -> int:
 
 def _report_sizes(result, args, viewer_dir: Path) -> None:
     """Say where the result, the viewer folder and the patches went, and their sizes."""
-    from .patches import PATTERN
+    from .patches import PATTERN, is_placeholder
 
     examples = viewer_dir / Path(PATTERN).parent
     patch_bytes = _bytes(examples)
@@ -396,7 +396,8 @@ def _report_sizes(result, args, viewer_dir: Path) -> None:
     if args.examples:
         which = "every channel (--all-patches)" if args.all_patches else \
             "the channels in the graphs (--all-patches: of every channel)"
-        print(f"dataset-example patches: {sum(1 for _ in examples.rglob('*.jpg'))} ({_mib(patch_bytes)}) in "
+        real = sum(not is_placeholder(path) for path in examples.rglob("*.jpg"))  # not Summit's placeholders
+        print(f"dataset-example patches: {real} ({_mib(patch_bytes)}) in "
               f"{examples}, of {which}", flush=True)
 
 
