@@ -185,6 +185,20 @@ def test_the_cache_renders_nothing_the_second_time(tmp_path):
     assert other.rendered == {"channel": targets[:1], "diversity": []}
 
 
+def test_the_cache_is_keyed_by_the_weights_and_the_preprocessing(tmp_path):
+    """Other weights or another preprocessing are other images: rendered afresh, not taken from the cache."""
+    settings = FeatureVisSettings(size=16, steps=2, diversity=0)
+    model, target = EdgeNet(), [("mix", 1)]
+    assert write_feature_vis(tmp_path, model, target, settings).rendered["channel"] == target
+    assert write_feature_vis(tmp_path, model, target, settings).cached["channel"] == target
+    with torch.no_grad():
+        model.mix.bias[1] += 1.0
+    assert write_feature_vis(tmp_path, model, target, settings).rendered["channel"] == target
+    scaled = Preprocess(32, 1.0, True, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    assert write_feature_vis(tmp_path, model, target, settings, preprocess=scaled).rendered["channel"] == target
+    assert write_feature_vis(tmp_path, model, target, settings, preprocess=scaled).cached["channel"] == target
+
+
 def test_a_killed_run_resumes_rendering_only_the_rest(tmp_path, monkeypatch):
     model = EdgeNet()
     targets = [("edges", 0), ("edges", 1), ("mix", 0), ("mix", 2)]
