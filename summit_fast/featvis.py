@@ -306,9 +306,12 @@ def _check_targets(model, jobs: list[_Job], settings: FeatureVisSettings, device
 def check_size(model: nn.Module, layers: Iterable[str], size: int, device: str | torch.device | None = None) -> None:
     """:class:`SizeTooSmall` if images of ``size`` pixels are too small for ``model`` up to the
     deepest of ``layers`` (modules of the model), found by a forward pass as rendering does it
-    (eval mode, batch 1): a check before anything slow, e.g. an aggregation that renders after."""
+    (eval mode, batch 1): a check before anything slow, e.g. an aggregation that renders after.
+    Names that are not modules of the model are not checked here (rendering refuses them)."""
     named = dict(model.named_modules())
     modules = {name: named[name] for name in named if name in set(layers)}  # the model's order
+    if not modules:
+        return
     was_training = model.training
     model.eval()
     try:
