@@ -41,7 +41,47 @@ def demangle(names: list[str]) -> dict[str, str]:
     if not names or shutil.which("c++filt") is None:
         return {n: n for n in names}
     out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
-    return {n: _short(d) for n, d in zip(names, out)}
+    # c++filt gives up on some names (decltype in the signature): read their nested name then.
+    return {n: _short(d) if d != n else _nested_name(n) for n, d in zip(names, out)}
+
+
+def _nested_name(mangled: str) -> str:
+    """'_ZN6summit4cuda2ns6kernelI...' -> 'ns::kernel<...>': the length-prefixed parts of an
+    Itanium nested name, without the summit::cuda namespace."""
+    if not mangled.startswith("_ZN"):
+        return mangled
+    parts, at = [], 3
+    while (digits := re.match(r"\d+", mangled[at:])):
+        start = at + len(digits.group())
+        parts.append(mangled[start:start + int(digits.group())])
+        at = start + int(digits.group())
+    name = "::".join(p for p in parts if p not in ("summit", "cuda"))
+    return name + (_template_args(mangled[at + 1:]) if mangled[at:at + 1] == "I" else "")
+
+
+_BUILTIN = {"f": "float", "d": "double", "i": "int", "s": "short", "l": "long", "b": "bool"}
+
+
+def _template_args(code: str) -> str:
+    """'dLb1ELi4EE...' -> '<double, true, 4>': the simple template arguments (builtin and named
+    types, bool and integer constants); '...' for the rest."""
+    args = []
+    while code and code[0] != "E":
+        if code[0] in _BUILTIN:
+            args.append(_BUILTIN[code[0]])
+            code = code[1:]
+        elif (named := re.match(r"(\d+)", code)):
+            n = int(named.group())
+            args.append(code[len(named.group()):len(named.group()) + n])
+            code = code[len(named.group()) + n:]
+        elif (constant := re.match(r"L([a-z])(n?\d+)E", code)):
+            value = constant.group(2).replace("n", "-")
+            args.append({"1": "true", "0": "false"}[value] if constant.group(1) == "b" else value)
+            code = code[constant.end():]
+        else:
+            args.append("...")
+            break
+    return "<" + ", ".join(args) + ">"
 
 
 def _short(demangled: str) -> str:

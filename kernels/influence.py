@@ -398,6 +398,12 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
     same). With ``stats``, returns (scores computed, scores in all), which waits for the GPU."""
     b, c_in, h, w = x.shape
     c_out, cin_g, kh, kw = weight.shape
+    if k >= cin_g:
+        # Every target keeps all of its sources (depthwise convs, for one): the scores cannot
+        # change the counts, so none are computed.
+        one = torch.ones((), dtype=counts.dtype, device=counts.device)
+        counts.index_add_(0, labels.long(), one.expand(b, c_out, cin_g))
+        return (0, b * c_out * cin_g) if stats else None
     g = conv.groups
     cout_g = c_out // g
     n_h, n_w = conv.output_size(h, w, kh, kw, spatial_stride)

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 from summit_fast.featvis import safe_layer_name
-from summit_fast.patches import PATTERN
+from summit_fast.patches import PATTERN, is_placeholder
 
 FOLDER = Path(PATTERN).parent  # inside the viewer folder
 
 
 def patches(viewer: Path) -> set[str]:
-    """The patch files in ``viewer``."""
-    return {p.relative_to(viewer / FOLDER).as_posix() for p in (viewer / FOLDER).rglob("*.jpg")}
+    """The patch files in ``viewer`` (not the placeholders written for Summit's viewer)."""
+    return {p.relative_to(viewer / FOLDER).as_posix() for p in (viewer / FOLDER).rglob("*.jpg") if not is_placeholder(p)}
 
 
 def example_patches(result, viewer: Path | None = None) -> set[str]:

@@ -185,6 +185,20 @@ def test_the_cache_renders_nothing_the_second_time(tmp_path):
     assert other.rendered == {"channel": targets[:1], "diversity": []}
 
 
+def test_the_cache_is_keyed_by_the_weights_and_the_preprocessing(tmp_path):
+    """Other weights or another preprocessing are other images: rendered afresh, not taken from the cache."""
+    settings = FeatureVisSettings(size=16, steps=2, diversity=0)
+    model, target = EdgeNet(), [("mix", 1)]
+    assert write_feature_vis(tmp_path, model, target, settings).rendered["channel"] == target
+    assert write_feature_vis(tmp_path, model, target, settings).cached["channel"] == target
+    with torch.no_grad():
+        model.mix.bias[1] += 1.0
+    assert write_feature_vis(tmp_path, model, target, settings).rendered["channel"] == target
+    scaled = Preprocess(32, 1.0, True, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+    assert write_feature_vis(tmp_path, model, target, settings, preprocess=scaled).rendered["channel"] == target
+    assert write_feature_vis(tmp_path, model, target, settings, preprocess=scaled).cached["channel"] == target
+
+
 def test_a_killed_run_resumes_rendering_only_the_rest(tmp_path, monkeypatch):
     model = EdgeNet()
     targets = [("edges", 0), ("edges", 1), ("mix", 0), ("mix", 2)]
@@ -271,6 +285,49 @@ def test_bad_input_is_one_line(call, message):
     assert "\n" not in str(info.value)
 
 
+class ShrinkingNet(nn.Module):
+    """``shallow``: an unpadded 11x11 conv; ``deep``: an unpadded 7x7 conv after a 2x2 max pool,
+    which needs inputs of at least 24 px (feature-vis size 12: rendered images are size + 12)."""
+
+    SUMMARY_LAYERS = ["shallow", "deep"]
+    PREPROCESS = TORCHVISION_IMAGENET
+
+    def __init__(self):
+        super().__init__()
+        self.shallow = nn.Conv2d(3, 2, 11)
+        self.deep = nn.Conv2d(2, 2, 7)
+
+    def forward(self, x):
+        return self.deep(F.max_pool2d(self.shallow(x), 2)).mean(dim=(2, 3))
+
+
+def test_a_size_below_the_models_minimum_names_the_smallest_that_works(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    model = ShrinkingNet()
+    monkeypatch.setattr(featvis, "_optimise", lambda *a, **k: pytest.fail("rendered before the size was checked"))
+    with pytest.raises(featvis.SizeTooSmall) as info:
+        write_feature_vis(tmp_path / "fv", model, [("shallow", 0), ("deep", 1)], replace(FAST, size=8))
+    assert str(info.value) == "size 8 is too small for ShrinkingNet up to layer 'deep': the smallest size that works is 12"
+    assert isinstance(info.value, ValueError) and info.value.minimum == 12
+    assert info.value.for_option("--size").startswith("--size 8 is too small") and not (tmp_path / "fv").exists()
+    with pytest.raises(featvis.SizeTooSmall, match="smallest size that works is 12"):
+        featvis.check_size(model, ["deep"], 11)
+    featvis.check_size(model, ["deep"], 12)
+    featvis.check_size(model, ["shallow"], 8)  # the shallow layer alone takes 20 px
+    monkeypatch.undo()
+    assert render_channels(model, [("deep", 1)], replace(FAST, size=12, steps=1)).shape == (1, 3, 12, 12)
+
+
+def test_an_error_that_no_size_cures_is_left_as_it_is():
+    class Broken(EdgeNet):
+        def forward(self, x):
+            raise RuntimeError("broken model")
+
+    with pytest.raises(RuntimeError, match="^broken model$"):
+        render_channels(Broken(), [("edges", 0)], FAST)
+
+
 def test_a_model_without_preprocess_says_what_to_pass():
     class Bare(EdgeNet):
         PREPROCESS = None
@@ -339,6 +396,18 @@ def test_cli_errors_are_one_line(viewer, tmp_path, capsys):
     assert code == 1 and "holds neither viewer/ag/" in err
     code, _, err = cli(capsys, viewer, *SMALL[:2], "--steps", "0")
     assert code == 2 and "--steps: expected an integer >= 1, got '0'" in err
+
+
+def test_cli_size_below_the_models_minimum_is_one_line(viewer, capsys, monkeypatch):
+    ag = viewer / "viewer" / "ag" / "ag-0.json"
+    ag.write_text(json.dumps({"deep": [{"channel": 1, "count": 1, "layer": "deep", "pagerank": 0.1,
+                                        "prev_channels": [], "attr_channels": []}]}))
+    (viewer / "viewer" / "ag" / "ag-1.json").unlink()
+    monkeypatch.setattr("summit_fast.cli_featvis.load_model", lambda *args: ShrinkingNet())
+    code, out, err = cli(capsys, viewer, *SMALL[:2], "--size", "8", "--steps", "1", "--no-progress", "--device", "cpu")
+    assert code == 1 and err == ("summit-fast featvis: error: --size 8 is too small for ShrinkingNet up to layer "
+                                 "'deep': the smallest --size that works is 12\n")
+    assert not (viewer / "viewer" / "feature-vis").exists()
 
 
 def test_cli_renders_a_saved_result_with_out_and_checks_its_weights(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Exact bound pruning of kxk influence scores (SPEC.md B): the pruned path must give the same
 counts as computing every score, exactly, including on ties, zeros, constants and extreme
-magnitudes. Each case compares the CPU backend with pruning on and off in-process (and, where
-the data has exact ties, the float64 reference too)."""
+magnitudes. Each case compares a backend (cpu, and the torch twin) with pruning on and off
+in-process (and, where the data has exact ties, the float64 reference too)."""
 
 import pytest
 import torch
@@ -17,14 +17,20 @@ pytestmark = pytest.mark.skipif(native is None, reason=f"summit_fast._C is not b
 REF = TorchBackend(compute_dtype=torch.float64)
 
 
-@pytest.fixture(scope="module")
-def pruned():
-    return get_backend("cpu", "cpu", prune=True)
+@pytest.fixture(scope="module", params=["cpu", "torch"])
+def backend(request):
+    """Each backend that prunes: the C++ one and its readable torch twin."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def unpruned():
-    return get_backend("cpu", "cpu", prune=False)
+def pruned(backend):
+    return get_backend(backend, "cpu", prune=True)
+
+
+@pytest.fixture(scope="module")
+def unpruned(backend):
+    return get_backend(backend, "cpu", prune=False)
 
 
 def _compare(pruned, unpruned, x, weight, conv, k=5, spatial_stride=1, num_classes=3, count_dtype=torch.int32,

@@ -31,6 +31,16 @@ SUMMIT_DIVERSITY = "feature-vis/diversity-{d}/{layer}-{channel}-diversity-{d}.jp
 SUMMIT_DATASET_P = "feature-vis/dataset-p/{layer}-{channel}-dataset-p-{i}.jpg"  # i = 0..9, loaded at once
 CLASSES = [0, 1, 270, 980]  # tench, goldfish (no images), white wolf (Summit starts there), volcano
 COUNTED = {0: 2, 270: 3, 980: 2}  # images per class
+EXAMPLES = 3  # dataset examples per channel: fewer than the ten Summit's viewer requests
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Speed only, on a loaded 2-core machine (as in test_featvis): the counts and images do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def read(path: Path):
@@ -58,7 +68,7 @@ def images():
 def result(model, images):
     names = [imagenet_class_names()[c] for c in CLASSES]
     return summit_fast.aggregate(model, [images], classes=CLASSES, class_names=names, predictions=True,
-                                 progress=False)
+                                 examples=EXAMPLES, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +187,45 @@ def test_rendered_feature_vis_are_where_summit_looks(result, model, tmp_path):
     for layer, c in rendered:
         assert (folder / SUMMIT_CHANNEL.format(layer=layer, channel=c)).is_file()
         assert all((folder / SUMMIT_DIVERSITY.format(layer=layer, channel=c, d=d)).is_file() for d in range(4))
+
+
+def test_every_image_summits_viewer_requests_for_the_nodes_exists(result, model, images, tmp_path):
+    """Summit's viewer requests, for each node of a graph, its feature visualisation, 4 diversity
+    images and 10 dataset examples, whether they exist or not: with only 3 examples a channel, the
+    export fills the other slots with a placeholder image, which the index (our viewer) does not list."""
+    from PIL import Image
+
+    from summit_fast.export import refresh_image_index
+    from summit_fast.images import Preprocess
+
+    paths = []
+    for k, x in enumerate(images[0]):  # the images as files, for the patches to be cut from
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray((x + 117).clamp(0, 255).byte().permute(1, 2, 0).numpy()).save(paths[-1])
+    fields = patches.receptive_fields(model, result.layers, (3, 32, 32))
+    as_input = Preprocess(32, 1.0, True, model.PREPROCESS.mean, model.PREPROCESS.std)  # the files are the inputs
+
+    def write_images(folder, channels):
+        patches.export_patches(result, fields, paths, as_input, folder, progress=False, channels=channels)
+        featvis.write_feature_vis(folder / featvis.FOLDER, model, [(l, c) for l, cs in channels.items() for c in cs],
+                                  featvis.FeatureVisSettings(size=20, steps=1, diversity=4), batch=64)
+
+    folder = export(result, tmp_path / "data", embedding="pca", **featvis.LAYOUT, write_images=write_images)
+    nodes = graph_nodes(folder)
+    requested = {pattern.format(layer=layer, channel=c, d=n, i=n) for layer, c in nodes
+                 for pattern, count in ((SUMMIT_CHANNEL, 1), (SUMMIT_DIVERSITY, 4), (SUMMIT_DATASET_P, 10))
+                 for n in range(count)}
+    assert [path for path in sorted(requested) if not (folder / path).is_file()] == []
+    files = read(folder / "summit_fast.json")["images"]["files"]
+    for layer, c in nodes:
+        real = int((result.examples[layer]["image"][c] >= 0).sum())
+        assert 1 <= real <= EXAMPLES and files[layer]["dataset_examples"][str(c)] == real
+        slots = [folder / SUMMIT_DATASET_P.format(layer=layer, channel=c, i=i) for i in range(10)]
+        assert [patches.is_placeholder(path) for path in slots] == [False] * real + [True] * (10 - real)
+    with Image.open(slots[-1]) as placeholder:  # an image a browser shows
+        assert placeholder.format == "JPEG" and placeholder.convert("RGB").getpixel((0, 0)) == (232, 232, 232)
+    assert refresh_image_index(folder, {layer: {c for l, c in nodes if l == layer} for layer, _ in nodes})
+    assert read(folder / "summit_fast.json")["images"]["files"] == files  # placeholders stay unlisted
 
 
 def test_summit_names():

@@ -345,7 +345,7 @@ def _check_pruned(x, weight, conv, k, spatial_stride=1, labels=None):
     want = torch.zeros(K, c_out, cin_g, dtype=torch.int32)
     REF.influence_update(x, weight, conv, labels, want, k, spatial_stride)
     unpruned, (computed, total) = _kxk_counts(x, weight, conv, labels, k, spatial_stride, prune=False)
-    assert computed == total == x.shape[0] * c_out * cin_g
+    assert total == x.shape[0] * c_out * cin_g and computed == (0 if k >= cin_g else total)
     pruned, stats = _kxk_counts(x, weight, conv, labels, k, spatial_stride)
     assert torch.equal(unpruned, want), f"unpruned: {(unpruned - want).abs().sum()} counts differ"
     assert torch.equal(pruned, want), f"pruned: {(pruned - want).abs().sum()} counts differ"
@@ -415,7 +415,7 @@ def test_kxk_pruning_adversarial(name):
     x, weight, k = _adversarial_cases()[name]
     computed, total = _check_pruned(x, weight, ConvSpec(pad=(1, 1, 1, 1)), k)
     if k >= weight.shape[1]:
-        assert computed == total  # nothing to prune: every source is kept
+        assert computed == 0  # every source is kept: no score is needed
 
 
 # ------------------------------------------------------------------------------ kxk: the fp16 weight split
@@ -499,10 +499,174 @@ def test_kxk_prepared_weights_follow_in_place_changes(triton_backend):
     assert all(ref() is not None for ref, _, _ in influence._PREPARED.values())
 
 
-def test_kxk_float64_inputs_are_computed(triton_backend):
-    # Small integers: exact in the float32 the kernels compute in.
+def test_kxk_kernels_take_float64_inputs():
+    # The backend routes float64 to the torch backend; the kernels themselves compute it in
+    # float32. Small integers: exact there.
     g = torch.Generator().manual_seed(6)
     x = torch.randint(-3, 4, (2, 5, 6, 6), generator=g).double()
     weight = torch.randint(-2, 3, (20, 5, 3, 3), generator=g).double()
-    labels = torch.tensor([1, 2])
-    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), ConvSpec(pad=(1, 1, 1, 1)), labels.to(DEVICE), 2, 1)
+    _check_pruned(x, weight, ConvSpec(pad=(1, 1, 1, 1)), 2)
+
+
+# ------------------------------------------------------------------------------ activation kernel: programs and selection
+# (issue 15 item 3) A program walks a run of channel blocks; an image split over several
+# programs is finished by the last of them, an image with one program selects by itself.
+# Selection extracts maxima one at a time and sorts only when more than 16 channels are needed.
+def _activation_module():
+    from summit_fast.kernels import activation
+
+    return activation
+
+
+@pytest.mark.parametrize("per_program", [1, 3, 4, 100], ids=lambda n: f"{n}-blocks-per-program")
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_activation_programs_walk_several_channel_blocks(triton_backend, monkeypatch, per_program, channels_last):
+    from summit_fast.kernels.common import override_tiles
+
+    activation = _activation_module()
+    kernel, grids = activation._activation_kernel, []
+
+    class RecordingLaunch:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return kernel[grid]
+
+    def chosen_split(n_blocks, batch, sm_count):
+        per = min(per_program, n_blocks)
+        return per, -(-n_blocks // per)
+
+    monkeypatch.setattr(activation, "_activation_kernel", RecordingLaunch())
+    monkeypatch.setattr(activation, "_grid", chosen_split)
+    g = torch.Generator().manual_seed(10)
+    batches = [(_layout(torch.randn(2, 37, 6, 5, generator=g), channels_last).to(DEVICE),
+                torch.randint(0, K, (2,), generator=g).to(DEVICE)) for _ in range(2)]
+    # Blocks of 16 elements: 37 blocks of one channel in NCHW, 3 of 16 channels in channels_last.
+    with override_tiles(reduce_tile=16):
+        for rule in (mass(0.01), topk(3)):
+            _check_activation(triton_backend, batches, rule)
+    n_blocks = 3 if channels_last else 37
+    assert set(grids) == {(-(-n_blocks // min(per_program, n_blocks)), 2)}
+
+
+def test_activation_grid_fills_the_gpu_then_one_program_per_image():
+    grid = _activation_module()._grid
+    for n_blocks in (1, 5, 33, 64):
+        for batch in (1, 3, 8, 256, 4096):
+            for sms in (1, 132):
+                per_program, programs = grid(n_blocks, batch, sms)
+                assert (programs - 1) * per_program < n_blocks <= programs * per_program  # no empty program
+    assert grid(33, 4096, 132) == (33, 1)  # a large batch: one program per image, no completion counter
+    assert grid(33, 2, 132) == (1, 33)  # a small one: every block its own program
+    assert grid(64, 256, 132) == (13, 5)  # InceptionV1 mixed3a, NCHW, batch 256 on an H200 (8 programs per SM)
+
+
+@pytest.mark.parametrize("rule,sorts", [(mass(0.01), False), (topk(16), False), (mass(15.5 / 37), False),
+                                        (mass(16.5 / 37), True), (mass(1.0), True), (topk(17), True)], ids=str)
+def test_activation_sorts_only_when_more_than_16_channels_are_selected(triton_backend, monkeypatch, rule, sorts):
+    activation = _activation_module()
+    sort, calls = activation._sorted_keys, []
+
+    def counted_sort(key):
+        calls.append(1)
+        return sort(key)
+
+    monkeypatch.setattr(activation, "_sorted_keys", counted_sort)
+    g = torch.Generator().manual_seed(11)
+    acts = torch.randn(3, 37, 4, 5, generator=g)
+    acts[2] = 1.0  # equal channels: mass(15.5/37) selects exactly 16, mass(16.5/37) 17
+    labels = torch.tensor([0, 2, 3])
+    _check_activation(triton_backend, [(acts.to(DEVICE), labels.to(DEVICE))], rule)
+    assert bool(calls) == sorts
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_activation_selection_edge_cases(triton_backend, channels_last):
+    g = torch.Generator().manual_seed(12)
+    for c in (1, 37, 130):  # one channel; C not a power of two
+        acts = torch.randn(6, c, 3, 4, generator=g)
+        acts[1] = 0.0  # all zero: T = 0, the mass rule selects nothing
+        acts[2] = -acts[2].abs() - 1  # all negative
+        acts[3] = 2.0  # every channel equal: ties by ascending channel
+        acts[4, :, 1:] = 0.0  # max +0.0 against -0.0: equal, so ties too
+        acts[4, ::2, 0] = -0.0
+        acts[4, 1::2, 0] = -1.0
+        acts[5] = acts[5].round()  # small integers: many ties
+        labels = torch.tensor([0, 1, 1, 3, 2, 0])
+        batches = [(_layout(acts, channels_last).to(DEVICE), labels.to(DEVICE))]
+        for rule in (mass(0.01), mass(0.3), mass(1.0), topk(1), topk(5), topk(20)):
+            _check_activation(triton_backend, batches, rule)
+
+
+# ------------------------------------------------------------------------------ influence: k >= sources
+# (issue 15 item 4) When k >= C_in/groups every source of every target is kept: counted without
+# a single score (depthwise convs are the common case).
+@pytest.mark.parametrize("case", [
+    (3, 8, 8, 7, 6, (3, 3), ConvSpec(pad=(1, 1, 1, 1), groups=8), 5, 1),  # depthwise
+    (2, 12, 16, 5, 5, (1, 1), ConvSpec(groups=4), 3, 1),  # k == sources
+    (2, 5, 6, 6, 7, (3, 3), ConvSpec(stride=(2, 2)), 9, 2),  # k > sources
+], ids=_influence_id)
+def test_influence_keeps_every_source_without_computing_scores(triton_backend, monkeypatch, case):
+    from summit_fast.kernels import influence
+
+    class NoLaunch:
+        def __getitem__(self, grid):
+            raise AssertionError("a score kernel was launched")
+
+    for kernel in ("_extrema_kernel", "_pointwise_kernel", "_conv_kernel"):
+        monkeypatch.setattr(influence, kernel, NoLaunch())
+    b, c_in, c_out, h, w, (kh, kw), conv, k, r = case
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(b, c_in, h, w, generator=g)
+    weight = torch.randn(c_out, c_in // conv.groups, kh, kw, generator=g)
+    labels = torch.tensor([1, 1, 3][:b])  # a repeated label counts twice
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), conv, labels.to(DEVICE), k, r)
+
+
+# ------------------------------------------------------------------------------ float64
+# (issue 15 item 4) float64 stays exact: values that differ only below float32's precision
+# (1 and 1 + 2^-40 round to the same float32) must still order channels and sources.
+TINY = 2.0 ** -40
+
+
+@pytest.mark.parametrize("rule", [topk(1), mass(0.5)], ids=str)
+def test_activation_float64_is_not_rounded_to_float32(triton_backend, rule):
+    acts = torch.zeros(2, 3, 2, 2, dtype=torch.float64)
+    acts[:, 0, 1, 0] = 1.0
+    acts[:, 1, 0, 1] = 1.0 + TINY  # float64: channel 1 first; float32: a tie, channel 0 first
+    acts[1, 2] = -0.5
+    labels = torch.tensor([0, 1])
+    got = torch.zeros(K, 3, dtype=torch.int32, device=DEVICE)
+    triton_backend.activation_update(acts.to(DEVICE), labels.to(DEVICE), got, rule)
+    assert got.cpu()[:2].tolist() == [[0, 1, 0], [0, 1, 0]]
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3)], ids=["1x1", "3x3"])
+@pytest.mark.parametrize("wide", ["input", "weight"])
+def test_influence_float64_is_not_rounded_to_float32(triton_backend, kernel, wide):
+    g = torch.Generator().manual_seed(14)
+    x = torch.randint(1, 9, (2, 3, 5, 6), generator=g).to(torch.float64)
+    weight = torch.rand(4, 3, *kernel, generator=g, dtype=torch.float64)
+    weight[:, 1] = weight[:, 0]
+    weight[:, 2] *= -1  # source 2 scores below 0: last
+    if wide == "input":  # source 1's scores exceed source 0's by a factor 1 + 2^-40
+        x[:, 1] = x[:, 0] * (1 + TINY)
+        weight = weight.float()
+    else:
+        x[:, 1] = x[:, 0]
+        weight[:, 1] *= 1 + TINY
+        x = x.float()
+    labels = torch.tensor([2, 0])
+    conv = ConvSpec(pad=(kernel[0] // 2,) * 4)
+    got = torch.zeros(K, 4, 3, dtype=torch.int32, device=DEVICE)
+    triton_backend.influence_update(x.to(DEVICE), weight.to(DEVICE), conv, labels.to(DEVICE), got, 1, 1)
+    assert got.cpu()[[2, 0]].tolist() == [[[0, 1, 0]] * 4] * 2
+    _check_influence(triton_backend, x.to(DEVICE), weight.to(DEVICE), conv, labels.to(DEVICE), 2, 1)
+
+
+def test_info_says_what_triton_does_with_float64():
+    from cli_command import run_cli
+    from summit_fast.backends.triton import FLOAT64_NOTE
+
+    out = run_cli("info")
+    assert out.returncode == 0, out.stderr
+    assert f"  triton and float64: {FLOAT64_NOTE}\n" in out.stdout

@@ -160,6 +160,22 @@ def test_feature_vis_settings_without_feature_vis_are_one_line(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_feature_vis_size_the_model_cannot_take_stops_run_before_it_aggregates(tmp_path, capsys, images,  # noqa: F811
+                                                                                monkeypatch):
+    import importlib
+
+    from test_featvis import ShrinkingNet
+
+    monkeypatch.setattr("summit_fast.cli_run.load_model", lambda *args: ShrinkingNet())
+    monkeypatch.setattr(importlib.import_module("summit_fast.aggregate"), "aggregate",
+                        lambda *a, **k: pytest.fail("aggregated before the size was checked"))
+    code, _, err = cli(capsys, "--images", images, "--out", tmp_path / "out", "--feature-vis", "--feature-vis-size", "8")
+    assert code == 1 and err.strip().endswith(
+        "error: --feature-vis-size 8 is too small for ShrinkingNet up to layer 'deep': the smallest --feature-vis-size "
+        "that works is 12")
+    assert not (tmp_path / "out" / "result").exists() and not (tmp_path / "out" / "viewer").exists()
+
+
 # -- the page -------------------------------------------------------------------------------
 def write_pictured_export(out: Path) -> Path:
     """test_viewer's export as version 3: feature visualisations of conv2 and conv3 but of conv3's

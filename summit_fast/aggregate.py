@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .arrays import as_tensor, caller_stream, foreign, is_array
 from .backends import choose_backend, get_backend
 from .backends.base import Backend, check_labels, empty_maxima
 from .backends.torch_ref import select_channels
@@ -46,7 +47,8 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
     """Aggregate activations and influences of ``model`` over every batch of ``loader``.
 
     ``loader`` yields ``(images, labels)`` (images (B, C, H, W), labels (B,) class indices); with
-    ``label_source="prediction"`` it may yield images alone. ``progress`` shows a progress bar
+    ``label_source="prediction"`` it may yield images alone. Both may be torch tensors, NumPy or
+    CuPy arrays or other DLPack objects (see :meth:`Aggregator.update`). ``progress`` shows a progress bar
     counting images. Every other keyword is an option of :class:`Aggregator` (layers, num_classes,
     classes, selection, influence, influence_k, spatial_stride, excluded, label_source, backend,
     device, amp_dtype, channels_last, edges, class_names, input_shape, examples, count_dtype).
@@ -101,18 +103,19 @@ def aggregate(model: nn.Module, loader: Iterable, *, progress: bool = True,
             replay = Replay(checkpoints.directory, found.stream, skips_ahead) if found is not None else None
             batches = loader.batches_from(start) if skips_ahead else loader
             for index, batch in enumerate(batches, start=start if skips_ahead else 0):
-                images, labels = aggregator.unpack(batch, index)
-                image_ids = shard.image_ids(aggregator, images)
-                names = image_ids if names_images else None
-                if replay is not None and replay.counted(index, images, labels, names):
-                    continue
-                aggregator.update(images, labels, batch_index=index, image_ids=image_ids)
-                if checkpoints is not None:
-                    stream.add(images, labels, names)
-                done = index + 1
-                bar.update(images.shape[0])
-                if checkpoints is not None and schedule.due(done):
-                    save_checkpoint()
+                with caller_stream(batch):  # a CuPy batch is counted on CuPy's current stream
+                    images, labels = aggregator.unpack(batch, index)
+                    image_ids = shard.image_ids(aggregator, images)
+                    names = image_ids if names_images else None
+                    if replay is not None and replay.counted(index, images, labels, names):
+                        continue
+                    aggregator.update(images, labels, batch_index=index, image_ids=image_ids)
+                    if checkpoints is not None:
+                        stream.add(images, labels, names)
+                    done = index + 1
+                    bar.update(images.shape[0])
+                    if checkpoints is not None and schedule.due(done):
+                        save_checkpoint()
             if replay is not None:
                 replay.end()
         finally:  # on success and on failure alike, keep what was counted (if it is consistent:
@@ -272,11 +275,12 @@ class Aggregator:
 
     # -- one batch ----------------------------------------------------------------------
     def unpack(self, batch, index: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Split a loader item into (images, labels), with a clear error for anything else."""
+        """Split a loader item into (images, labels), as tensors sharing the memory of arrays of
+        other libraries, with a clear error for anything else."""
         if isinstance(batch, (list, tuple)) and len(batch) == 2:
-            return batch[0], batch[1]
-        if isinstance(batch, torch.Tensor) and self.params["label_source"] == "prediction":
-            return batch, None
+            return as_tensor(batch[0], f"batch {index}: images"), _as_labels(batch[1], f"batch {index}: labels")
+        if is_array(batch) and self.params["label_source"] == "prediction":
+            return as_tensor(batch, f"batch {index}: images"), None
         length = f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""
         raise TypeError(f"the loader must yield (images, labels) pairs; batch {index} is {type(batch).__name__}{length}")
 
@@ -287,22 +291,33 @@ class Aggregator:
         ``batch_index`` names the batch in error messages; default: how many updates came before.
         ``image_ids`` (B,) name the images in dataset examples; default: their position in the
         stream of images this Aggregator has counted.
+
+        ``images`` and ``labels`` may be torch tensors, NumPy or CuPy arrays or any object with
+        ``__dlpack__`` or ``__cuda_array_interface__``: they are shared, not copied (see
+        :mod:`summit_fast.arrays`), and with CuPy arrays the update runs on CuPy's current
+        stream. Images on the CPU are copied to the model's device; images on another device
+        (another GPU) are refused.
         """
         if batch_index is None:
             batch_index = self._updates
+        if foreign(images, labels):
+            with caller_stream(images, labels):
+                return self.update(as_tensor(images, f"batch {batch_index}: images"),
+                                   _as_labels(labels, f"batch {batch_index}: labels"), batch_index, image_ids)
         self._updates += 1
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise TypeError(f"batch {batch_index}: images must be a 4-D tensor (B, C, H, W), got {shape}")
         if labels is None and self.params["label_source"] == "target":
             raise ValueError(f"batch {batch_index}: labels are required with label_source='target'")
-        if labels is not None and not isinstance(labels, torch.Tensor):
-            labels = torch.as_tensor(labels)
         if self.interrupted:
             raise RuntimeError("an earlier update was interrupted while adding its counts; this Aggregator's "
                                "counts are incomplete (resume from a checkpoint instead)")
         if images.shape[0] == 0:
             return
+        if _elsewhere(images.device, self.device):
+            raise ValueError(f"batch {batch_index}: images are on {images.device} but the model is on {self.device}; "
+                             f"move them to {self.device} (images on the CPU are copied there)")
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -338,13 +353,19 @@ class Aggregator:
         return self.input_shape or getattr(self.model, "INPUT_SHAPE", None)
 
     def _discover(self, probe: torch.Tensor) -> tuple[ModelGraph, object]:
-        """The model graph, found on one image, and the model's output for it."""
-        with self._autocast():
-            if self.edges is not None:
-                graph = graph_from_edges(self.model, probe, self.layers, self.edges)
-            else:
-                graph = discover(self.model, probe, self.layers)
-            return graph, self.model(probe)
+        """The model graph, found on one image, and the model's output for it (kept from the
+        discovery's own forward pass: a second pass would cost a quarter of a small run)."""
+        outputs = []
+        handle = self.model.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+        try:
+            with self._autocast():
+                if self.edges is not None:
+                    graph = graph_from_edges(self.model, probe, self.layers, self.edges)
+                else:
+                    graph = discover(self.model, probe, self.layers)
+        finally:
+            handle.remove()
+        return graph, outputs[-1]
 
     def _setup(self, probe: torch.Tensor) -> None:
         """Discover the model graph on one image and allocate zero counts."""
@@ -524,6 +545,22 @@ def resolve_device(device: torch.device | str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {str(device)!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def _as_labels(labels, what: str) -> torch.Tensor | None:
+    """Labels as a tensor: arrays (see :mod:`summit_fast.arrays`) shared, other sequences copied."""
+    if labels is None or isinstance(labels, torch.Tensor):
+        return labels
+    return as_tensor(labels, what) if is_array(labels) else torch.as_tensor(labels)
+
+
+def _elsewhere(device: torch.device, model_device: torch.device) -> bool:
+    """Whether ``device`` is neither the CPU (whose batches are copied to the model's device, as
+    a DataLoader's are) nor the model's device ("cuda" being the current CUDA device)."""
+    if device.type == "cpu" or device == model_device:
+        return False
+    current = model_device.type == "cuda" and model_device.index is None
+    return not (current and device.type == "cuda" and device.index == torch.cuda.current_device())
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -63,7 +63,7 @@ def run(args) -> int:
     from .aggregate import resolve_device
     from .checkpoint import model_digest
     from .cli import check_output_folder
-    from .featvis import FeatureVisSettings, write_feature_vis
+    from .featvis import FeatureVisSettings, SizeTooSmall, write_feature_vis
 
     source = _Source.find(args.directory)
     out = args.out or source.default_out
@@ -84,8 +84,11 @@ def run(args) -> int:
     settings = FeatureVisSettings(size=args.size, steps=args.steps, seed=args.seed, diversity=args.diversity,
                                   amp=args.amp)
     started = time.perf_counter()
-    report = write_feature_vis(out, model, targets, settings, batch=args.batch, device=device,
-                               cache_dir=args.cache, progress=not args.no_progress)
+    try:
+        report = write_feature_vis(out, model, targets, settings, batch=args.batch, device=device,
+                                   cache_dir=args.cache, progress=not args.no_progress)
+    except SizeTooSmall as exc:  # raised before anything is rendered
+        raise ValueError(exc.for_option("--size")) from None
     rendered = len(set(report.rendered["channel"]) | set(report.rendered["diversity"]))
     seconds = time.perf_counter() - started
     print(f"feature visualisations of {len(targets)} channels in {out}: rendered {len(report.rendered['channel'])} "

@@ -7,6 +7,7 @@ import torch
 from . import __version__
 from ._native import import_error, native
 from .backends import backend_names, unavailable_reason
+from .backends.triton import FLOAT64_NOTE
 from .models.loading import MODELS
 from .result import COUNT_DTYPES
 
@@ -38,6 +39,7 @@ def run(args) -> int:
             print(f"  {name:7s} available on {', '.join(usable)}")
         else:
             print(f"  {name:7s} unavailable: {'; '.join(sorted(set(reasons.values())))}")
+    print(f"  triton and float64: {FLOAT64_NOTE}")
     if args.model:
         print(count_state_report(args.model, 1000 if args.classes is None else args.classes, args.count_dtype or "int32"))
     return 0

@@ -322,6 +322,8 @@ def _run(args, device: torch.device, progress: _Progress) -> int:
     model = load_model(args.model, args.weights, args.tf_padding).to(device)
     if args.layers:  # an unknown layer is an error before anything slow
         chosen_layers(model.SUMMARY_LAYERS, layers_from(args))
+    if args.feature_vis:  # so is a size the model cannot take, which rendering would find after the aggregation
+        _check_feature_vis_size(model, args, device)
     dataset = ImageFolderDataset(args.images, model.PREPROCESS, labels=args.labels)
     # Only ImageNet labels and predictions depend on the model's classes (a forward pass to count them).
     outputs = model_outputs(model, device) if dataset.label_mode != "folders" else None
@@ -385,7 +387,7 @@ def _run(args, device: torch.device, progress: _Progress) -> int:
 
 def _report_sizes(result, args, viewer_dir: Path) -> None:
     """Say where the result, the viewer folder and the patches went, and their sizes."""
-    from .patches import PATTERN
+    from .patches import PATTERN, is_placeholder
 
     examples = viewer_dir / Path(PATTERN).parent
     patch_bytes = _bytes(examples)
@@ -396,7 +398,8 @@ def _report_sizes(result, args, viewer_dir: Path) -> None:
     if args.examples:
         which = "every channel (--all-patches)" if args.all_patches else \
             "the channels in the graphs (--all-patches: of every channel)"
-        print(f"dataset-example patches: {sum(1 for _ in examples.rglob('*.jpg'))} ({_mib(patch_bytes)}) in "
+        real = sum(not is_placeholder(path) for path in examples.rglob("*.jpg"))  # not Summit's placeholders
+        print(f"dataset-example patches: {real} ({_mib(patch_bytes)}) in "
               f"{examples}, of {which}", flush=True)
 
 
@@ -520,22 +523,40 @@ def _write_viewer(result, model, dataset, args, device) -> Path:
                       replaces=[FOLDER, OLD_PATCHES], layers=layers_from(args))
 
 
-def _render_feature_vis(folder: Path, model, channels: dict[str, list[int]], args, device) -> None:
-    """--feature-vis: the feature visualisations of ``channels`` (the graphs') into ``folder``,
-    with the device kind's defaults for the settings not given."""
+def _feature_vis_settings(args, device) -> tuple[FeatureVisSettings, int]:
+    """--feature-vis's settings and batch: those given, and the device kind's defaults for the others."""
     from dataclasses import replace
-
-    from .featvis import write_feature_vis
 
     kind = "gpu" if device.type == "cuda" else "cpu"
     defaults = FEATURE_VIS_DEFAULTS[kind]
     settings = replace(defaults, size=args.feature_vis_size or defaults.size,
                        steps=args.feature_vis_steps or defaults.steps,
                        diversity=defaults.diversity if args.diversity is None else args.diversity)
+    return settings, args.feature_vis_batch or FEATURE_VIS_BATCH[kind]
+
+
+def _check_feature_vis_size(model, args, device) -> None:
+    """A one-line error naming --feature-vis-size if the model cannot take images of that size up
+    to its deepest summary layer drawn (a forward pass of one blank image)."""
+    from .featvis import SizeTooSmall, check_size
+
+    try:
+        size = _feature_vis_settings(args, device)[0].size
+        check_size(model, layers_from(args) or model.SUMMARY_LAYERS, size, device)
+    except SizeTooSmall as exc:
+        raise ValueError(exc.for_option("--feature-vis-size")) from None
+
+
+def _render_feature_vis(folder: Path, model, channels: dict[str, list[int]], args, device) -> None:
+    """--feature-vis: the feature visualisations of ``channels`` (the graphs') into ``folder``,
+    with the device kind's defaults for the settings not given."""
+    from .featvis import write_feature_vis
+
+    settings, batch = _feature_vis_settings(args, device)
     targets = [(layer, c) for layer, layer_channels in channels.items() for c in layer_channels]
     started = time.perf_counter()
-    report = write_feature_vis(folder, model, targets, settings, batch=args.feature_vis_batch or FEATURE_VIS_BATCH[kind],
-                               device=device, progress=not args.no_progress)
+    report = write_feature_vis(folder, model, targets, settings, batch=batch, device=device,
+                               progress=not args.no_progress)
     print(f"feature visualisations of the {len(targets)} channels in the graphs ({settings.size} px, {settings.steps} "
           f"steps, {settings.diversity} diversity images): rendered {len(report.rendered['channel'])}, "
           f"{len(report.cached['channel'])} from the cache, in {time.perf_counter() - started:.1f} s", flush=True)

@@ -213,20 +213,28 @@ def refresh_image_index(folder: str | os.PathLike, channels: Mapping[str, Iterab
             return False
         if not isinstance(index, dict) or index.get("schema") != SCHEMA_NAME or index.get("version") != SCHEMA_VERSION:
             return False
-        index["images"] = image_index(index["images"], channels, lambda path: (folder / path).is_file())
+        index["images"] = image_index(index["images"], channels, lambda path: _holds_image(folder / path))
         _atomic_write(folder / INDEX_FILE, lambda tmp: _write_json(tmp, index))
     return True
 
 
 def _exists_once_replaced(staging: Path, out_dir: Path, replaced: Collection[str]) -> Callable[[str], bool]:
-    """Whether a file (a path relative to the folder) will be in ``out_dir`` once ``staging`` has
-    replaced it (:func:`summit_fast._staging.replacing`): in ``staging``, or in an entry of the
-    current ``out_dir`` carried over (one neither ``replaced`` nor in ``staging``)."""
+    """Whether an image (a path relative to the folder; :func:`_holds_image`) will be in ``out_dir``
+    once ``staging`` has replaced it (:func:`summit_fast._staging.replacing`): in ``staging``, or in
+    an entry of the current ``out_dir`` carried over (one neither ``replaced`` nor in ``staging``)."""
     def exists(path: str) -> bool:
         top = path.split("/", 1)[0]
         carried = top not in replaced and not os.path.lexists(staging / top)
-        return ((out_dir if carried else staging) / path).is_file()
+        return _holds_image((out_dir if carried else staging) / path)
     return exists
+
+
+def _holds_image(path: Path) -> bool:
+    """``path`` is a file the index lists: not a placeholder written only for Summit's viewer
+    (:func:`summit_fast.patches.is_placeholder`)."""
+    from .patches import is_placeholder
+
+    return path.is_file() and not is_placeholder(path)
 
 
 def _check_pattern(what: str, pattern: str | None, fields: tuple[str, ...]) -> None:

@@ -35,7 +35,9 @@ its batch (up to float rounding). The forward pass stops after the deepest layer
 Defaults (:class:`FeatureVisSettings`): 128 px and 512 steps, meant for a GPU. On a CPU, 64-96 px
 and 128-256 steps give recognisable images: MobileNetV2's features.12 at 64 px, 128 steps, in
 batches of 32 on one thread took about 1.5 s of CPU time per channel image and 3 s for its 4
-diversity images.
+diversity images. A size too small for the model up to a rendered layer (a pooling or an unpadded
+convolution would get less than its kernel) is :class:`SizeTooSmall`, which names the smallest
+size that works, before anything is rendered (:func:`check_size` checks it alone).
 
 :func:`write_feature_vis` writes the images in Summit's layout, inside a folder (the viewer's
 ``feature-vis/``), with :func:`safe_layer_name` in place of the layer name::
@@ -76,7 +78,8 @@ LAYOUT = {"feature_vis": f"{FOLDER}/{CHANNEL_PATTERN}", "diversity": f"{FOLDER}/
           "dataset_examples": f"{FOLDER}/{DATASET_PATTERN}"}
 CACHE = ".cache"  # default cache folder, inside FOLDER
 AMP_DTYPES = {"bf16": torch.bfloat16}
-_CACHE_FORMAT = 2  # bump when the recipe changes what a cached image holds (2: redirected ReLUs)
+_CACHE_FORMAT = 3  # bump when the recipe changes what a cached image holds (2: redirected ReLUs;
+# 3: their ordinary gradient stops at the range boundaries, as torch's clamp gradient does)
 
 # Lucid's colour decorrelation: the square root (from its SVD) of the correlation matrix of
 # ImageNet's RGB values, its rows the RGB weights of three decorrelated channels, scaled so that
@@ -126,6 +129,21 @@ class FeatureVisSettings:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"amp must be None or one of {tuple(AMP_DTYPES)}, got {self.amp!r}")
+
+
+class SizeTooSmall(ValueError):
+    """Images of ``size`` pixels are too small for ``model``'s forward pass up to ``layer`` (a
+    pooling or convolution would get less than its kernel); ``minimum`` is the smallest size that
+    works. The message calls the setting ``size``; :meth:`for_option` names a command-line option."""
+
+    def __init__(self, size: int, minimum: int, model: str, layer: str):
+        self.size, self.minimum, self.model, self.layer = size, minimum, model, layer
+        super().__init__(self.for_option("size"))
+
+    def for_option(self, option: str) -> str:
+        """The message with the setting called ``option`` (e.g. ``--feature-vis-size``)."""
+        return (f"{option} {self.size} is too small for {self.model} up to layer {self.layer!r}: "
+                f"the smallest {option} that works is {self.minimum}")
 
 
 class RenderError(RuntimeError):
@@ -278,7 +296,7 @@ def _check_targets(model, jobs: list[_Job], settings: FeatureVisSettings, device
             raise ValueError(f"unknown layer {layer!r}: {type(model).__name__}'s layers are {spread(list(known))}")
     safe_layer_names(wanted)
     modules = {name: named[name] for name in named if name in wanted}  # the model's order
-    channels = _probe_channels(model, modules, settings.size + _MARGIN, device)
+    channels = _probe_channels(model, modules, settings.size, device)
     for job in jobs:
         if not 0 <= job.channel < channels[job.layer]:
             raise ValueError(f"layer {job.layer!r} has {channels[job.layer]} channels (0..{channels[job.layer] - 1}); "
@@ -286,9 +304,63 @@ def _check_targets(model, jobs: list[_Job], settings: FeatureVisSettings, device
     return modules
 
 
-def _probe_channels(model, modules: dict[str, nn.Module], side: int, device) -> dict[str, int]:
-    captured = _capture(model, modules, torch.zeros(1, 3, side, side, device=device), grad=False)
+def check_size(model: nn.Module, layers: Iterable[str], size: int, device: str | torch.device | None = None) -> None:
+    """:class:`SizeTooSmall` if images of ``size`` pixels are too small for ``model`` up to the
+    deepest of ``layers`` (modules of the model), found by a forward pass as rendering does it
+    (eval mode, batch 1): a check before anything slow, e.g. an aggregation that renders after.
+    Names that are not modules of the model are not checked here (rendering refuses them)."""
+    named = dict(model.named_modules())
+    modules = {name: named[name] for name in named if name in set(layers)}  # the model's order
+    if not modules:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        _probe_channels(model, modules, size, _device(model, device))
+    finally:
+        model.train(was_training)
+
+
+def _probe_channels(model, modules: dict[str, nn.Module], size: int, device) -> dict[str, int]:
+    """The channels of each of ``modules``' outputs, from one forward pass of a ``size`` image (as
+    rendered: ``size + 12`` pixels); :class:`SizeTooSmall` if the pass fails at that size but
+    works at a larger one."""
+    try:
+        captured = _probe(model, modules, size, device)
+    except RuntimeError:  # torch's own message names a tensor shape, not the setting to change
+        minimum = _smallest_size(model, modules, size, device)
+        if minimum is None:
+            raise  # not a matter of size
+        raise SizeTooSmall(size, minimum, type(model).__name__, list(modules)[-1]) from None
     return {name: int(out.shape[1]) for name, out in captured.items()}
+
+
+def _smallest_size(model, modules: dict[str, nn.Module], size: int, device, limit: int = 1024) -> int | None:
+    """The smallest image size above ``size`` (which fails) whose forward pass up to ``modules``
+    runs, by doubling then bisection (a larger image never fails where a smaller one works);
+    None when none up to ``limit`` does."""
+    def works(side: int) -> bool:
+        try:
+            _probe(model, modules, side, device)
+            return True
+        except RuntimeError:
+            return False
+
+    low, high = size, 2 * size
+    while not works(high):
+        if high >= limit:
+            return None
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if works(middle) else (middle, high)
+    return high
+
+
+def _probe(model, modules: dict[str, nn.Module], size: int, device) -> dict[str, torch.Tensor]:
+    """:func:`_capture` of a blank image of ``size`` as rendered (``size + 12`` pixels), without gradients."""
+    side = size + _MARGIN
+    return _capture(model, modules, torch.zeros(1, 3, side, side, device=device), grad=False)
 
 
 class _Stop(Exception):
@@ -443,12 +515,17 @@ class _RedirectedClamp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        inside = (x >= ctx.low) & (x <= ctx.high)
-        ordinary = grad * inside
+        # clamp's own gradient (grad where low < x < high, else 0), fused: boolean masks and a
+        # where() cost 30-50x more on the CPU
+        ordinary = torch.ops.aten.hardtanh_backward(grad, x, ctx.low, ctx.high)
+        stuck = ordinary.flatten(1).abs().amax(dim=1) == 0
+        # Usually no item is stuck: skip the redirected gradient's passes over the tensor. On a
+        # GPU this test would stall the stream once per ReLU.
+        if x.device.type == "cpu" and not bool(stuck.any()):
+            return ordinary, None, None
         # the loss is minimised, so a negative gradient raises x: keep it below the range and
         # a positive one above it
         redirected = torch.where(((x < ctx.low) & (grad > 0)) | ((x > ctx.high) & (grad < 0)), 0.0, grad)
-        stuck = ordinary.flatten(1).abs().amax(dim=1) == 0
         return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), redirected, ordinary), None, None
 
 

@@ -5,10 +5,16 @@ A layer's receptive field is measured once with autograd on a probe input: the i
 that influence one output position at the centre of the feature map (the bounding box of
 non-zero input gradients over several random probes), and the feature map's stride. A
 position (y, x) then maps to that box shifted by (y - y0, x - x0) times the stride.
+
+Summit's viewer requests :data:`SUMMIT_EXAMPLES` examples of every node it shows, whether they
+exist or not: the slots of a channel with fewer examples get :data:`PLACEHOLDER`, a neutral
+image that :func:`is_placeholder` tells apart, so that the export's index (and our viewer) list
+only the real examples.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +26,24 @@ import torch.nn as nn
 from .featvis import LAYOUT, safe_layer_names
 
 PATTERN = LAYOUT["dataset_examples"]  # in Summit's layout, relative to the viewer folder; {layer}: featvis.safe_layer_name(layer)
+SUMMIT_EXAMPLES = 10  # Summit's viewer requests PATTERN for i = 0..9 of every node it shows
+# An 8x8 light-grey JPEG (Pillow, quality 50, optimised): stored, not made by Pillow at run time, so
+# that is_placeholder recognises the placeholders of any export whatever Pillow writes.
+PLACEHOLDER = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1RV19i"
+    "Z2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+    "Y2NjY2NjY2P/wAARCAAIAAgDASIAAhEBAxEB/8QAFQABAQAAAAAAAAAAAAAAAAAAAAb/xAAUEAEAAAAAAAAAAAAAAAAAAAAA/8QA"
+    "FAEBAAAAAAAAAAAAAAAAAAAAAP/EABQRAQAAAAAAAAAAAAAAAAAAAAD/2gAMAwEAAhEDEQA/ALQAH//Z")
+
+
+def is_placeholder(path: str | os.PathLike) -> bool:
+    """Whether the file ``path`` is :data:`PLACEHOLDER`, written only for Summit's viewer (False
+    when there is no such file)."""
+    path = Path(path)
+    try:
+        return path.stat().st_size == len(PLACEHOLDER) and path.read_bytes() == PLACEHOLDER
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -82,7 +106,8 @@ def export_patches(result, fields: dict[str, ReceptiveField], paths: list, prepr
                    channels: Mapping[str, Iterable[int]] | None = None) -> int:
     """Crop every recorded dataset example of ``result`` from its original image file
     (``paths[image id]``) and write it to ``out_dir`` / :data:`PATTERN` (the layer's name in the
-    form of :func:`summit_fast.featvis.safe_layer_name`); returns the count.
+    form of :func:`summit_fast.featvis.safe_layer_name`); returns the count. Each of the channels'
+    slots 0 .. :data:`SUMMIT_EXAMPLES` - 1 that has no example gets :data:`PLACEHOLDER` (not counted).
 
     ``preprocess`` (a :class:`summit_fast.images.Preprocess`) maps model-input pixels back to the
     original image: its central crop box, scaled by ``preprocess.size``. ``channels``: only the
@@ -114,4 +139,11 @@ def export_patches(result, fields: dict[str, ReceptiveField], paths: list, prepr
         target.parent.mkdir(parents=True, exist_ok=True)
         image.crop(box).resize((patch_size, patch_size)).save(target, quality=90)
         written += 1
+    for layer, state in result.examples.items():
+        for c in wanted[layer]:
+            for i in range(SUMMIT_EXAMPLES):
+                if i >= state["image"].shape[1] or int(state["image"][c, i]) < 0:
+                    target = out_dir / PATTERN.format(layer=names[layer], channel=c, i=i)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(PLACEHOLDER)
     return written

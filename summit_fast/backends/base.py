@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..arrays import as_tensor, caller_stream, foreign
 from ..convspec import ConvSpec
 from ..examples import channel_max_positions
 from ..rules import SelectionRule
@@ -113,7 +114,18 @@ class Backend:
         labels_checked: the caller guarantees that every label indexes a row of ``counts``
         (aggregate checks each batch's labels once, and the row count of every count tensor);
         the op's own pass over the labels, a host synchronisation on a GPU, is then skipped.
+
+        acts, labels, counts and excluded may also be NumPy or CuPy arrays or other DLPack
+        objects (see :mod:`summit_fast.arrays`): they are shared, not copied, so such counts are
+        updated in place; with CuPy arrays the update runs on CuPy's current stream.
         """
+        if foreign(acts, labels, counts, excluded):
+            with caller_stream(acts, labels, counts, excluded):
+                return self.activation_update(
+                    as_tensor(acts, "activations"), as_tensor(labels, "labels"),
+                    as_tensor(counts, "counts", writable=True), rule,
+                    None if excluded is None else as_tensor(excluded, "excluded"), maxima,
+                    labels_checked=labels_checked)
         _check_float4d(acts, "activations")
         b, c = acts.shape[:2]
         _check_counts(counts, (counts.shape[0] if counts.dim() == 2 else -1, c), acts.device)
@@ -143,8 +155,13 @@ class Backend:
         counts: (K, C_out, C_in/groups) int32 or int16, updated in place; entry [k, j, s] is source
         channel ``group(j) * C_in/groups + s`` (for groups=1 simply input channel s), so grouped
         and depthwise convs store only the sources a target can have. labels_checked: as for
-        :meth:`activation_update`.
+        :meth:`activation_update`; x, weight, labels and counts may be arrays as there.
         """
+        if foreign(x, weight, labels, counts):
+            with caller_stream(x, weight, labels, counts):
+                return self.influence_update(
+                    as_tensor(x, "conv input"), as_tensor(weight, "conv weight"), conv, as_tensor(labels, "labels"),
+                    as_tensor(counts, "counts", writable=True), k, spatial_stride, labels_checked=labels_checked)
         _check_float4d(x, "conv input")
         _check_float4d(weight, "conv weight")
         b, c_in, h, w = x.shape

@@ -1,6 +1,6 @@
 """The CUDA backend: the kernels of csrc/cuda, compiled by nvcc into ``summit_fast._C`` and
 launched on the caller's stream (torch's current stream for the tensors' device; inside
-:func:`summit_fast.arrays` intake of CuPy arrays, CuPy's), with raw device pointers as
+:func:`summit_fast.arrays.caller_stream`, for CuPy arrays, CuPy's), with raw device pointers as
 native_args.py describes.
 
 ``CudaBackend(emulate=True)`` runs the very same kernel sources on the CPU, on CPU tensors
@@ -26,6 +26,7 @@ class CudaBackend(Backend):
     B * C_out * C_in/groups scores in all), as for the cpu backend."""
 
     name = "cuda"
+    influence_count_dtypes = (torch.int32, torch.int16)  # the influence kernels add to int16 counts in place
 
     def __init__(self, emulate: bool = False):
         self.emulate = bool(emulate)
@@ -60,10 +61,13 @@ class CudaBackend(Backend):
         return (native.cuda_activation_update, native.cuda_influence_update,
                 torch.cuda.current_stream(device).cuda_stream)
 
-    def _activation_update(self, acts, labels, counts, rule, excluded):
+    def _activation_update(self, acts, labels, counts, rule, excluded, maxima=None):
         activation, _, stream = self._ops(acts, counts)
-        _keep, args = activation_args(acts, labels, counts, rule, excluded, None)
+        _keep, args = activation_args(acts, labels, counts, rule, excluded, maxima)
         activation(*args, stream=stream)
+
+    def _activation_update_maxima(self, acts, labels, counts, rule, excluded, maxima):
+        self._activation_update(acts, labels, counts, rule, excluded, maxima)  # fused: one pass
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
         _, influence, stream = self._ops(x, weight, counts)

@@ -102,6 +102,88 @@ def _scores_1x1(x: torch.Tensor, weight: torch.Tensor, groups: int, sh: int, sw:
     return torch.where(w >= 0, w * per_target(sampled.amax(dim=(2, 3))), w * per_target(sampled.amin(dim=(2, 3))))
 
 
+# ---------------------------------------------------------------- exact bound pruning (kxk)
+# The readable twin of the cpu backend's pruning (csrc/cpu/influence.cpp explains the bound and
+# its margin at length). Every value a tap of source i reads lies in [lo_i, hi_i], so a score is
+# at most hi_i * Pos + lo_i * Neg (the sums of W[j, s]'s positive and negative taps) plus the
+# rounding of the computed sum. Only sources whose bound can reach the k-th best exact score
+# are scored; the counts are those of scoring every source with the same score function.
+def _sampled_taps(x_padded: torch.Tensor, kh: int, kw: int, dilation, step) -> list[torch.Tensor]:
+    """Per tap (u, v), the (B, C_in, H_out, W_out) view of the values it reads on the sampled grid."""
+    h, w = x_padded.shape[2:]
+    n_h = (h - dilation[0] * (kh - 1) - 1) // step[0] + 1
+    n_w = (w - dilation[1] * (kw - 1) - 1) // step[1] + 1
+    return [x_padded[:, :, u * dilation[0]:u * dilation[0] + (n_h - 1) * step[0] + 1:step[0],
+                     v * dilation[1]:v * dilation[1] + (n_w - 1) * step[1] + 1:step[1]]
+            for u in range(kh) for v in range(kw)]
+
+
+def pair_scores(taps: list[torch.Tensor], weight: torch.Tensor, b: torch.Tensor, j: torch.Tensor,
+                s: torch.Tensor, cin_g: int, cout_g: int) -> torch.Tensor:
+    """L[b, j, s] for the given index triples only. The sum over taps runs in one fixed order,
+    one elementwise operation at a time, so a score does not depend on which other pairs are
+    computed with it (a convolution's summation order may depend on its shape)."""
+    i = j // cout_g * cin_g + s
+    w = weight.reshape(weight.shape[0], cin_g, -1)[j, s]  # (N, taps)
+    acc = w[:, 0, None, None] * taps[0][b, i]
+    for t in range(1, len(taps)):
+        acc = acc + w[:, t, None, None] * taps[t][b, i]
+    return acc.amax(dim=(1, 2))
+
+
+def score_bounds(taps: list[torch.Tensor], weight: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, C_out, C_in/groups) float64 upper bounds of every score :func:`pair_scores` can give."""
+    reads = torch.stack([t.amax(dim=(2, 3)) for t in taps] + [t.amin(dim=(2, 3)) for t in taps])
+    hi, lo = reads[:len(taps)].amax(0).double(), reads[len(taps):].amin(0).double()  # (B, C_in)
+    b, c_in = hi.shape
+    c_out, cin_g = weight.shape[:2]
+    w = weight.double().reshape(c_out, cin_g, -1)
+    pos, neg, total = w.clamp(min=0).sum(2), w.clamp(max=0).sum(2), w.abs().sum(2)
+
+    def per_target(v):  # (B, C_in) -> (B, C_out, cin_g): each target sees its group's sources
+        return v.view(b, groups, 1, cin_g).expand(b, groups, c_out // groups, cin_g).reshape(b, c_out, cin_g)
+
+    hi, lo = per_target(hi), per_target(lo)
+    magnitude = total * torch.maximum(hi.abs(), lo.abs())
+    info = torch.finfo(dtype)
+    n = 4.0 * (len(taps) + 3)  # the cpu backend's margin: 4 (T + 3) (u A + eta)
+    bound = hi * pos + lo * neg + n * (info.eps / 2) * magnitude + n * info.tiny * info.eps
+    usable = (magnitude < info.max / 4) & torch.isfinite(magnitude) & ((len(taps) + 3) * info.eps / 2 < 0.01)
+    return torch.where(usable, bound, torch.inf)
+
+
+def pruned_scores(x: torch.Tensor, weight: torch.Tensor, conv: ConvSpec, k: int, spatial_stride: int,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """Scores (B, C_out, C_in/groups) whose top k are those of all scores by :func:`pair_scores`,
+    with -inf where a score was not computed; and how many were computed. Round 1 scores each
+    target's 2k best sources by bound; its k-th best exact score t is at most the final k-th
+    best, so round 2 scores every other source whose bound is not below t (a tie may still win
+    on its lower index)."""
+    c_out, cin_g, kh, kw = weight.shape
+    cout_g = c_out // conv.groups
+    taps = _sampled_taps(_pad_input(x.to(dtype), conv), kh, kw, conv.dilation,
+                         (conv.stride[0] * spatial_stride, conv.stride[1] * spatial_stride))
+    weight = weight.to(dtype)
+    bound = score_bounds(taps, weight, conv.groups, dtype)
+    scores = torch.full(bound.shape, -torch.inf, dtype=dtype, device=x.device)
+    computed = torch.zeros(bound.shape, dtype=torch.bool, device=x.device)
+
+    def score(needed: torch.Tensor) -> None:
+        rows = needed.nonzero()
+        per_chunk = max(1, _CHUNK_ELEMENTS // max(1, taps[0].shape[2] * taps[0].shape[3]))
+        for r in rows.split(per_chunk):
+            b, j, s = r.unbind(1)
+            scores[b, j, s] = pair_scores(taps, weight, b, j, s, cin_g, cout_g)
+        computed.logical_or_(needed)
+
+    m = min(2 * k, cin_g)
+    score(bound >= torch.topk(bound, m, dim=2).values[..., -1:])
+    kth = torch.topk(scores, k, dim=2).values[..., -1:]
+    kth = kth.masked_fill(scores.isnan().any(dim=2, keepdim=True), -torch.inf)  # NaN: score the whole row
+    score(~computed & (bound >= kth))
+    return scores, int(computed.sum())
+
+
 def top_sources(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Local indices (B, C_out, min(k, n)) of the k largest scores per target, ties by lower index."""
     order = torch.sort(scores, dim=2, descending=True, stable=True).indices
@@ -119,15 +201,22 @@ def add_influence_counts(counts: torch.Tensor, labels: torch.Tensor, local_sourc
 
 
 class TorchBackend(Backend):
-    """Pure PyTorch; the reference twin and the fallback on any device."""
+    """Pure PyTorch; the reference twin and the fallback on any device.
+
+    prune: kxk influence scores only the sources whose exact upper bound can reach a target's
+    top k (:func:`pruned_scores`; the same counts, fewer products). Off by default: the
+    reference computes every score. After each influence update, ``last_influence_stats`` is
+    (scores computed, B * C_out * C_in/groups scores in all)."""
 
     name = "torch"
     activation_count_dtypes = influence_count_dtypes = (torch.int32, torch.int16)
 
-    def __init__(self, compute_dtype: torch.dtype = torch.float32):
+    def __init__(self, compute_dtype: torch.dtype = torch.float32, prune: bool = False):
         if compute_dtype not in (torch.float32, torch.float64):
             raise ValueError(f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}")
         self.compute_dtype = compute_dtype
+        self.prune = bool(prune)
+        self.last_influence_stats: tuple[int, int] | None = None
 
     @classmethod
     def unavailable_reason(cls, device: torch.device) -> str | None:
@@ -138,5 +227,14 @@ class TorchBackend(Backend):
         add_activation_counts(counts, labels, selected)
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
-        scores = influence_scores(x, weight, conv, spatial_stride, self.compute_dtype)
+        b, total = x.shape[0], x.shape[0] * weight.shape[0] * weight.shape[1]
+        if k >= weight.shape[1]:  # every source is kept (depthwise convs, for one): no score is needed
+            add_influence_counts(counts, labels, torch.arange(weight.shape[1], device=x.device).expand(b, weight.shape[0], -1))
+            self.last_influence_stats = (0, total)
+            return
+        if self.prune and weight.shape[2] * weight.shape[3] > 1:
+            scores, computed = pruned_scores(x, weight, conv, k, spatial_stride, self.compute_dtype)
+        else:
+            scores, computed = influence_scores(x, weight, conv, spatial_stride, self.compute_dtype), total
         add_influence_counts(counts, labels, top_sources(scores, k))
+        self.last_influence_stats = (computed, total)

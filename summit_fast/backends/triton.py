@@ -4,6 +4,10 @@ and influence.py there).
 Runs on CUDA tensors, and on CPU tensors through the Triton interpreter
 (``TRITON_INTERPRET=1``, how the tests run without a GPU). Triton is imported lazily, so the
 package imports without it.
+
+The kernels compute in float32 (half inputs exactly so). SPEC.md keeps float64 exact, so an op
+whose input or weight is float64 runs the torch reference in float64 instead, on the same
+device (:data:`FLOAT64_NOTE`, which ``summit-fast info`` prints).
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ import torch
 
 from ..rules import Mass, TopK
 from .base import Backend
+from .torch_ref import TorchBackend
+
+FLOAT64_NOTE = ("an op with a float64 input or weight runs the torch backend in float64 on the same device "
+                "(exact; the kernels compute in float32)")
+_FLOAT64 = TorchBackend(compute_dtype=torch.float64)
 
 
 def _on_device(device: torch.device):
@@ -41,6 +50,9 @@ class TritonBackend(Backend):
         return f"triton needs a CUDA device; got {device.type}"
 
     def _activation_update(self, acts, labels, counts, rule, excluded):
+        if acts.dtype == torch.float64:
+            _FLOAT64._activation_update(acts, labels, counts, rule, excluded)
+            return
         from ..kernels.activation import activation_update
 
         if isinstance(rule, Mass):
@@ -53,6 +65,9 @@ class TritonBackend(Backend):
             activation_update(acts, labels, counts, excluded=excluded, **options)
 
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
+        if torch.float64 in (x.dtype, weight.dtype):
+            _FLOAT64._influence_update(x, weight, conv, labels, counts, k, spatial_stride)
+            return
         from ..kernels.influence import influence_update
 
         with _on_device(x.device):
