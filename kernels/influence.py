@@ -457,7 +457,6 @@ def influence_update(x: torch.Tensor, weight: torch.Tensor, conv, labels: torch.
     positions = _positions(n_h, n_w, step_h, step_w, s_h, s_w, block_p, x.device)
     n_blocks = g * triton.cdiv(cout_g, block_j)
     scores = torch.full((b, c_out, cin_g), float("-inf"), dtype=torch.float32, device=x.device)
-    prune = prune and n_take < cin_g
 
     def conv_kernel(need):
         _conv_kernel[(n_blocks, b)](
