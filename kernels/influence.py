@@ -123,14 +123,14 @@ def _conv_kernel(x_ptr, w_ptr, unscale_ptr, pos_ptr, need_ptr, scores_ptr, C_out
                 for p0 in range(0, n_pos_pad, BLOCK_P):
                     pos = tl.load(pos_ptr + p0 + offs_p)
                     patch = tl.load(x_s + tap_off[:, None] + pos[None, :]).to(DOT_DTYPE)
-                    # The weight's pieces are stacked on K (one product) or accumulated in turn
-                    # into one accumulator: issued together, read once.
+                    # The weight's pieces are stacked on K (one product, one wait) or three
+                    # products accumulated in turn into one accumulator.
                     m = tl.dot(w0, patch, input_precision="ieee")  # fp32: no TF32
                     if SEPARATE == 3:
                         m = tl.dot(w1, patch, acc=m)
                         m = tl.dot(w2, patch, acc=m)
                     run = tl.maximum(run, m)
-            else:  # few targets (depthwise) or fp32 weights: one rank-1 update per tap
+            else:  # fewer than 9 targets (depthwise): one rank-1 update per tap, in float32
                 for p0 in range(0, n_pos_pad, BLOCK_P):
                     pos = tl.load(pos_ptr + p0 + offs_p)
                     m = tl.zeros([BLOCK_J, BLOCK_P], tl.float32)
