@@ -36,7 +36,8 @@ def test_demo_runs_end_to_end(tmp_path):
 def test_errors_are_reported_without_traceback_before_any_work(tmp_path):
     (tmp_path / "a_file").write_text("x")
     cases = [  # (arguments, exit status, message)
-        (("demo", "--backend", "cuda"), 2, "argument --backend: invalid choice: 'cuda'"),
+        (("demo", "--backend", "nope"), 2, "argument --backend: invalid choice: 'nope'"),
+        (("demo", "--backend", "cuda"), 1, "error: backend 'cuda' cannot run on cpu: the cuda backend runs on CUDA"),
         (("demo", "--backend", "triton"), 1, "error: backend 'triton' cannot run on cpu"),
         (("demo", "--out", str(tmp_path / "a_file")), 1, f"error: --out {tmp_path / 'a_file'} is a file"),
         (("demo", "--epochs", "0"), 1, "error: --epochs must be at least 1, got 0"),
