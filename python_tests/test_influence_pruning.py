@@ -1,13 +1,14 @@
 """Exact bound pruning of kxk influence scores (SPEC.md B): the pruned path must give the same
 counts as computing every score, exactly, including on ties, zeros, constants and extreme
-magnitudes. Each case compares a backend (cpu, and the torch twin) with pruning on and off
-in-process (and, where the data has exact ties, the float64 reference too)."""
+magnitudes. Each case compares a backend (cpu, the torch twin and the CUDA kernels, emulated on
+the CPU) with pruning on and off in-process (and, where the data has exact ties, the float64 reference too)."""
 
 import pytest
 import torch
 
 from summit_fast._native import import_error, native
 from summit_fast.backends import get_backend
+from summit_fast.backends.cuda import CudaBackend
 from summit_fast.backends.torch_ref import TorchBackend
 from summit_fast.convspec import ConvSpec
 from test_cpu_backend import CONVS, DTYPES, _labels, _layout
@@ -17,20 +18,27 @@ pytestmark = pytest.mark.skipif(native is None, reason=f"summit_fast._C is not b
 REF = TorchBackend(compute_dtype=torch.float64)
 
 
-@pytest.fixture(scope="module", params=["cpu", "torch"])
+@pytest.fixture(scope="module", params=["cpu", "torch", "cuda-emulated"])
 def backend(request):
-    """Each backend that prunes: the C++ one and its readable torch twin."""
+    """Each backend that prunes: the C++ one, its readable torch twin and the CUDA kernels
+    (executed on the CPU)."""
     return request.param
+
+
+def _make(backend, prune):
+    if backend == "cuda-emulated":
+        return CudaBackend(emulate=True, prune=prune)
+    return get_backend(backend, "cpu", prune=prune)
 
 
 @pytest.fixture(scope="module")
 def pruned(backend):
-    return get_backend(backend, "cpu", prune=True)
+    return _make(backend, True)
 
 
 @pytest.fixture(scope="module")
 def unpruned(backend):
-    return get_backend(backend, "cpu", prune=False)
+    return _make(backend, False)
 
 
 def _compare(pruned, unpruned, x, weight, conv, k=5, spatial_stride=1, num_classes=3, count_dtype=torch.int32,
@@ -82,12 +90,14 @@ def test_pruned_batch_one_large_grid_many_classes(pruned, unpruned, conv, count_
 
 def test_pruning_skips_scores_on_localised_inputs(pruned, unpruned):
     """Sources whose activity is small cannot beat strong ones: their scores are skipped, and
-    the stats say so (all scores computed without pruning)."""
+    the stats say so (all scores computed without pruning). k = 3: round 1 takes the 2k = 6
+    strong sources of every target, so even the cuda kernels, which compute a tile of targets
+    together, skip the weak sources' planes."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 40, 12, 12, generator=g) * 0.01
     x[:, :6] += torch.rand(3, 6, 12, 12, generator=g) * 10  # six strong sources
     weight = torch.rand(20, 40, 3, 3, generator=g)
-    exact, total = _compare(pruned, unpruned, x, weight, ConvSpec(pad=(1, 1, 1, 1)), reference=True)
+    exact, total = _compare(pruned, unpruned, x, weight, ConvSpec(pad=(1, 1, 1, 1)), k=3, reference=True)
     assert total == 3 * 20 * 40 and exact <= total // 2
     assert unpruned.last_influence_stats == (total, total)
 
