@@ -66,11 +66,17 @@ def _weight(conv_case, c_in, seed):
 
 
 # ------------------------------------------------------------------------------ the backend test grids
+def _skip_emulated(backend):
+    if backend == "cuda-emulated":
+        pytest.skip("the emulated cuda kernels take minutes on these grids; test_cuda_influence.py runs a slice")
+
+
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c[0])
 @pytest.mark.parametrize("size, spatial_stride", [(7, 1), (13, 3)], ids=["7px", "13px_r3"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
-def test_pruned_matches_unpruned(pruned, unpruned, conv, size, spatial_stride, dtype, layout):
+def test_pruned_matches_unpruned(backend, pruned, unpruned, conv, size, spatial_stride, dtype, layout):
+    _skip_emulated(backend)
     g = torch.Generator().manual_seed(size + len(conv[0]))
     # ReLU-like inputs (many exact zeros, as in real networks) on half the channels.
     x = torch.randn(2, 50, size, size, generator=g)
@@ -82,7 +88,8 @@ def test_pruned_matches_unpruned(pruned, unpruned, conv, size, spatial_stride, d
 
 @pytest.mark.parametrize("conv", [c for c in CONVS if c[2] * c[3] > 1], ids=lambda c: c[0])
 @pytest.mark.parametrize("count_dtype", [torch.int16, torch.int32], ids=str)
-def test_pruned_batch_one_large_grid_many_classes(pruned, unpruned, conv, count_dtype):
+def test_pruned_batch_one_large_grid_many_classes(backend, pruned, unpruned, conv, count_dtype):
+    _skip_emulated(backend)
     x = torch.randn(1, 50, 28, 28, generator=torch.Generator().manual_seed(1)).clamp(min=0)
     for spatial_stride in (1, 3):
         _compare(pruned, unpruned, x, _weight(conv, 50, 3), conv[4], 5, spatial_stride, 1000, count_dtype)

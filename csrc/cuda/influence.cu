@@ -164,6 +164,12 @@ struct PointwiseScore {
 };
 
 // ---------------------------------------------------------------- kxk
+// Where the score L[b, j, s] of image b = b0 + image is stored in a chunk's (images, C_out,
+// C_in/groups) scratch (and its state, with pruning).
+__device__ __forceinline__ int64_t score_index(int64_t image, int64_t c_out, int64_t j, int64_t cin_g, int64_t s) {
+  return (image * c_out + j) * cin_g + s;
+}
+
 // How kxk_scores_kernel splits its work (chosen on the host by plan_kxk).
 struct KxkPlan {
   int jg;                // target groups of PJ targets per block (1, 2, 4 or 8)
@@ -193,13 +199,14 @@ __global__ void __launch_bounds__(kThreads) kxk_scores_kernel(View4 x, const Acc
   const int64_t c_in = x.shape[1], cin_g = c_in / groups, cout_g = c_out / groups;
   const int64_t i = blockIdx.x % c_in, j0 = blockIdx.x / c_in * plan.jg * PJ, b = b0 + blockIdx.y;
   const int64_t grp = i / cin_g, s = i % cin_g;
-  // Thread tid < jg * PJ stores the score of target j0 + tid, if the group has it.
-  const bool stores = threadIdx.x < plan.jg * PJ && j0 + threadIdx.x < cout_g;
-  const int64_t out_at = ((b - b0) * c_out + grp * cout_g + j0 + threadIdx.x) * cin_g + s;
+  // Thread tid < jg * PJ stores the score of target j0 + tid, if the group has it (its index
+  // is computed twice: kept through the tiles below, it cost registers).
   if (state) {
     if (threadIdx.x == 0) wanted = 0;
     __syncthreads();
-    if (stores && state[out_at] == 1) wanted = 1;
+    if (threadIdx.x < plan.jg * PJ && j0 + threadIdx.x < cout_g &&
+        state[score_index(b - b0, c_out, grp * cout_g + j0 + threadIdx.x, cin_g, s)] == 1)
+      wanted = 1;
     __syncthreads();
     if (!wanted) return;  // the whole block
   }
@@ -267,14 +274,15 @@ __global__ void __launch_bounds__(kThreads) kxk_scores_kernel(View4 x, const Acc
     if (tid % 32 == 0) warp_max[tid / 32][q] = run[q];
   }
   __syncthreads();
-  if (stores) {
+  if (tid < plan.jg * PJ && j0 + tid < cout_g) {
     const int q = tid % PJ, w0 = tid / PJ * (lanes / 32);
     Acc m = warp_max[w0][q];
     for (int w = w0 + 1; w < w0 + lanes / 32; ++w) m = warp_max[w][q] > m ? warp_max[w][q] : m;
-    scores[out_at] = m;
+    const int64_t at = score_index(b - b0, c_out, grp * cout_g + j0 + tid, cin_g, s);
+    scores[at] = m;
     if (state) {
-      if (state[out_at] != 2) atomicAdd(computed, 1ull);
-      state[out_at] = 2;
+      if (state[at] != 2) atomicAdd(computed, 1ull);
+      state[at] = 2;
     }
   }
 }
@@ -285,7 +293,7 @@ struct StoredScore {
   using value = Acc;
   const Acc* scores;
   int64_t b0, c_out, cin_g;
-  __device__ Acc operator()(int64_t b, int64_t j, int s) const { return scores[((b - b0) * c_out + j) * cin_g + s]; }
+  __device__ Acc operator()(int64_t b, int64_t j, int s) const { return scores[score_index(b - b0, c_out, j, cin_g, s)]; }
 };
 
 // ---------------------------------------------------------------- kxk: exact bound pruning
