@@ -20,7 +20,8 @@ from test_cpu_backend import test_influence_counts_accumulate_and_float64_weight
 
 pytestmark = pytest.mark.skipif(native is None, reason=f"summit_fast._C is not built: {import_error}")
 
-EMULATED = CudaBackend(emulate=True)
+EMULATED = CudaBackend(emulate=True, prune=True)  # pruned kxk scores
+EMULATED_ALL = CudaBackend(emulate=True, prune=False)  # every score
 HAVE_GPU = native is not None and native.with_cuda and torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs a CUDA device")
 
@@ -43,14 +44,17 @@ def _on_gpu(t):
     return out.copy_(t)
 
 
-def _check(x, c_out, kh, kw, spec, num_classes=3, k=5, spatial_stride=1, seed=0, dtype=torch.int32, labels=None):
-    """Emulated counts equal the reference's; returns the inputs for a GPU rerun."""
+def _check(x, c_out, kh, kw, spec, num_classes=3, k=5, spatial_stride=1, seed=0, dtype=torch.int32, labels=None,
+           unpruned=False):
+    """Emulated counts (pruned; and every score computed too if `unpruned`) equal the
+    reference's; returns the inputs for a GPU rerun."""
     weight = torch.randn(c_out, x.shape[1] // spec.groups, kh, kw, generator=torch.Generator().manual_seed(seed))
     labels = _labels(x.shape[0], num_classes, seed) if labels is None else labels
     want = _counts(REF, x, weight, spec, labels, num_classes, k, spatial_stride, dtype)
-    got = _counts(EMULATED, x, weight, spec, labels, num_classes, k, spatial_stride, dtype)
     assert int(want.sum()) == x.shape[0] * c_out * min(k, x.shape[1] // spec.groups)
-    assert torch.equal(got, want), f"{(got.int() - want.int()).abs().sum()} counts differ"
+    for backend in (EMULATED, EMULATED_ALL) if unpruned else (EMULATED,):
+        got = _counts(backend, x, weight, spec, labels, num_classes, k, spatial_stride, dtype)
+        assert torch.equal(got, want), f"{(got.int() - want.int()).abs().sum()} counts differ (prune={backend.prune})"
     return weight, labels, got
 
 
@@ -62,6 +66,18 @@ def test_cuda_influence_matches_reference(conv, size, spatial_stride, layout):
     name, c_out, kh, kw, spec = conv
     x = _random((2, 50, size, size), torch.float32, layout, seed=size + c_out + kh)
     _check(x, c_out, kh, kw, spec, spatial_stride=spatial_stride, seed=len(name))
+
+
+@pytest.mark.parametrize("conv", [c for c in CONVS if c[2] * c[3] > 1 and 50 // c[4].groups > 5], ids=lambda c: c[0])
+def test_cuda_influence_pruned_equals_unpruned_and_reference(conv):
+    """kxk convs: the pruned kernels (two rounds of scores) count as computing every score and
+    as the float64 reference; the stats count each computed score once."""
+    name, c_out, kh, kw, spec = conv
+    x = _random((2, 50, 7, 7), torch.float32, "nchw", seed=c_out + kh)
+    x[:, ::2] = x[:, ::2].clamp(min=0)  # ReLU-like sources: exact zeros, one-signed planes
+    _check(x, c_out, kh, kw, spec, seed=len(name), unpruned=True)
+    exact, total = EMULATED.last_influence_stats
+    assert 0 < exact <= total == EMULATED_ALL.last_influence_stats[0] == 2 * c_out * 50 // spec.groups
 
 
 @pytest.mark.parametrize("conv", DTYPE_CONVS, ids=lambda c: c[0])
@@ -102,9 +118,12 @@ def test_cuda_influence_large_dilation_float64_shrinks_tiles():
 def test_cuda_influence_k(k, kernel):
     x = _random((3, 50, 13, 13), torch.float32, "nchw", seed=k)
     spec = ConvSpec(pad=(kernel // 2,) * 4, groups=2)
-    _check(x, 30, kernel, kernel, spec, k=k, seed=k + kernel)
+    _check(x, 30, kernel, kernel, spec, k=k, seed=k + kernel, unpruned=True)
     total = 3 * 30 * 25
-    assert EMULATED.last_influence_stats == ((0 if k >= 25 else total), total)
+    assert EMULATED_ALL.last_influence_stats == ((0 if k >= 25 else total), total)
+    exact, all_scores = EMULATED.last_influence_stats
+    assert all_scores == total
+    assert exact == 0 if k >= 25 else (exact == total if kernel == 1 else 0 < exact <= total)  # kxk: pruned
 
 
 @pytest.mark.parametrize("kernel", [1, 3])
@@ -168,8 +187,9 @@ def test_cuda_influence_on_gpu_matches_reference_and_emulation(conv, size, spati
     name, c_out, kh, kw, spec = conv
     x = _random((2, 50, size, size), DTYPES[dtype], layout, seed=size + c_out + kh)
     weight, labels, emulated = _check(x, c_out, kh, kw, spec, spatial_stride=spatial_stride, seed=len(name))
-    gpu = _counts(CudaBackend(), _on_gpu(x), weight.cuda(), spec, labels, 3, 5, spatial_stride)
-    assert torch.equal(gpu, emulated)
+    for prune in (True, False):
+        gpu = _counts(CudaBackend(prune=prune), _on_gpu(x), weight.cuda(), spec, labels, 3, 5, spatial_stride)
+        assert torch.equal(gpu, emulated), f"prune={prune}"
 
 
 @needs_gpu

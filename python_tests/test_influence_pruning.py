@@ -1,13 +1,14 @@
 """Exact bound pruning of kxk influence scores (SPEC.md B): the pruned path must give the same
 counts as computing every score, exactly, including on ties, zeros, constants and extreme
-magnitudes. Each case compares a backend (cpu, and the torch twin) with pruning on and off
-in-process (and, where the data has exact ties, the float64 reference too)."""
+magnitudes. Each case compares a backend (cpu, the torch twin and the CUDA kernels, emulated on
+the CPU) with pruning on and off in-process (and, where the data has exact ties, the float64 reference too)."""
 
 import pytest
 import torch
 
 from summit_fast._native import import_error, native
 from summit_fast.backends import get_backend
+from summit_fast.backends.cuda import CudaBackend
 from summit_fast.backends.torch_ref import TorchBackend
 from summit_fast.convspec import ConvSpec
 from test_cpu_backend import CONVS, DTYPES, _labels, _layout
@@ -17,20 +18,27 @@ pytestmark = pytest.mark.skipif(native is None, reason=f"summit_fast._C is not b
 REF = TorchBackend(compute_dtype=torch.float64)
 
 
-@pytest.fixture(scope="module", params=["cpu", "torch"])
+@pytest.fixture(scope="module", params=["cpu", "torch", "cuda-emulated"])
 def backend(request):
-    """Each backend that prunes: the C++ one and its readable torch twin."""
+    """Each backend that prunes: the C++ one, its readable torch twin and the CUDA kernels
+    (executed on the CPU)."""
     return request.param
+
+
+def _make(backend, prune):
+    if backend == "cuda-emulated":
+        return CudaBackend(emulate=True, prune=prune)
+    return get_backend(backend, "cpu", prune=prune)
 
 
 @pytest.fixture(scope="module")
 def pruned(backend):
-    return get_backend(backend, "cpu", prune=True)
+    return _make(backend, True)
 
 
 @pytest.fixture(scope="module")
 def unpruned(backend):
-    return get_backend(backend, "cpu", prune=False)
+    return _make(backend, False)
 
 
 def _compare(pruned, unpruned, x, weight, conv, k=5, spatial_stride=1, num_classes=3, count_dtype=torch.int32,
@@ -58,11 +66,17 @@ def _weight(conv_case, c_in, seed):
 
 
 # ------------------------------------------------------------------------------ the backend test grids
+def _skip_emulated(backend):
+    if backend == "cuda-emulated":
+        pytest.skip("the emulated cuda kernels take minutes on these grids; test_cuda_influence.py runs a slice")
+
+
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c[0])
 @pytest.mark.parametrize("size, spatial_stride", [(7, 1), (13, 3)], ids=["7px", "13px_r3"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
-def test_pruned_matches_unpruned(pruned, unpruned, conv, size, spatial_stride, dtype, layout):
+def test_pruned_matches_unpruned(backend, pruned, unpruned, conv, size, spatial_stride, dtype, layout):
+    _skip_emulated(backend)
     g = torch.Generator().manual_seed(size + len(conv[0]))
     # ReLU-like inputs (many exact zeros, as in real networks) on half the channels.
     x = torch.randn(2, 50, size, size, generator=g)
@@ -74,7 +88,8 @@ def test_pruned_matches_unpruned(pruned, unpruned, conv, size, spatial_stride, d
 
 @pytest.mark.parametrize("conv", [c for c in CONVS if c[2] * c[3] > 1], ids=lambda c: c[0])
 @pytest.mark.parametrize("count_dtype", [torch.int16, torch.int32], ids=str)
-def test_pruned_batch_one_large_grid_many_classes(pruned, unpruned, conv, count_dtype):
+def test_pruned_batch_one_large_grid_many_classes(backend, pruned, unpruned, conv, count_dtype):
+    _skip_emulated(backend)
     x = torch.randn(1, 50, 28, 28, generator=torch.Generator().manual_seed(1)).clamp(min=0)
     for spatial_stride in (1, 3):
         _compare(pruned, unpruned, x, _weight(conv, 50, 3), conv[4], 5, spatial_stride, 1000, count_dtype)
@@ -82,12 +97,14 @@ def test_pruned_batch_one_large_grid_many_classes(pruned, unpruned, conv, count_
 
 def test_pruning_skips_scores_on_localised_inputs(pruned, unpruned):
     """Sources whose activity is small cannot beat strong ones: their scores are skipped, and
-    the stats say so (all scores computed without pruning)."""
+    the stats say so (all scores computed without pruning). k = 3: round 1 takes the 2k = 6
+    strong sources of every target, so even the cuda kernels, which compute a tile of targets
+    together, skip the weak sources' planes."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 40, 12, 12, generator=g) * 0.01
     x[:, :6] += torch.rand(3, 6, 12, 12, generator=g) * 10  # six strong sources
     weight = torch.rand(20, 40, 3, 3, generator=g)
-    exact, total = _compare(pruned, unpruned, x, weight, ConvSpec(pad=(1, 1, 1, 1)), reference=True)
+    exact, total = _compare(pruned, unpruned, x, weight, ConvSpec(pad=(1, 1, 1, 1)), k=3, reference=True)
     assert total == 3 * 20 * 40 and exact <= total // 2
     assert unpruned.last_influence_stats == (total, total)
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -74,6 +75,27 @@ class DeviceBuffer {
   void* data_ = nullptr;
   Stream stream_;
 };
+
+// Sets `bytes` of device memory to 0, in stream order.
+inline void zero_device(void* p, size_t bytes, Stream stream) {
+#if defined(__CUDACC__)
+  check(cudaMemsetAsync(p, 0, bytes, stream), "cudaMemsetAsync");
+#else
+  (void)stream;
+  std::memset(p, 0, bytes);
+#endif
+}
+
+// Copies `bytes` of device memory to the host once the stream's earlier work is done (a sync).
+inline void copy_to_host(void* dst, const void* src, size_t bytes, Stream stream) {
+#if defined(__CUDACC__)
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+#else
+  (void)stream;
+  std::memcpy(dst, src, bytes);
+#endif
+}
 
 // Element loads: every input dtype read as float (double for float64 inputs, which keep
 // double precision as in the CPU kernels).

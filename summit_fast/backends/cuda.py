@@ -22,14 +22,19 @@ class CudaBackend(Backend):
     """CUDA C++ kernels through pybind11: one fused pass per summary layer for the activation
     counts and one fused update per conv edge for influence.
 
-    After each influence update, ``last_influence_stats`` is (scores computed,
-    B * C_out * C_in/groups scores in all), as for the cpu backend."""
+    prune: kxk influence skips the scores L[b, j, i] that an exact upper bound shows cannot
+    reach a target's top k, as the cpu backend does (the same counts), per tile of targets. Off
+    by default: it adds launches and a host synchronisation per call (for its statistics), and
+    no GPU has measured whether it pays yet. emulate: see the module's docstring. After each
+    influence update, ``last_influence_stats`` is (scores computed, B * C_out * C_in/groups
+    scores in all), as for the cpu backend."""
 
     name = "cuda"
     influence_count_dtypes = (torch.int32, torch.int16)  # the influence kernels add to int16 counts in place
 
-    def __init__(self, emulate: bool = False):
+    def __init__(self, emulate: bool = False, prune: bool = False):
         self.emulate = bool(emulate)
+        self.prune = bool(prune)
         self.last_influence_stats: tuple[int, int] | None = None
 
     @classmethod
@@ -72,4 +77,4 @@ class CudaBackend(Backend):
     def _influence_update(self, x, weight, conv, labels, counts, k, spatial_stride):
         _, influence, stream = self._ops(x, weight, counts)
         _keep, args = influence_args(x, weight, conv, labels, counts, k, spatial_stride)
-        self.last_influence_stats = influence(*args, prune=False, stream=stream)
+        self.last_influence_stats = influence(*args, prune=self.prune, stream=stream)
