@@ -78,8 +78,9 @@ LAYOUT = {"feature_vis": f"{FOLDER}/{CHANNEL_PATTERN}", "diversity": f"{FOLDER}/
           "dataset_examples": f"{FOLDER}/{DATASET_PATTERN}"}
 CACHE = ".cache"  # default cache folder, inside FOLDER
 AMP_DTYPES = {"bf16": torch.bfloat16}
-_CACHE_FORMAT = 3  # bump when the recipe changes what a cached image holds (2: redirected ReLUs;
-# 3: their ordinary gradient stops at the range boundaries, as torch's clamp gradient does)
+_CACHE_FORMAT = 4  # bump when the recipe changes what a cached image holds (2: redirected ReLUs;
+# 3: their ordinary gradient stops at the range boundaries, as torch's clamp gradient does;
+# 4: the model sees channels_last images, whose convs may round differently)
 
 # Lucid's colour decorrelation: the square root (from its SVD) of the correlation matrix of
 # ImageNet's RGB values, its rows the RGB weights of three decorrelated channels, scaled so that
@@ -483,6 +484,9 @@ def _optimise(model, modules: dict[str, nn.Module], jobs: list[_Job], settings: 
     with _RedirectedReLUs(model):
         for step in range(settings.steps):
             x = (_warp(_pixels(spectrum, scale, settings.size), transforms[step]) * 255.0 - mean) / std
+            # channels_last images: the convs run in the layout their libraries prefer (on the CPU
+            # 1.6x faster at batch 32 for MobileNetV2), the model itself left as it is
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 captured = _capture(model, objective.modules, x)
             losses = objective.losses(captured)  # one per job: the jobs' gradients stay apart
