@@ -18,6 +18,8 @@ import hashlib
 import json
 import math
 import os
+import struct
+from pathlib import Path
 
 import torch
 
@@ -36,15 +38,22 @@ def write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], manifest: d
 
 
 def read(path: str | os.PathLike) -> tuple[str | None, dict[str, torch.Tensor]]:
-    """The manifest text and the stored tensors of the file ``path``, from one open file (the
-    manifest is None for a format-1 file, whose manifest is manifest.json). ValueError when the
-    stored tensors do not match their checksum; safetensors' error when the file is no
-    safetensors file."""
-    from safetensors import safe_open
+    """The manifest text and the stored tensors of the file ``path``, from one read of one open
+    file (the manifest is None for a format-1 file, whose manifest is manifest.json).
+    ValueError when the file is no safetensors file or its tensors do not match their checksum.
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        stored = {key: f.get_tensor(key) for key in f.keys()}
+    The bytes are read once and parsed here: safetensors' ``safe_open`` (0.8) reads the header
+    and maps the tensors through two opens of the path, so a save renamed over the file between
+    them gave one save's header with another's tensors (caught by the checksum, but a failed load)."""
+    from safetensors.torch import load
+
+    data = Path(path).read_bytes()
+    if len(data) < 8:
+        raise ValueError("it is shorter than a safetensors header")
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    metadata = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    stored = load(data)
     if MANIFEST_KEY in metadata and metadata.get(CHECKSUM_KEY) != checksum(stored):
         raise ValueError("its checksum does not match its tensors")
     return metadata.get(MANIFEST_KEY), stored
