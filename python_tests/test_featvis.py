@@ -3,6 +3,7 @@ input is known: the rendered image beats random and natural images, batching doe
 the images, the cache and resuming render only what is missing, the diversity term spreads the
 images, bad input is one clear error, and the files are in Summit's layout."""
 
+import contextlib
 import errno
 import json
 from pathlib import Path
@@ -460,3 +461,73 @@ def test_the_model_is_left_as_it_was_and_nothing_is_an_empty_batch():
     render_channels(model, [("edges", 1)], FAST)
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert render_channels(model, [], FAST).shape == (0, 3, 32, 32)
+
+
+class ConvBN(nn.Sequential):
+    """conv -> BatchNorm -> ReLU, the BatchNorm with non-trivial running statistics and affine."""
+
+    def __init__(self, c_in, c_out, groups=1):
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, groups=groups, bias=groups > 1),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
+        with torch.no_grad():
+            self[1].running_mean.uniform_(-1, 1)
+            self[1].running_var.uniform_(0.5, 2)
+            self[1].weight.uniform_(0.5, 1.5)
+            self[1].bias.uniform_(-0.5, 0.5)
+
+
+class NormedNet(nn.Module):
+    SUMMARY_LAYERS = ["a", "b"]
+    PREPROCESS = TORCHVISION_IMAGENET
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = ConvBN(3, 8)
+        self.b = ConvBN(8, 8, groups=8)
+
+    def forward(self, x):
+        return self.b(self.a(x)).mean(dim=(2, 3))
+
+
+def test_folded_batch_norms_compute_the_same_outputs_and_restore_the_model():
+    from summit_fast.featvis_model import FoldedBatchNorms
+
+    model = NormedNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    modules = {"a": model.a, "b": model.b, "b.0": model.b[0]}
+    plain = featvis._capture(model, modules, x, grad=False)
+    folded = FoldedBatchNorms(model, keep={"b.0"})  # b's conv output is read: b keeps its BatchNorm
+    assert [conv for conv, _ in folded.pairs] == [model.a[0]]
+    with folded:
+        h = torch.randn(2, 8, 4, 4)
+        assert model.a[1](h) is h  # the BatchNorm passes its input through
+        fused = featvis._capture(model, modules, x, grad=False)
+    for name, out in plain.items():
+        torch.testing.assert_close(fused[name], out, rtol=1e-5, atol=1e-5)
+    assert not any("forward" in vars(m) for m in model.modules())  # the class's forward again
+    assert model.a[1](h).sub(h).abs().max() > 0.1  # and normalises again after
+
+
+def test_folding_is_not_used_when_a_sequential_does_not_apply_its_children_in_order():
+    class Shuffled(ConvBN):
+        def forward(self, x):  # the BatchNorm normalises the input, not the conv's output
+            return self[2](self[0](self[1](F.pad(x, (0, 0, 0, 0, 0, 5)))))  # 3 -> 8 channels
+
+    model = NormedNet().eval()
+    model.a = Shuffled(8, 8).eval()
+    modules = {"a": model.a, "b": model.b}
+    assert featvis._folded_batch_norms(model, modules, 16, "cpu").__class__.__name__ == "nullcontext"
+    plain = NormedNet().eval()
+    assert featvis._folded_batch_norms(plain, {"a": plain.a, "b": plain.b}, 16, "cpu").pairs  # a plain one folds
+
+
+def test_rendering_with_batch_norms_folded_matches_the_plain_model(monkeypatch):
+    """The images with the BatchNorms folded are those of the plain model, up to float rounding
+    (a few steps: rounding differences grow over a long optimisation)."""
+    settings = FeatureVisSettings(size=16, steps=5, diversity=0)
+    model = NormedNet().eval()
+    folded = render_channels(model, [("a", 1), ("b", 3)], settings)
+    monkeypatch.setattr(featvis, "_folded_batch_norms", lambda *args: contextlib.nullcontext())
+    plain = render_channels(model, [("a", 1), ("b", 3)], settings)
+    torch.testing.assert_close(folded, plain, rtol=0, atol=1e-4)

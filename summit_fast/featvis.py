@@ -21,6 +21,10 @@ method:
   ``nn.ReLU`` and ``nn.ReLU6`` modules pass the gradient below 0 (and above 6) where it pushes
   the input back into range, for the images whose ordinary gradient there is zero. The images
   stay independent of each other; functional ``F.relu`` calls are not redirected.
+- Speed, not the recipe: while rendering, BatchNorms that follow a conv in an ``nn.Sequential``
+  are folded into it (the rendered layers' own outputs kept; checked on a random image first),
+  and the images reach the model in channels_last memory format
+  (:mod:`summit_fast.featvis_model` holds both model patches).
 - Diversity: D images of one channel optimised together with Lucid's diversity term, minus
   ``diversity_weight`` x the mean over the D images of their summed cosine similarity to the
   others, the similarity being that of the Gram matrices (channels x channels) of a layer's
@@ -54,9 +58,9 @@ resumes after its last finished batch. Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -68,6 +72,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .featvis_model import FoldedBatchNorms, RedirectedReLUs, folding_changes_nothing
+
 # Summit's image layout, the one definition of it ({layer}: safe_layer_name(layer)).
 FOLDER = "feature-vis"  # inside the viewer folder
 CHANNEL_PATTERN = "channel/{layer}-{channel}-channel.jpg"  # inside FOLDER
@@ -78,9 +84,10 @@ LAYOUT = {"feature_vis": f"{FOLDER}/{CHANNEL_PATTERN}", "diversity": f"{FOLDER}/
           "dataset_examples": f"{FOLDER}/{DATASET_PATTERN}"}
 CACHE = ".cache"  # default cache folder, inside FOLDER
 AMP_DTYPES = {"bf16": torch.bfloat16}
-_CACHE_FORMAT = 4  # bump when the recipe changes what a cached image holds (2: redirected ReLUs;
+_CACHE_FORMAT = 5  # bump when the recipe changes what a cached image holds (2: redirected ReLUs;
 # 3: their ordinary gradient stops at the range boundaries, as torch's clamp gradient does;
-# 4: the model sees channels_last images, whose convs may round differently)
+# 4: the model sees channels_last images, whose convs may round differently; 5: BatchNorms
+# folded into their convs, which rounds differently)
 
 # Lucid's colour decorrelation: the square root (from its SVD) of the correlation matrix of
 # ImageNet's RGB values, its rows the RGB weights of three decorrelated channels, scaled so that
@@ -252,13 +259,27 @@ def _render(model, jobs: list[_Job], settings: FeatureVisSettings, preprocess, b
     model.eval()  # batch items must not interact (BatchNorm's batch statistics would), nor the probe update them
     try:
         modules = _check_targets(model, jobs, settings, device)
+        folded = _folded_batch_norms(model, modules, settings.size, device)
         batches = _batches(jobs, batch, list(modules))
         with tqdm(total=len(batches) * settings.steps, desc=f"feature-vis {jobs[0].kind}", unit="step",
                   disable=not progress) as bar:
             for group in batches:
-                yield group, _optimise(model, modules, group, settings, preprocess, device, bar)
+                with folded:
+                    images = _optimise(model, modules, group, settings, preprocess, device, bar)
+                yield group, images
     finally:
         model.train(was_training)
+
+
+def _folded_batch_norms(model, modules: dict[str, nn.Module], size: int, device):
+    """The model's BatchNorms folded into their convs while rendering (the rendered layers' own
+    outputs kept), or nothing when a random image's outputs of ``modules`` would change."""
+    folded = FoldedBatchNorms(model, keep=set(modules))
+    side = size + _MARGIN
+    image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+    if folding_changes_nothing(folded, lambda x: _capture(model, modules, x, grad=False), image):
+        return folded
+    return contextlib.nullcontext()
 
 
 def _preprocess_of(model, preprocess):
@@ -445,7 +466,8 @@ def _spectrum_scale(size: int, decay_power: float) -> torch.Tensor:
 def _pixels(spectrum: torch.Tensor, scale: torch.Tensor, size: int) -> torch.Tensor:
     """RGB images (N, 3, S, S) in 0..1 from spectra (N, 3, S, S//2+1, 2)."""
     image = torch.fft.irfft2(torch.view_as_complex(spectrum) * scale, s=(size, size), norm="ortho") / 4.0
-    rgb = torch.einsum("nchw,rc->nrhw", image, _COLOR.to(image.device))
+    # (3, 3) @ (N, 3, S*S): a batched 3x3 product; einsum's own plan took 1.3 ms a call on the CPU
+    rgb = (_COLOR.to(image.device) @ image.flatten(2)).view_as(image)
     return torch.sigmoid(rgb)
 
 
@@ -481,7 +503,7 @@ def _optimise(model, modules: dict[str, nn.Module], jobs: list[_Job], settings: 
     optimiser = torch.optim.Adam([spectrum], lr=settings.lr)
     finite = torch.ones(len(jobs), dtype=torch.bool, device=device)
     amp = AMP_DTYPES.get(settings.amp)
-    with _RedirectedReLUs(model):
+    with RedirectedReLUs(model):
         for step in range(settings.steps):
             x = (_warp(_pixels(spectrum, scale, settings.size), transforms[step]) * 255.0 - mean) / std
             # channels_last images: the convs run in the layout their libraries prefer (on the CPU
@@ -503,53 +525,6 @@ def _optimise(model, modules: dict[str, nn.Module], jobs: list[_Job], settings: 
                           f"while rendering its {job.kind} image{'s' if job.images > 1 else ''} (try a smaller lr "
                           f"than {settings.lr}, or amp=None); the images rendered before it are kept")
     return list(images.cpu().split([j.images for j in jobs]))
-
-
-class _RedirectedClamp(torch.autograd.Function):
-    """``clamp(x, low, high)`` whose gradient, for a batch item that gets none through the clamp,
-    also flows where x is out of range if it pushes x back towards the range (Lucid's
-    redirected ReLU gradient)."""
-
-    @staticmethod
-    def forward(ctx, x, low: float, high: float):
-        ctx.save_for_backward(x)
-        ctx.low, ctx.high = low, high
-        return x.clamp(low, high)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        # clamp's own gradient (grad where low < x < high, else 0), fused: boolean masks and a
-        # where() cost 30-50x more on the CPU
-        ordinary = torch.ops.aten.hardtanh_backward(grad, x, ctx.low, ctx.high)
-        stuck = ordinary.flatten(1).abs().amax(dim=1) == 0
-        # Usually no item is stuck: skip the redirected gradient's passes over the tensor. On a
-        # GPU this test would stall the stream once per ReLU.
-        if x.device.type == "cpu" and not bool(stuck.any()):
-            return ordinary, None, None
-        # the loss is minimised, so a negative gradient raises x: keep it below the range and
-        # a positive one above it
-        redirected = torch.where(((x < ctx.low) & (grad > 0)) | ((x > ctx.high) & (grad < 0)), 0.0, grad)
-        return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), redirected, ordinary), None, None
-
-
-class _RedirectedReLUs:
-    """While active, ``model``'s ``nn.ReLU`` and ``nn.ReLU6`` modules compute their clamp with
-    :class:`_RedirectedClamp` (out of place)."""
-
-    def __init__(self, model: nn.Module):
-        self.modules = [(m, 6.0 if isinstance(m, nn.ReLU6) else math.inf) for m in model.modules()
-                        if isinstance(m, (nn.ReLU, nn.ReLU6))]
-
-    def __enter__(self):
-        for module, high in self.modules:
-            module.forward = lambda x, high=high: _RedirectedClamp.apply(x, 0.0, high)
-        return self
-
-    def __exit__(self, *exc):
-        for module, _ in self.modules:
-            del module.forward  # the class's forward again
-        return False
 
 
 class _Objective:
