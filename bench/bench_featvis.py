@@ -3,10 +3,13 @@ channel at a time (batch 1), same model, layer, size, steps and device, in one p
 
     python bench/bench_featvis.py --threads 1          # MobileNetV2 (real weights), CPU, 64 px, 16 steps
     python bench/bench_featvis.py --device cuda --size 128 --steps 64
+    python bench/bench_featvis.py --default-malloc        # without the command line's allocator setting
 
 Both modes call summit_fast.featvis.render_channels once per repeat (one probe forward pass
 each); the batched one renders --channels channels, the other --single channels of the same
 layer. Each figure is the median of --repeats runs after one untimed warm-up of each mode.
+Like the ``summit-fast`` command, it keeps freed memory for reuse (summit_fast._allocator) unless
+--default-malloc is given.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from summit_fast._allocator import keep_freed_memory
 from summit_fast.featvis import FeatureVisSettings, render_channels
 from summit_fast.models import mobilenet_v2
 
@@ -38,7 +42,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: torch's; 1 on a shared machine, where threads waiting for each "
                         "other slow small batches most and would flatter the ratio)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave the C allocator as it is (the summit-fast command keeps freed memory for reuse)")
     args = p.parse_args()
+    allocator = "glibc default" if args.default_malloc or not keep_freed_memory() else "freed memory kept (as the CLI)"
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -65,7 +72,8 @@ def main() -> None:
         rates[name] = (channels, statistics.median(times), channels / statistics.median(times))
 
     print(f"MobileNetV2 ({'real' if weights else 'random'} weights), layer {args.layer}, {args.size} px, "
-          f"{args.steps} steps, {args.device}, {torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{args.steps} steps, {args.device}, {torch.get_num_threads()} threads, allocator: {allocator}, "
+          f"median of {args.repeats}")
     print(f"| mode | channels | seconds | channels/s | s/channel |")
     print(f"| --- | ---: | ---: | ---: | ---: |")
     for name, (channels, median, rate) in rates.items():

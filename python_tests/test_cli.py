@@ -98,3 +98,20 @@ def test_run_with_autocast_and_channels_last(tmp_path):
     bad = run_cli("run", "--model", "mobilenet_v2", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "x"),
                   "--amp", "fp8")
     assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
+
+
+def test_the_command_keeps_freed_memory_for_reuse_unless_the_user_chose(monkeypatch, capsys):
+    import platform
+    import sys
+
+    from summit_fast import _allocator, cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1))
+    assert cli.main(["info"]) == 0 and calls == [1]  # every subcommand's process
+    capsys.readouterr()
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
+    assert _allocator.keep_freed_memory() is False  # the user's own setting wins
+    monkeypatch.delenv("MALLOC_TOP_PAD_")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert _allocator.keep_freed_memory() is glibc  # mallopt accepted it where there is one
