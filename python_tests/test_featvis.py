@@ -387,6 +387,25 @@ def test_cli_renders_the_graph_channels_into_the_viewer_folder(viewer, capsys):
     assert code == 0 and "rendered 0 channel images" in out
 
 
+def test_cli_defaults_are_run_feature_vis_defaults_for_the_device(viewer, capsys, monkeypatch):
+    from summit_fast.cli_run import FEATURE_VIS_BATCH, FEATURE_VIS_DEFAULTS
+
+    seen = {}
+
+    def write(out, model, targets, settings, *, batch, **options):
+        seen.update(settings=settings, batch=batch)
+        return featvis.FeatureVisReport()
+
+    monkeypatch.setattr(featvis, "write_feature_vis", write)
+    code, _, err = cli(capsys, viewer, "--model", "resnet18", "--no-progress", "--device", "cpu")
+    cpu = FEATURE_VIS_DEFAULTS["cpu"]
+    assert code == 0, err
+    assert (seen["settings"].size, seen["settings"].steps, seen["batch"]) == (cpu.size, cpu.steps, FEATURE_VIS_BATCH["cpu"])
+    assert (cpu.size, cpu.steps) != (FEATURE_VIS_DEFAULTS["gpu"].size, FEATURE_VIS_DEFAULTS["gpu"].steps)
+    code, _, err = cli(capsys, viewer, *SMALL, "--batch", "3")  # what is given wins
+    assert code == 0 and (seen["settings"].size, seen["settings"].steps, seen["batch"]) == (16, 2, 3)
+
+
 def test_cli_errors_are_one_line(viewer, tmp_path, capsys):
     code, _, err = cli(capsys, viewer, *SMALL, "--layers", "layer9")
     assert code == 1 and "--layers layer9: the graphs have no nodes in layer 'layer9'; their layers are layer2.0, layer1.0" in err

@@ -12,8 +12,9 @@ digest. Rendered images are cached (--cache; default: .cache/ in the feature-vis
 rerun, or a run resumed after an interruption, renders only the channels not done yet. In a
 viewer folder, its index (summit_fast.json) is updated to list the images, which the viewer then shows.
 
-Defaults: 128 px and 512 steps, for a GPU. On a CPU use e.g. --size 64 --steps 128 (MobileNetV2:
-about 1.5 s of CPU time per channel image and 3 s for its 4 diversity images, in batches of 32).
+Defaults, as `run --feature-vis`'s: 128 px, 512 steps, 64 images a batch on a GPU; 64 px, 128
+steps, 32 a batch on a CPU (MobileNetV2's 722 graph channels: 4 minutes for their channel images
+on two cores, and about four times that for their diversity images).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .models.loading import MODELS, load_model
 
 
 def register(subparsers) -> None:
-    from .cli_run import _int_at_least
+    from .cli_run import FEATURE_VIS_BATCH, FEATURE_VIS_DEFAULTS, _int_at_least
     from .featvis import AMP_DTYPES, FeatureVisSettings
 
     d = FeatureVisSettings()
@@ -43,13 +44,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="the feature-vis folder to write (default: see above)")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="cache of rendered images (default: .cache/ in the feature-vis folder)")
-    p.add_argument("--size", type=_int_at_least(8), default=d.size, metavar="PX",
-                   help=f"image side in pixels (default {d.size}; 64-96 on a CPU)")
-    p.add_argument("--steps", type=_int_at_least(1), default=d.steps, metavar="N",
-                   help=f"optimisation steps (default {d.steps}; 128-256 on a CPU)")
+    gpu, cpu = FEATURE_VIS_DEFAULTS["gpu"], FEATURE_VIS_DEFAULTS["cpu"]
+    p.add_argument("--size", type=_int_at_least(8), default=None, metavar="PX",
+                   help=f"image side in pixels (default {gpu.size} on a GPU, {cpu.size} on a CPU)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, metavar="N",
+                   help=f"optimisation steps (default {gpu.steps} on a GPU, {cpu.steps} on a CPU)")
     p.add_argument("--diversity", type=_int_at_least(0), default=d.diversity, metavar="D",
                    help=f"diversity images per channel (default {d.diversity}, as Summit; 0: none)")
-    p.add_argument("--batch", type=_int_at_least(1), default=32, metavar="B", help="images per optimisation (default 32)")
+    p.add_argument("--batch", type=_int_at_least(1), default=None, metavar="B",
+                   help=f"images per optimisation (default {FEATURE_VIS_BATCH['gpu']} on a GPU, "
+                        f"{FEATURE_VIS_BATCH['cpu']} on a CPU; the images do not depend on it)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the images (default {d.seed})")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None, help="autocast the model's forward (GPU speed)")
@@ -63,6 +67,7 @@ def run(args) -> int:
     from .aggregate import resolve_device
     from .checkpoint import model_digest
     from .cli import check_output_folder
+    from .cli_run import feature_vis_defaults
     from .featvis import FeatureVisSettings, SizeTooSmall, write_feature_vis
 
     source = _Source.find(args.directory)
@@ -81,11 +86,12 @@ def run(args) -> int:
         raise ValueError(f"--model {args.model} with {'--weights ' + str(args.weights) if args.weights else 'random weights'} "
                          f"is not the network {args.directory} was aggregated with (its weights digest differs); "
                          "pass the --model, --weights and --tf-padding given to run")
-    settings = FeatureVisSettings(size=args.size, steps=args.steps, seed=args.seed, diversity=args.diversity,
-                                  amp=args.amp)
+    defaults, batch = feature_vis_defaults(device)
+    settings = FeatureVisSettings(size=args.size or defaults.size, steps=args.steps or defaults.steps,
+                                  seed=args.seed, diversity=args.diversity, amp=args.amp)
     started = time.perf_counter()
     try:
-        report = write_feature_vis(out, model, targets, settings, batch=args.batch, device=device,
+        report = write_feature_vis(out, model, targets, settings, batch=args.batch or batch, device=device,
                                    cache_dir=args.cache, progress=not args.no_progress)
     except SizeTooSmall as exc:  # raised before anything is rendered
         raise ValueError(exc.for_option("--size")) from None

@@ -527,12 +527,18 @@ def _feature_vis_settings(args, device) -> tuple[FeatureVisSettings, int]:
     """--feature-vis's settings and batch: those given, and the device kind's defaults for the others."""
     from dataclasses import replace
 
-    kind = "gpu" if device.type == "cuda" else "cpu"
-    defaults = FEATURE_VIS_DEFAULTS[kind]
+    defaults, batch = feature_vis_defaults(device)
     settings = replace(defaults, size=args.feature_vis_size or defaults.size,
                        steps=args.feature_vis_steps or defaults.steps,
                        diversity=defaults.diversity if args.diversity is None else args.diversity)
-    return settings, args.feature_vis_batch or FEATURE_VIS_BATCH[kind]
+    return settings, args.feature_vis_batch or batch
+
+
+def feature_vis_defaults(device) -> tuple[FeatureVisSettings, int]:
+    """The feature-vis settings and batch that ``run --feature-vis`` and ``featvis`` use on
+    ``device`` (a torch.device) for what they are not given."""
+    kind = "gpu" if device.type == "cuda" else "cpu"
+    return FEATURE_VIS_DEFAULTS[kind], FEATURE_VIS_BATCH[kind]
 
 
 def _check_feature_vis_size(model, args, device) -> None:
