@@ -84,7 +84,8 @@ class FoldedBatchNorms:
 
     Convs in ``keep`` (module names whose output someone reads, e.g. the rendered layers) are not
     folded: their output would become the BatchNorm's. A Sequential's ``forward`` may be
-    overridden (e.g. to pad first), which is why :meth:`check` compares outputs before use.
+    overridden (e.g. to pad first, or in another order), which is why
+    :func:`folding_changes_nothing` compares outputs before use.
     """
 
     def __init__(self, model: nn.Module, keep: set[str] = frozenset()):
@@ -119,7 +120,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight and bias of ``bn(conv(x))`` as one conv, in the conv's dtype (a 2-D conv's weight is 4-D)."""
+    """The weight and bias of ``bn(conv(x))`` as one conv, in the conv's dtype."""
     gain = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
     shift = bn.bias if bn.affine else torch.zeros_like(gain)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(gain)
