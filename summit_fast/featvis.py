@@ -38,9 +38,10 @@ its batch (up to float rounding). The forward pass stops after the deepest layer
 
 Defaults (:class:`FeatureVisSettings`): 128 px and 512 steps, meant for a GPU. On a CPU, 64-96 px
 and 128-256 steps give recognisable images: the 722 graph channels of MobileNetV2 (19 layers) at
-64 px, 128 steps, in batches of 32 took 0.32 s per channel image on two cores. A size too small for the model up to a rendered layer (a pooling or an unpadded
-convolution would get less than its kernel) is :class:`SizeTooSmall`, which names the smallest
-size that works, before anything is rendered (:func:`check_size` checks it alone).
+64 px, 128 steps, in batches of 32 took 0.32 s per channel image on two cores. A size too small
+for the model up to a rendered layer (a pooling or an unpadded convolution would get less than
+its kernel) is :class:`SizeTooSmall`, which names the smallest size that works, before anything
+is rendered (:func:`check_size` checks it alone).
 
 :func:`write_feature_vis` writes the images in Summit's layout, inside a folder (the viewer's
 ``feature-vis/``), with :func:`safe_layer_name` in place of the layer name::
